@@ -1,0 +1,45 @@
+"""Every serving setting, read once from the environment (or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Environment variables are the field names in upper case, e.g. ``MODEL_DIR``."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", protected_namespaces=())
+
+    model_dir: Path = Field(Path("models"), description="Folder holding the versioned models.")
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="auto uses a GPU when TensorFlow sees one."
+    )
+    max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Per uploaded file.")
+    max_image_pixels: int = Field(
+        40_000_000, gt=0, description="Width x height above which an upload is refused."
+    )
+    max_files_per_request: int = Field(64, gt=0)
+    max_k: int = Field(100, gt=0, description="Upper bound of k on /similar.")
+    default_k: int = Field(5, gt=0)
+    batch_max_size: int = Field(32, gt=0, description="Largest micro-batch sent to a model.")
+    batch_max_wait_ms: float = Field(
+        2.0, ge=0, description="How long a batch waits for more requests."
+    )
+    reload_interval_s: float = Field(
+        10.0, ge=0, description="Seconds between scans for new versions; 0 turns polling off."
+    )
+    api_key: str | None = Field(None, description="When set, admin endpoints need X-API-Key.")
+    api_key_scope: Literal["admin", "all"] = Field(
+        "admin", description="Which endpoints the API key guards."
+    )
+    log_level: str = "info"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
