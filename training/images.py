@@ -7,8 +7,10 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from training.errors import DataError
 
-class UnreadableImageError(ValueError):
+
+class UnreadableImageError(DataError):
     """Raised with a message naming the file that could not be decoded."""
 
 
