@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set everything up, train the models if none exist yet, then serve them on localhost.
+#   HOST / PORT      where to listen (default 127.0.0.1:8000)
+#   MODEL_DIR        models folder (default models)
+#   DATA             training data (default ../shared/data when present, else downloaded)
+#   EXTRAS           pip extras to install (default dev; use "gpu" on a CUDA machine)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh "${EXTRAS:-dev}"
+export MODEL_DIR="${MODEL_DIR:-models}"
+
+has_version() { compgen -G "$MODEL_DIR/$1/[0-9]*" > /dev/null; }
+if ! has_version signs_classifier || ! has_version malaria_autoencoder || ! has_version malaria_index; then
+  data_args=()
+  if [ -n "${DATA:-}" ]; then
+    data_args=(--data "$DATA")
+  elif [ -d ../shared/data ]; then
+    data_args=(--data ../shared/data)
+  fi
+  echo "No trained models in $MODEL_DIR: training them first."
+  .venv/bin/python -m training all "${data_args[@]}" --out "$MODEL_DIR"
+fi
+exec .venv/bin/uvicorn app.main:app --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"

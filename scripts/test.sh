@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up .venv (and Chromium for the browser tests), lint, then run the whole test suite.
+# Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh dev
+if [ -f scripts/install-browser.sh ]; then
+  bash scripts/install-browser.sh || echo "browser install failed: browser tests will be skipped"
+fi
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/python -m pytest "$@"
