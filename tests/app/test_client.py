@@ -1,0 +1,176 @@
+"""The HTTP client and CLI: request shapes and error handling against a mock transport."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.client import CellsignClient, CellsignError, main
+
+Handler = Callable[[httpx.Request], httpx.Response]
+CLASSIFY_ANSWER = {
+    "model": {"name": "signs_classifier", "version": 1},
+    "predictions": [
+        {
+            "filename": "a.png",
+            "label": "3",
+            "class_id": 3,
+            "confidence": 0.9,
+            "probabilities": {"3": 0.9, "1": 0.1},
+        }
+    ],
+}
+
+
+def mock_http(handler: Handler) -> httpx.Client:
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+@pytest.fixture
+def image_file(tmp_path: Path) -> Path:
+    path = tmp_path / "a.png"
+    path.write_bytes(b"\x89PNG not really")
+    return path
+
+
+def test_classify_sends_every_file_as_a_file_part_with_the_api_key(
+    image_file: Path, tmp_path: Path
+) -> None:
+    second = tmp_path / "b.jpg"
+    second.write_bytes(b"jpeg bytes")
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=CLASSIFY_ANSWER)
+
+    client = CellsignClient("http://server:9", api_key="secret", http_client=mock_http(handler))
+    assert client.classify([image_file, second]) == CLASSIFY_ANSWER
+    request = seen[0]
+    assert request.method == "POST"
+    assert str(request.url) == "http://server:9/classify"
+    assert request.headers["X-API-Key"] == "secret"
+    body = request.read()
+    assert b'name="file"; filename="a.png"' in body
+    assert b'name="file"; filename="b.jpg"' in body
+    assert b"Content-Type: image/jpeg" in body
+
+
+def test_denoise_asks_for_png_at_the_original_size(image_file: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/denoise"
+        assert request.url.params["size"] == "original"
+        assert request.headers["Accept"] == "image/png"
+        return httpx.Response(200, content=b"png-bytes", headers={"content-type": "image/png"})
+
+    client = CellsignClient(http_client=mock_http(handler))
+    assert client.denoise(image_file, size_original=True) == b"png-bytes"
+
+
+def test_similar_passes_k_and_rejects_k_below_one(image_file: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"results": [], "k": request.url.params["k"]})
+
+    client = CellsignClient(http_client=mock_http(handler))
+    assert client.similar(image_file, k=7)["k"] == "7"
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        client.similar(image_file, k=0)
+
+
+def test_classify_needs_a_path() -> None:
+    client = CellsignClient(http_client=mock_http(lambda request: httpx.Response(500)))
+    with pytest.raises(ValueError, match="at least one image"):
+        client.classify([])
+
+
+def test_an_error_answer_raises_with_the_server_detail(image_file: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(415, json={"detail": "cannot read image a.png"})
+
+    client = CellsignClient(http_client=mock_http(handler))
+    with pytest.raises(CellsignError, match="HTTP 415: cannot read image a.png") as raised:
+        client.classify([image_file])
+    assert raised.value.status_code == 415
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (
+            httpx.Response(400, json={"detail": "image is\n  empty"}),
+            "error: HTTP 400: image is empty",
+        ),
+        (
+            httpx.Response(
+                422,
+                json={"detail": [{"loc": ["query", "k"], "msg": "must be <= 100"}]},
+            ),
+            "error: HTTP 422: query.k: must be <= 100",
+        ),
+        (
+            httpx.Response(502, text="<html> Bad gateway </html>"),
+            "error: HTTP 502: <html> Bad gateway </html>",
+        ),
+    ],
+)
+def test_cli_prints_the_detail_as_one_line_and_fails(
+    image_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    response: httpx.Response,
+    expected: str,
+) -> None:
+    status = main(["similar", str(image_file)], http_client=mock_http(lambda request: response))
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.err == expected + "\n"
+    assert "Traceback" not in captured.err
+
+
+def test_cli_reports_a_missing_file_without_calling_the_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("no request expected")
+
+    missing = tmp_path / "missing.png"
+    status = main(["classify", str(missing)], http_client=mock_http(handler))
+    assert status == 1
+    assert capsys.readouterr().err == f"error: No such file or directory: {missing}\n"
+
+
+def test_cli_reports_an_unreachable_server(
+    image_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused", request=request)
+
+    status = main(["--url", "http://127.0.0.1:1", "classify", str(image_file)], mock_http(handler))
+    assert status == 1
+    assert capsys.readouterr().err == "error: cannot reach http://127.0.0.1:1: Connection refused\n"
+
+
+def test_cli_rejects_k_below_one_before_any_request(
+    image_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["similar", str(image_file), "-k", "0"])
+    assert raised.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_classify_prints_one_line_per_image(
+    image_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    http = mock_http(lambda request: httpx.Response(200, json=CLASSIFY_ANSWER))
+    assert main(["classify", str(image_file)], http) == 0
+    assert capsys.readouterr().out == "a.png: 3 (confidence 0.900)\n"
+
+
+def test_cli_denoise_writes_the_png(image_file: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out.png"
+    http = mock_http(lambda request: httpx.Response(200, content=b"png-bytes"))
+    assert main(["denoise", str(image_file), "-o", str(output)], http) == 0
+    assert output.read_bytes() == b"png-bytes"
