@@ -1,0 +1,184 @@
+"""Build the similar-cell FAISS index over the newest exported autoencoder's codes.
+
+The gallery is the training split (same split and seed as training), so held-out test
+cells stay unseen: they are the queries of the retrieval report. Codes are L2-normalised
+and searched by inner product (cosine similarity). Small galleries get an exact flat index;
+above ``approximate_above`` cells an HNSW graph, whose recall@10 against exact search is
+measured and recorded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from training import reports
+from training.errors import DataError
+from training.export import METADATA_FILE, existing_versions, write_version
+from training.malaria import MODEL_NAME as ENCODER_NAME
+from training.malaria_data import LABEL_NAMES, CellSplit, load_malaria
+
+INDEX_NAME = "malaria_index"
+PRECISION_KS = (1, 5, 10)
+RECALL_K = 10
+DEFAULT_APPROXIMATE_ABOVE = 50_000
+HNSW_NEIGHBOURS = 32
+
+
+def newest_encoder(out_dir: Path) -> tuple[Path, dict[str, Any]]:
+    root = Path(out_dir) / ENCODER_NAME
+    versions = existing_versions(root)
+    if not versions:
+        raise DataError(
+            f"no {ENCODER_NAME} version in {root}; train it first (python -m training malaria)"
+        )
+    version_dir = root / str(versions[-1])
+    return version_dir, json.loads((version_dir / METADATA_FILE).read_text())
+
+
+def encode_images(encode: Any, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """uint8 cells -> L2-normalised float32 codes through the SavedModel's ``encode``."""
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        batch = tf.constant(images[start : start + batch_size].astype(np.float32) / 255.0)
+        chunks.append(encode(images=batch)["codes"].numpy())
+    codes = np.concatenate(chunks).astype(np.float32)
+    faiss.normalize_L2(codes)
+    return codes
+
+
+def make_index(codes: np.ndarray, approximate_above: int) -> faiss.Index:
+    dimension = codes.shape[1]
+    if len(codes) > approximate_above:
+        index = faiss.IndexHNSWFlat(dimension, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexFlatIP(dimension)
+    index.add(codes)
+    return index
+
+
+def recall_against_exact(index: faiss.Index, gallery: np.ndarray, queries: np.ndarray) -> float:
+    """Fraction of the exact top-``RECALL_K`` neighbours that ``index`` also returns."""
+    exact = faiss.IndexFlatIP(gallery.shape[1])
+    exact.add(gallery)
+    k = min(RECALL_K, len(gallery))
+    _, truth = exact.search(queries, k)
+    _, found = index.search(queries, k)
+    hits = sum(len(set(t) & set(f)) for t, f in zip(truth, found, strict=True))
+    return hits / truth.size
+
+
+def precision_at_k(
+    neighbours: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray
+) -> dict[str, Any]:
+    """Share of each query's top-k neighbours with the query's label, overall and by label."""
+    same = gallery_labels[neighbours] == query_labels[:, None]
+    result: dict[str, Any] = {}
+    for k in PRECISION_KS:
+        if k > neighbours.shape[1]:
+            continue
+        per_query = same[:, :k].mean(axis=1)
+        result[f"precision_at_{k}"] = {
+            "all": float(per_query.mean()),
+            **{
+                name: float(per_query[query_labels == label].mean())
+                for label, name in enumerate(LABEL_NAMES)
+                if np.any(query_labels == label)
+            },
+        }
+    return result
+
+
+def write_gallery(folder: Path, gallery: CellSplit) -> None:
+    """``gallery.npz`` (ids, labels, offsets) + ``gallery_images.bin`` (PNG bytes, concatenated)."""
+    pngs = [_as_png(raw) for raw in gallery.stored_bytes]
+    offsets = np.zeros(len(pngs) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(png) for png in pngs])
+    (folder / "gallery_images.bin").write_bytes(b"".join(pngs))
+    np.savez(
+        folder / "gallery.npz",
+        ids=np.arange(len(pngs), dtype=np.int64),
+        labels=np.array([LABEL_NAMES[label] for label in gallery.labels]),
+        offsets=offsets,
+    )
+
+
+def _as_png(raw: bytes) -> bytes:
+    """Stored bytes are PNG already for the NIH data; anything else is re-encoded."""
+    if raw.startswith(b"\x89PNG"):
+        return raw
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(raw)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_neighbour_grid(
+    path: Path, queries: CellSplit, gallery: CellSplit, neighbours: np.ndarray, count: int = 6
+) -> None:
+    picks = [
+        i
+        for label in range(len(LABEL_NAMES))
+        for i in np.flatnonzero(queries.labels == label)[: count // 2]
+    ]
+    rows = [[queries.images[i], *gallery.images[neighbours[i, :8]]] for i in picks]
+    titles = [f"query: {LABEL_NAMES[queries.labels[i]]}" for i in picks]
+    reports.plot_image_grid(rows, path, row_titles=titles)
+
+
+def build_index(
+    data: Path | None,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    approximate_above: int = DEFAULT_APPROXIMATE_ABOVE,
+) -> Path:
+    """Encode the training-split gallery with the newest encoder and export the index."""
+    encoder_dir, encoder_metadata = newest_encoder(out_dir)
+    encoder_data = encoder_metadata["data"]
+    fraction = 0.08 if quick else 1.0
+    cells = load_malaria(
+        data, encoder_data["image_size"], seed=seed, fraction=fraction, splits=("train", "test")
+    )
+    gallery, queries = cells.splits["train"], cells.splits["test"]
+    encode = tf.saved_model.load(str(encoder_dir)).signatures["encode"]
+    gallery_codes, query_codes = (
+        encode_images(encode, gallery.images),
+        encode_images(encode, queries.images),
+    )
+    index = make_index(gallery_codes, approximate_above)
+    _, neighbours = index.search(query_codes, min(max(PRECISION_KS), len(gallery_codes)))
+    metrics = {
+        "queries": len(queries.labels),
+        "recall_at_10_vs_exact": recall_against_exact(index, gallery_codes, query_codes),
+        **precision_at_k(neighbours, gallery.labels, queries.labels),
+    }
+
+    def write_payload(folder: Path) -> None:
+        faiss.write_index(index, str(folder / "index.faiss"))
+        write_gallery(folder, gallery)
+        reports.write_json(folder / "report" / "metrics.json", metrics)
+        write_neighbour_grid(folder / "report" / "neighbours.png", queries, gallery, neighbours)
+
+    metadata = {
+        "encoder": {"name": ENCODER_NAME, "version": encoder_metadata["version"]},
+        "dimension": int(gallery_codes.shape[1]),
+        "index_type": type(index).__name__,
+        "metric": "cosine",
+        "normalize_codes": True,
+        "size": int(index.ntotal),
+        "data": {**cells.summary(), "seed": seed, "gallery_split": "train", "query_split": "test"},
+        "hyperparameters": {
+            "approximate_above": approximate_above,
+            "hnsw_neighbours": HNSW_NEIGHBOURS,
+        },
+        "metrics": metrics,
+    }
+    return write_version(out_dir, INDEX_NAME, write_payload, metadata)

@@ -1,0 +1,231 @@
+"""Train the malaria denoising autoencoder with ``compile()``/``fit()`` and export it.
+
+Inputs are Gaussian-noised cells, targets the clean cells. Validation (fixed noise) drives
+early stopping and checkpointing; the held-out test split is only touched by the final
+report. ``BackupAndRestore`` keeps a backup under ``<out>/malaria_autoencoder/.work`` so an
+interrupted run resumes from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training import reports
+from training.autoencoder import AutoencoderParts, build_autoencoder
+from training.distribute import strategy_from_environment
+from training.export import write_version
+from training.malaria_data import MalariaData, load_malaria
+from training.pipeline import denoising_dataset, evaluation_dataset
+
+MODEL_NAME = "malaria_autoencoder"
+REPORT_SIGMAS = (0.05, 0.1, 0.2)
+
+
+@dataclass(frozen=True)
+class MalariaConfig:
+    image_size: int = 48
+    filters: tuple[int, ...] = (32, 64)
+    code_channels: int = 64
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    loss: str = "mean_squared_error"
+    noise_sigma: float = 0.1
+    patience: int = 3
+    data_fraction: float = 1.0
+
+
+QUICK = MalariaConfig(epochs=1, data_fraction=0.08)
+EXPERIMENTS: list[dict[str, Any]] = []
+
+
+def config_for(epochs: int | None, image_size: int | None, quick: bool) -> MalariaConfig:
+    config = QUICK if quick else MalariaConfig()
+    if epochs is not None:
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        config = dataclasses.replace(config, epochs=epochs)
+    if image_size is not None:
+        config = dataclasses.replace(config, image_size=image_size)
+    return config
+
+
+def compile_autoencoder(parts: AutoencoderParts, config: MalariaConfig) -> None:
+    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+    parts.autoencoder.compile(optimizer=optimizer, loss=config.loss)
+
+
+def fit_autoencoder(
+    parts: AutoencoderParts, data: MalariaData, config: MalariaConfig, work_dir: Path, seed: int
+) -> dict[str, list[float]]:
+    train_images = data.splits["train"].images
+    steps_per_epoch = max(1, len(train_images) // config.batch_size)
+    train = denoising_dataset(
+        train_images, batch_size=config.batch_size, noise_sigma=config.noise_sigma, seed=seed
+    )
+    validation = evaluation_dataset(
+        data.splits["validation"].images,
+        batch_size=config.batch_size,
+        noise_sigma=config.noise_sigma,
+        seed=seed,
+    )
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
+        keras.callbacks.ModelCheckpoint(
+            str(work_dir / "best.weights.h5"), save_best_only=True, save_weights_only=True
+        ),
+        keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
+        keras.callbacks.TensorBoard(str(work_dir / "tensorboard")),
+    ]
+    history = parts.autoencoder.fit(
+        train,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+class AutoencoderModule(tf.Module):
+    """What the server loads: ``denoise`` and ``encode`` with fixed input signatures."""
+
+    def __init__(self, parts: AutoencoderParts, image_size: int) -> None:
+        super().__init__()
+        self.autoencoder = parts.autoencoder
+        self.embedder = parts.embedder
+        spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
+        self.denoise = tf.function(self._denoise, input_signature=[spec])
+        self.encode = tf.function(self._encode, input_signature=[spec])
+
+    def _denoise(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"images": self.autoencoder(images, training=False)}
+
+    def _encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"codes": self.embedder(images, training=False)}
+
+
+def save_autoencoder(parts: AutoencoderParts, image_size: int, path: Path) -> None:
+    module = AutoencoderModule(parts, image_size)
+    signatures = {
+        "serving_default": module.denoise,
+        "denoise": module.denoise,
+        "encode": module.encode,
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
+
+
+def denoising_metrics(parts: AutoencoderParts, clean: np.ndarray, seed: int) -> dict[str, Any]:
+    """PSNR/SSIM of reconstruction (clean input) and of denoising at each report sigma."""
+    clean_float = tf.constant(clean.astype(np.float32) / 255.0)
+    rng = np.random.default_rng(seed)
+
+    def quality(prediction: tf.Tensor) -> dict[str, float]:
+        return {
+            "psnr": float(tf.reduce_mean(tf.image.psnr(prediction, clean_float, max_val=1.0))),
+            "ssim": float(tf.reduce_mean(tf.image.ssim(prediction, clean_float, max_val=1.0))),
+        }
+
+    def predict(images: tf.Tensor) -> tf.Tensor:
+        return parts.autoencoder.predict(images, batch_size=256, verbose=0)
+
+    metrics: dict[str, Any] = {
+        "test_cells": len(clean),
+        "reconstruction": quality(predict(clean_float)),
+    }
+    for sigma in REPORT_SIGMAS:
+        noise = rng.normal(0, sigma, clean.shape).astype(np.float32)
+        noisy = tf.clip_by_value(clean_float + noise, 0.0, 1.0)
+        noisy_quality, denoised_quality = quality(noisy), quality(predict(noisy))
+        metrics[f"denoise_sigma_{sigma}"] = {
+            "noisy": noisy_quality,
+            "denoised": denoised_quality,
+            "psnr_gain_db": denoised_quality["psnr"] - noisy_quality["psnr"],
+        }
+    return metrics
+
+
+def write_report(
+    report_dir: Path,
+    parts: AutoencoderParts,
+    data: MalariaData,
+    config: MalariaConfig,
+    history: dict[str, list[float]],
+    metrics: dict[str, Any],
+    seed: int,
+) -> None:
+    reports.write_json(report_dir / "config.json", {**dataclasses.asdict(config), "seed": seed})
+    reports.write_json(report_dir / "metrics.json", metrics)
+    reports.plot_learning_curves(history, report_dir / "learning_curves.png", "malaria autoencoder")
+    clean = data.splits["test"].images[:8].astype(np.float32) / 255.0
+    noisy = np.clip(clean + np.random.default_rng(seed).normal(0, 0.1, clean.shape), 0, 1)
+    denoised = parts.autoencoder.predict(noisy.astype(np.float32), verbose=0)
+    reports.plot_image_grid(
+        [list(clean), list(noisy), list(denoised)],
+        report_dir / "denoising_grid.png",
+        row_titles=["clean", "noisy sigma 0.1", "denoised"],
+    )
+
+
+def train_malaria(
+    data: Path | None,
+    out_dir: Path,
+    *,
+    epochs: int | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+    quick: bool = False,
+) -> Path:
+    """Train, evaluate on held-out cells, export a new version; return its folder."""
+    config = config_for(epochs, image_size, quick)
+    keras.utils.set_random_seed(seed)
+    cells = load_malaria(data, config.image_size, seed=seed, fraction=config.data_fraction)
+    work_dir = Path(out_dir) / MODEL_NAME / ".work"
+    strategy = strategy_from_environment()
+    with strategy.scope():
+        parts = build_autoencoder(config.image_size, config.filters, config.code_channels)
+        compile_autoencoder(parts, config)
+    history = fit_autoencoder(parts, cells, config, work_dir, seed)
+    metrics = denoising_metrics(parts, cells.splits["test"].images, seed)
+    metrics["epochs_run"] = len(history.get("loss", []))
+    metrics["final_val_loss"] = min(history.get("val_loss", [float("nan")]))
+
+    def write_payload(version_dir: Path) -> None:
+        save_autoencoder(parts, config.image_size, version_dir)
+        report_dir = version_dir / "report"
+        write_report(report_dir, parts, cells, config, history, metrics, seed)
+        if (work_dir / "tensorboard").exists():
+            shutil.copytree(work_dir / "tensorboard", report_dir / "tensorboard")
+
+    size = config.image_size
+    metadata = {
+        "input": {
+            "height": size,
+            "width": size,
+            "channels": 3,
+            "dtype": "float32",
+            "scale": "pixel / 255",
+        },
+        "signatures": {
+            "serving_default": {"input": "images", "output": "images"},
+            "denoise": {"input": "images", "output": "images"},
+            "encode": {"input": "images", "output": "codes"},
+        },
+        "code_dim": parts.code_dim,
+        "data": {**cells.summary(), "seed": seed},
+        "hyperparameters": {**dataclasses.asdict(config), "optimizer": "adam"},
+        "metrics": metrics,
+        "experiments": EXPERIMENTS,
+    }
+    version_dir = write_version(out_dir, MODEL_NAME, write_payload, metadata)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return version_dir
