@@ -60,3 +60,27 @@ def plot_image_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_confusion_matrix(
+    matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str
+) -> None:
+    """Counts with true classes as rows and predicted classes as columns."""
+    size = max(3.0, 0.6 * len(class_names) + 1.5)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(matrix, cmap="Blues")
+    ticks = range(len(class_names))
+    axis.set_xticks(ticks, class_names)
+    axis.set_yticks(ticks, class_names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for row in ticks:
+        for column in ticks:
+            color = "white" if matrix[row, column] > threshold else "black"
+            axis.text(column, row, int(matrix[row, column]), ha="center", va="center", color=color)
+    axis.set_title(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,54 @@
+"""The SIGNS gesture classifier: a small ``tf.keras.Sequential`` CNN that outputs logits.
+
+Logits (not probabilities) keep the loss numerically stable during training; the exported
+serving signature applies the softmax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Architecture knobs; recorded in the model's metadata as hyperparameters."""
+
+    filters: tuple[int, ...] = (32, 64, 128)
+    dense_units: int = 128
+    dropout: float = 0.4
+    l2: float = 1e-4
+
+
+def build_classifier(
+    image_size: int, n_classes: int, config: ClassifierConfig = ClassifierConfig()
+) -> tf.keras.Sequential:
+    """Conv -> BatchNorm -> ReLU -> MaxPool per stage, then Flatten, Dropout and Dense.
+
+    BatchNormalization lets the small data set train quickly at a high learning rate; the
+    L2 penalty and dropout hold back overfitting on ~750 training images.
+    """
+    if image_size < 2 ** len(config.filters):
+        raise ValueError(f"image size {image_size} is too small for {len(config.filters)} pools")
+    regularizer = tf.keras.regularizers.L2(config.l2)
+    layers: list[tf.keras.layers.Layer] = [tf.keras.Input((image_size, image_size, 3))]
+    for filters in config.filters:
+        layers += [
+            tf.keras.layers.Conv2D(
+                filters, 3, padding="same", use_bias=False, kernel_regularizer=regularizer
+            ),
+            tf.keras.layers.BatchNormalization(),
+            tf.keras.layers.ReLU(),
+            tf.keras.layers.MaxPooling2D(),
+        ]
+    layers += [
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dropout(config.dropout),
+        tf.keras.layers.Dense(
+            config.dense_units, activation="relu", kernel_regularizer=regularizer
+        ),
+        tf.keras.layers.Dropout(config.dropout),
+        tf.keras.layers.Dense(n_classes, kernel_regularizer=regularizer),
+    ]
+    return tf.keras.Sequential(layers, name="signs_classifier")

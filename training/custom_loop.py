@@ -1,0 +1,269 @@
+"""Our own classifier training loop: ``tf.GradientTape`` steps run under a ``tf.distribute``
+strategy, early stopping on validation loss, and checkpoints that let a run resume.
+
+The same code runs on one CPU (the default strategy costs nothing there), on several GPUs
+(``MirroredStrategy``) or on several workers (``MultiWorkerMirroredStrategy``): batches are
+split with ``experimental_distribute_dataset``, each replica runs ``strategy.run`` and the
+per-replica sums are combined with ``strategy.reduce``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+HISTORY_FILE = "history.json"
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Optimisation knobs; recorded in the model's metadata as hyperparameters."""
+
+    epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    patience: int = 12
+    augment: bool = True
+    seed: int = 0
+
+
+@dataclass
+class LoopResult:
+    """Per-epoch history (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``) and timing."""
+
+    history: dict[str, list[float]]
+    best_epoch: int
+    seconds: float
+    resumed_from_epoch: int = 0
+    config: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history["loss"])
+
+
+def build_augmenter(seed: int) -> tf.keras.Sequential:
+    """Small shifts, rotations, zooms and brightness changes.
+
+    No flips: a mirrored hand still shows the same count, but flips would teach the model
+    views the camera never produced, and larger rotations would blur gestures together.
+    """
+    return tf.keras.Sequential(
+        [
+            tf.keras.layers.RandomTranslation(0.08, 0.08, fill_mode="nearest", seed=seed),
+            tf.keras.layers.RandomRotation(0.04, fill_mode="nearest", seed=seed + 1),
+            tf.keras.layers.RandomZoom(0.1, fill_mode="nearest", seed=seed + 2),
+            tf.keras.layers.RandomBrightness(0.1, value_range=(0.0, 1.0), seed=seed + 3),
+        ],
+        name="augmenter",
+    )
+
+
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle_seed: int | None = None,
+    augmenter: tf.keras.Sequential | None = None,
+) -> tf.data.Dataset:
+    """uint8 images -> float32 batches in [0, 1]; shuffled and augmented when asked."""
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64)))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).map(
+        lambda x, y: (tf.cast(x, tf.float32) / 255.0, y), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    if augmenter is not None:
+        dataset = dataset.map(
+            lambda x, y: (tf.clip_by_value(augmenter(x, training=True), 0.0, 1.0), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def fit_classifier(
+    build_model: Callable[[], tf.keras.Model],
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    config: LoopConfig,
+    checkpoint_dir: Path,
+    strategy: tf.distribute.Strategy | None = None,
+) -> tuple[tf.keras.Model, LoopResult]:
+    """Train a logits classifier and return it with its best (lowest validation loss) weights.
+
+    ``checkpoint_dir`` holds the latest epoch's checkpoint and the best weights; calling
+    again with the same folder resumes after the last completed epoch.
+    """
+    if config.epochs < 1 or config.batch_size < 1 or config.patience < 1:
+        raise ValueError("epochs, batch_size and patience must be positive")
+    strategy = strategy or tf.distribute.get_strategy()
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    with strategy.scope():
+        model = build_model()
+        optimizer = tf.keras.optimizers.Adam(config.learning_rate)
+        state = _TrainingState()
+    checkpoints = _Checkpoints(checkpoint_dir, model, optimizer, state)
+    resumed_from = checkpoints.restore_latest()
+    history = checkpoints.load_history(resumed_from)
+
+    augmenter = build_augmenter(config.seed) if config.augment else None
+    train_data = make_dataset(*train, global_batch, shuffle_seed=config.seed, augmenter=augmenter)
+    validation_data = make_dataset(*validation, global_batch)
+    distributed_train = strategy.experimental_distribute_dataset(train_data)
+    distributed_validation = strategy.experimental_distribute_dataset(validation_data)
+    train_step, evaluation_step = _make_steps(model, optimizer, strategy, distributed_train)
+
+    started = time.perf_counter()
+    for epoch in range(int(state.epoch.numpy()), config.epochs):
+        if int(state.stale_epochs.numpy()) >= config.patience:
+            break
+        train_stats = _run_epoch(train_step, distributed_train, f"epoch {epoch + 1} train")
+        validation_stats = _run_epoch(evaluation_step, distributed_validation, None)
+        for key, value in zip(("loss", "accuracy"), train_stats, strict=True):
+            history[key].append(value)
+        for key, value in zip(("val_loss", "val_accuracy"), validation_stats, strict=True):
+            history[key].append(value)
+        state.record_epoch(validation_stats[0])
+        if int(state.stale_epochs.numpy()) == 0:
+            checkpoints.save_best()
+        checkpoints.save_latest(history)
+        log.info(
+            "epoch %d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f",
+            epoch + 1,
+            *train_stats,
+            *validation_stats,
+        )
+    checkpoints.restore_best()
+    result = LoopResult(
+        history=history,
+        best_epoch=int(state.best_epoch.numpy()),
+        seconds=time.perf_counter() - started,
+        resumed_from_epoch=resumed_from,
+        config=asdict(config),
+    )
+    return model, result
+
+
+def predict_probabilities(model: tf.keras.Model, images: np.ndarray, batch_size: int = 128):
+    """Softmax probabilities for uint8 images, batched through one traced function."""
+    predict = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))
+    dataset = make_dataset(images, np.zeros(len(images), np.int64), batch_size)
+    return np.concatenate([predict(batch).numpy() for batch, _ in dataset])
+
+
+class _TrainingState(tf.Module):
+    """Loop counters kept in the checkpoint so a resumed run continues where it stopped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.best_loss = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
+        self.stale_epochs = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def record_epoch(self, validation_loss: float) -> None:
+        self.epoch.assign_add(1)
+        if validation_loss < float(self.best_loss.numpy()):
+            self.best_loss.assign(validation_loss)
+            self.best_epoch.assign(self.epoch)
+            self.stale_epochs.assign(0)
+        else:
+            self.stale_epochs.assign_add(1)
+
+
+class _Checkpoints:
+    """Latest-epoch and best-weights checkpoints plus the history JSON, in one folder."""
+
+    def __init__(self, folder: Path, model, optimizer, state: _TrainingState) -> None:
+        self.folder = Path(folder)
+        latest = tf.train.Checkpoint(model=model, optimizer=optimizer, state=state)
+        self.latest = tf.train.CheckpointManager(latest, str(self.folder / "latest"), 2)
+        self.best = tf.train.CheckpointManager(
+            tf.train.Checkpoint(model=model), str(self.folder / "best"), 1
+        )
+
+    def restore_latest(self) -> int:
+        """Restore the last completed epoch; returns how many epochs it had (0 when fresh)."""
+        if self.latest.latest_checkpoint is None:
+            return 0
+        self.latest.checkpoint.restore(self.latest.latest_checkpoint).expect_partial()
+        epochs_done = int(self.latest.checkpoint.state.epoch.numpy())
+        log.info("resuming from %s after epoch %d", self.latest.latest_checkpoint, epochs_done)
+        return epochs_done
+
+    def load_history(self, epochs_done: int) -> dict[str, list[float]]:
+        path = self.folder / HISTORY_FILE
+        saved = json.loads(path.read_text()) if epochs_done and path.is_file() else {}
+        keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+        return {key: list(saved.get(key, []))[:epochs_done] for key in keys}
+
+    def save_latest(self, history: dict[str, list[float]]) -> None:
+        self.latest.save(checkpoint_number=int(self.latest.checkpoint.state.epoch.numpy()))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / HISTORY_FILE).write_text(json.dumps(history))
+
+    def save_best(self) -> None:
+        self.best.save()
+
+    def restore_best(self) -> None:
+        if self.best.latest_checkpoint is not None:
+            self.best.checkpoint.restore(self.best.latest_checkpoint).expect_partial()
+
+
+def _make_steps(model, optimizer, strategy: tf.distribute.Strategy, distributed_train):
+    """Traced train and evaluation steps; each returns global ``[loss sum, correct, count]``."""
+    loss_function = tf.keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction="none"
+    )
+
+    def batch_sums(labels, logits, per_example_loss):
+        predicted = tf.argmax(logits, axis=-1, output_type=labels.dtype)
+        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))
+        count = tf.cast(tf.shape(labels)[0], tf.float32)
+        return tf.stack([tf.reduce_sum(per_example_loss), correct, count])
+
+    def replica_train(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_example_loss = loss_function(labels, logits)
+            loss = tf.nn.compute_average_loss(per_example_loss)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        return batch_sums(labels, logits, per_example_loss)
+
+    def replica_evaluate(images, labels):
+        logits = model(images, training=False)
+        return batch_sums(labels, logits, loss_function(labels, logits))
+
+    def distributed(replica_function):
+        def step(batch):
+            per_replica = strategy.run(replica_function, args=batch)
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        return tf.function(step, input_signature=[distributed_train.element_spec])
+
+    return distributed(replica_train), distributed(replica_evaluate)
+
+
+def _run_epoch(step, distributed_dataset, description: str | None) -> tuple[float, float]:
+    """Mean loss and accuracy over one pass; a progress bar when a description is given."""
+    totals = np.zeros(3)
+    hidden = True if description is None else None  # None: shown only on a terminal
+    batches = tqdm(distributed_dataset, desc=description, leave=False, disable=hidden)
+    for batch in batches:
+        totals += step(batch).numpy()
+        batches.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", acc=f"{totals[1] / totals[2]:.3f}")
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2])

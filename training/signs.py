@@ -1,0 +1,199 @@
+"""The SIGNS job: load, train with our own loop, score on the held-out test set, export."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from training import reports
+from training.classifier import ClassifierConfig, build_classifier
+from training.custom_loop import LoopConfig, LoopResult, fit_classifier, predict_probabilities
+from training.distribute import strategy_from_environment
+from training.export import write_version
+from training.signs_data import CLASS_NAMES, SignsData, SignsSplits, load_signs
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "signs_classifier"
+DEFAULT_IMAGE_SIZE = 64
+QUICK_EPOCHS = 3
+QUICK_IMAGES_PER_CLASS = 30  # of the training split; validation and test stay whole
+
+
+@dataclass(frozen=True)
+class SignsRun:
+    """Everything that decides a run's result; its hash names the checkpoint folder."""
+
+    source: str
+    image_size: int
+    seed: int
+    quick: bool
+    model: ClassifierConfig
+    loop: LoopConfig
+
+    def fingerprint(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def train_signs(
+    data: Path | None,
+    out_dir: Path,
+    *,
+    epochs: int | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+    quick: bool = False,
+) -> Path:
+    """Train the classifier and export a new version; returns the version folder.
+
+    An interrupted run leaves its checkpoints under ``<out_dir>/.checkpoints/``; running the
+    same command again resumes from the last completed epoch.
+    """
+    image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, got {epochs}")
+    if image_size < 8:
+        raise ValueError(f"--image-size must be at least 8, got {image_size}")
+    tf.keras.utils.set_random_seed(seed)
+    splits = load_signs(data, image_size, seed)
+    if quick:
+        splits.train = _per_class_subset(splits.train, QUICK_IMAGES_PER_CLASS, seed)
+    loop = LoopConfig(epochs=epochs or (QUICK_EPOCHS if quick else LoopConfig.epochs), seed=seed)
+    run = SignsRun(splits.train.source, image_size, seed, quick, ClassifierConfig(), loop)
+    log.info("SIGNS splits %s from %s", splits.sizes(), splits.train.source)
+
+    checkpoint_dir = Path(out_dir) / ".checkpoints" / f"{MODEL_NAME}-{run.fingerprint()}"
+    model, result = fit_classifier(
+        lambda: build_classifier(image_size, len(CLASS_NAMES), run.model),
+        (splits.train.images, splits.train.labels),
+        (splits.validation.images, splits.validation.labels),
+        loop,
+        checkpoint_dir,
+        strategy_from_environment(),
+    )
+    probabilities = predict_probabilities(model, splits.test.images)
+    metrics = evaluation_metrics(splits.test.labels, probabilities, result)
+    log.info("held-out test accuracy %.4f on %d images", metrics["test_accuracy"], len(splits.test))
+
+    metadata = build_metadata(run, splits, metrics)
+
+    def write_payload(folder: Path) -> None:
+        export_saved_model(model, image_size, folder)
+        write_report(folder / "report", metadata, metrics, result)
+
+    version_dir = write_version(out_dir, MODEL_NAME, write_payload, metadata)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: the next run starts afresh
+    return version_dir
+
+
+class ServingModule(tf.Module):
+    """What the SavedModel holds: the model and one fixed-shape signature."""
+
+    def __init__(self, model: tf.keras.Model, image_size: int) -> None:
+        super().__init__()
+        self.model = model
+        spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
+        self.serve = tf.function(self._probabilities, input_signature=[spec])
+
+    def _probabilities(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"probabilities": tf.nn.softmax(self.model(images, training=False))}
+
+
+def export_saved_model(model: tf.keras.Model, image_size: int, folder: Path) -> None:
+    module = ServingModule(model, image_size)
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+
+
+def evaluation_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, result: LoopResult
+) -> dict[str, Any]:
+    """Held-out test scores plus the training summary the report and metadata share."""
+    predicted = probabilities.argmax(axis=1)
+    n_classes = len(CLASS_NAMES)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = {
+        name: float(confusion[index, index] / max(1, confusion[index].sum()))
+        for index, name in enumerate(CLASS_NAMES)
+    }
+    best = result.best_epoch - 1
+    return {
+        "test_accuracy": float((predicted == labels).mean()),
+        "test_images": len(labels),
+        "test_per_class_accuracy": per_class,
+        "test_confusion_matrix": confusion.tolist(),
+        "validation_accuracy": result.history["val_accuracy"][best] if best >= 0 else None,
+        "validation_loss": result.history["val_loss"][best] if best >= 0 else None,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "training_seconds": round(result.seconds, 1),
+    }
+
+
+def build_metadata(run: SignsRun, splits: SignsSplits, metrics: dict[str, Any]) -> dict[str, Any]:
+    size = run.image_size
+    separate_test = splits.test.source != splits.train.source
+    return {
+        "input": {
+            "height": size,
+            "width": size,
+            "channels": 3,
+            "dtype": "float32",
+            "scale": "pixel / 255",
+        },
+        "signatures": {"serving_default": {"input": "images", "output": "probabilities"}},
+        "class_names": CLASS_NAMES,
+        "data": {
+            "source": run.source,
+            "test_source": splits.test.source,
+            "test_split": "separate file" if separate_test else "stratified hold-out",
+            "skipped_images": len(splits.skipped),
+            "split_sizes": splits.sizes(),
+            "quick_subset": run.quick,
+        },
+        "hyperparameters": {
+            "image_size": size,
+            "seed": run.seed,
+            "optimizer": "Adam",
+            "loss": "sparse categorical cross-entropy (+ L2)",
+            "model": asdict(run.model),
+            "loop": asdict(run.loop),
+        },
+        "metrics": {key: value for key, value in metrics.items() if key != "test_confusion_matrix"},
+    }
+
+
+def write_report(
+    folder: Path, metadata: dict[str, Any], metrics: dict[str, Any], result: LoopResult
+) -> None:
+    reports.write_json(
+        folder / "config.json",
+        {"data": metadata["data"], "hyperparameters": metadata["hyperparameters"]},
+    )
+    reports.write_json(folder / "metrics.json", {**metrics, "history": result.history})
+    reports.plot_confusion_matrix(
+        np.asarray(metrics["test_confusion_matrix"]),
+        CLASS_NAMES,
+        folder / "confusion_matrix.png",
+        f"SIGNS held-out test, accuracy {metrics['test_accuracy']:.3f}",
+    )
+    reports.plot_learning_curves(result.history, folder / "learning_curves.png", "SIGNS classifier")
+
+
+def _per_class_subset(data: SignsData, per_class: int, seed: int) -> SignsData:
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.permutation(np.flatnonzero(data.labels == label))[:per_class]
+        for label in np.unique(data.labels)
+    ]
+    return data.subset(np.sort(np.concatenate(chosen)))
