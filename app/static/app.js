@@ -1,0 +1,252 @@
+// cellsign web page: three forms that call the JSON/PNG API and render the answers.
+// Plain browser JavaScript, no build step and no third-party code, so the page works offline.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+/** Turn FastAPI's `detail` (a string or a list of validation errors) into one sentence. */
+function describeDetail(detail) {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail
+      .map((item) => {
+        if (item && typeof item === "object") {
+          const where = Array.isArray(item.loc) ? item.loc.join(".") : "";
+          return where ? `${where}: ${item.msg}` : String(item.msg);
+        }
+        return String(item);
+      })
+      .join("; ");
+  }
+  return "";
+}
+
+/** Fetch and throw an Error whose message is readable by a person when the answer is not OK. */
+async function request(url, options) {
+  let response;
+  try {
+    response = await fetch(url, options);
+  } catch (networkError) {
+    throw new Error("Cannot reach the server. Is it running?");
+  }
+  if (response.ok) return response;
+  let detail = "";
+  try {
+    detail = describeDetail((await response.json()).detail);
+  } catch (notJson) {
+    detail = "";
+  }
+  throw new Error(`${detail || response.statusText || "Request failed"} (HTTP ${response.status})`);
+}
+
+function showMessage(panel, text, kind) {
+  const message = $(`${panel}-message`);
+  message.textContent = text;
+  message.className = `message ${kind || ""}`.trim();
+}
+
+/** Run one panel's request with the button disabled and errors shown in its live region. */
+async function runPanel(panel, work) {
+  const form = $(`${panel}-form`);
+  const button = form.querySelector("button[type=submit]");
+  const file = $(`${panel}-file`).files[0];
+  if (!file) {
+    showMessage(panel, "Choose an image first.", "error");
+    return;
+  }
+  button.disabled = true;
+  $(panel).setAttribute("aria-busy", "true");
+  showMessage(panel, "Working…", "busy");
+  try {
+    await work(file);
+    showMessage(panel, "", "");
+  } catch (error) {
+    $(`${panel}-result`).hidden = true;
+    showMessage(panel, error.message, "error");
+  } finally {
+    button.disabled = false;
+    $(panel).removeAttribute("aria-busy");
+  }
+}
+
+// Object URLs are kept per <img> so the previous one is released when replaced.
+const objectUrls = new Map();
+function showBlob(img, blob) {
+  if (objectUrls.has(img)) URL.revokeObjectURL(objectUrls.get(img));
+  const url = URL.createObjectURL(blob);
+  objectUrls.set(img, url);
+  img.src = url;
+}
+
+function formWith(blob, filename) {
+  const body = new FormData();
+  body.append("file", blob, filename);
+  return body;
+}
+
+async function classify(file) {
+  const response = await request("/classify", { method: "POST", body: formWith(file, file.name) });
+  const answer = await response.json();
+  const prediction = answer.predictions[0];
+  showBlob($("classify-preview"), file);
+  $("classify-label").textContent = prediction.label;
+  $("classify-confidence").textContent = `(${(prediction.confidence * 100).toFixed(1)}%)`;
+  const bars = $("classify-bars");
+  bars.replaceChildren();
+  for (const [name, probability] of Object.entries(prediction.probabilities)) {
+    const percent = (probability * 100).toFixed(1);
+    const row = document.createElement("li");
+    row.className = name === prediction.label ? "bar predicted" : "bar";
+    row.innerHTML =
+      '<span class="bar-name"></span><span class="bar-track" aria-hidden="true">' +
+      '<span class="bar-fill"></span></span><span class="bar-value"></span>';
+    row.querySelector(".bar-name").textContent = name;
+    row.querySelector(".bar-fill").style.width = `${percent}%`;
+    row.querySelector(".bar-value").textContent = `${percent}%`;
+    bars.append(row);
+  }
+  $("classify-model").textContent = `${answer.model.name} v${answer.model.version}`;
+  $("classify-result").hidden = false;
+}
+
+/** One draw from a standard normal distribution (Box-Muller). */
+function gaussian() {
+  const u = 1 - Math.random();
+  const v = Math.random();
+  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+}
+
+function isGray(data) {
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i] !== data[i + 1] || data[i] !== data[i + 2]) return false;
+  }
+  return true;
+}
+
+/**
+ * Decode the file, add N(0, sigma) noise to every RGB channel (pixels in [0, 1]) and
+ * return a PNG blob. Returns null when the browser cannot decode the file, so the server
+ * gets the original bytes and answers with its own error message.
+ */
+async function addNoise(file, sigma) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file);
+  } catch (notAnImage) {
+    return null;
+  }
+  const canvas = document.createElement("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  const context = canvas.getContext("2d");
+  context.drawImage(bitmap, 0, 0);
+  const pixels = context.getImageData(0, 0, canvas.width, canvas.height);
+  const data = pixels.data; // a Uint8ClampedArray: out-of-range sums are clamped to [0, 255]
+  const gray = isGray(data);
+  for (let i = 0; i < data.length; i += 4) {
+    const shared = gaussian();
+    for (let channel = 0; channel < 3; channel += 1) {
+      // Grey cells get the same noise on R, G and B so they stay grey.
+      data[i + channel] += Math.round((gray ? shared : gaussian()) * sigma * 255);
+    }
+  }
+  context.putImageData(pixels, 0, 0);
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+}
+
+async function denoise(file) {
+  const sigma = Number($("denoise-sigma").value);
+  const noisy = $("denoise-add-noise").checked && sigma > 0 ? await addNoise(file, sigma) : null;
+  const upload = noisy || file;
+  const name = noisy ? file.name.replace(/\.[^.]*$/, "") + "-noisy.png" : file.name;
+  const response = await request("/denoise?size=original", {
+    method: "POST",
+    headers: { Accept: "image/png" },
+    body: formWith(upload, name),
+  });
+  const denoised = await response.blob();
+  showBlob($("denoise-input"), upload);
+  showBlob($("denoise-output"), denoised);
+  $("denoise-input").nextElementSibling.textContent = noisy ? `Sent (sigma ${sigma})` : "Sent";
+  $("denoise-result").hidden = false;
+}
+
+async function similar(file) {
+  const k = $("similar-k").value;
+  const response = await request(`/similar?k=${encodeURIComponent(k)}`, {
+    method: "POST",
+    body: formWith(file, file.name),
+  });
+  const answer = await response.json();
+  showBlob($("similar-query"), file);
+  const tiles = $("similar-tiles");
+  tiles.replaceChildren();
+  answer.results.forEach((result, rank) => {
+    const tile = document.createElement("li");
+    tile.className = "tile";
+    const img = document.createElement("img");
+    img.src = result.image_url;
+    img.width = 96;
+    img.height = 96;
+    img.alt = `Gallery cell ${result.id}, ${result.label}`;
+    const caption = document.createElement("span");
+    caption.className = "tile-caption";
+    caption.innerHTML = '<strong class="tile-label"></strong><span class="tile-distance"></span>';
+    caption.querySelector(".tile-label").textContent = `${rank + 1}. ${result.label}`;
+    caption.querySelector(".tile-distance").textContent = `distance ${result.distance.toFixed(4)}`;
+    tile.append(img, caption);
+    tiles.append(tile);
+  });
+  $("similar-result").hidden = false;
+}
+
+/** Wire a panel: submit runs the request; choosing or dropping a file runs it at once. */
+function setUpPanel(panel, work) {
+  const form = $(`${panel}-form`);
+  const input = $(`${panel}-file`);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    runPanel(panel, work);
+  });
+  input.addEventListener("change", () => form.requestSubmit());
+  form.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    form.classList.add("dragging");
+  });
+  form.addEventListener("dragleave", () => form.classList.remove("dragging"));
+  form.addEventListener("drop", (event) => {
+    event.preventDefault();
+    form.classList.remove("dragging");
+    if (event.dataTransfer.files.length) {
+      input.files = event.dataTransfer.files;
+      form.requestSubmit();
+    }
+  });
+}
+
+/** One line for the footer: every loaded model's name and version, and the device. */
+function describeModels(answer) {
+  const models = Array.isArray(answer.models) ? answer.models : Object.values(answer.models || {});
+  const parts = models.map((model) => `${model.name} v${model.version}`);
+  const device = answer.device || (models.find((model) => model.device) || {}).device;
+  if (device) parts.push(`device ${device}`);
+  return parts.length ? `Models: ${parts.join(" · ")}` : "No models loaded.";
+}
+
+async function showModels() {
+  const footer = $("models-info");
+  try {
+    const answer = await (await request("/models")).json();
+    footer.textContent = describeModels(answer);
+  } catch (error) {
+    footer.textContent = `Model information unavailable: ${error.message}`;
+  }
+}
+
+setUpPanel("classify", classify);
+setUpPanel("denoise", denoise);
+setUpPanel("similar", similar);
+$("denoise-sigma").addEventListener("input", (event) => {
+  $("denoise-sigma-value").textContent = Number(event.target.value).toFixed(2);
+});
+showModels();

@@ -1,0 +1,220 @@
+"""The web page in headless Chromium against a real uvicorn server and the quick models.
+
+Each panel gets a real upload and must render the server's answer; screenshots go to
+``artifacts/screenshots/`` for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.browser
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+READY_TIMEOUT_S = 180.0
+RESULT_TIMEOUT_MS = 60_000
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (scripts/install-browser.sh)"
+)
+if not Path(CHROMIUM).exists():
+    pytest.skip("chromium is not installed (scripts/install-browser.sh)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def base_url(quick_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``uvicorn app.main:app`` in a subprocess, as the README starts it, until it is ready."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "uvicorn.log"
+    env = {**os.environ, "MODEL_DIR": str(quick_models), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [*command, "--port", str(port)], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not _is_ready(url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"server did not become ready:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _is_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[sync_api.Browser]:
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: sync_api.Browser, base_url: str) -> Iterator[sync_api.Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    opened.set_default_timeout(RESULT_TIMEOUT_MS)
+    opened.goto(base_url)
+    yield opened
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def sign_image() -> Path:
+    images = sorted((DATA_DIR / "signs" / "train").glob("*.jpg"))
+    if not images:
+        pytest.skip(f"no SIGNS images under {DATA_DIR}")
+    return images[0]
+
+
+@pytest.fixture(scope="module")
+def cell_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    archive = DATA_DIR / "malaria" / "cell_images.zip"
+    if not archive.exists():
+        pytest.skip(f"no {archive}")
+    with zipfile.ZipFile(archive) as cells:
+        name = next(n for n in cells.namelist() if n.endswith(".png") and "Parasitized" in n)
+        path = tmp_path_factory.mktemp("cells") / Path(name).name
+        path.write_bytes(cells.read(name))
+    return path
+
+
+def screenshot(page: sync_api.Page, selector: str, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator(selector).screenshot(path=SCREENSHOTS / f"{name}.png")
+
+
+def image_width(page: sync_api.Page, selector: str) -> int:
+    """Natural width of an <img> once it has loaded (0 while loading or broken)."""
+    page.wait_for_function(
+        "s => { const i = document.querySelector(s); return i.complete && i.naturalWidth > 0; }",
+        arg=selector,
+    )
+    return page.eval_on_selector(selector, "img => img.naturalWidth")
+
+
+def test_classify_shows_the_servers_label_and_a_bar_per_class(
+    page: sync_api.Page, base_url: str, sign_image: Path
+) -> None:
+    expected = httpx.post(
+        f"{base_url}/classify", files={"file": (sign_image.name, sign_image.read_bytes())}
+    ).json()["predictions"][0]
+    page.set_input_files("#classify-file", sign_image)
+    page.wait_for_selector("#classify-result:not([hidden])")
+    assert page.inner_text("#classify-label") == expected["label"]
+    assert page.locator("#classify-bars li").count() == len(expected["probabilities"])
+    assert page.locator("#classify-bars li.predicted").count() == 1
+    assert image_width(page, "#classify-preview") == 64
+    screenshot(page, "#classify", "classify")
+
+
+def test_denoise_shows_noisy_and_denoised_at_the_upload_size(
+    page: sync_api.Page, cell_image: Path
+) -> None:
+    page.fill("#denoise-sigma", "0.2")
+    page.set_input_files("#denoise-file", cell_image)
+    page.wait_for_selector("#denoise-result:not([hidden])")
+    sent_width = image_width(page, "#denoise-input")
+    assert image_width(page, "#denoise-output") == sent_width > 0
+    assert "sigma 0.2" in page.inner_text("#denoise-result")
+    screenshot(page, "#denoise", "denoise")
+
+
+def test_similar_shows_k_gallery_tiles(page: sync_api.Page, cell_image: Path) -> None:
+    page.fill("#similar-k", "4")
+    page.set_input_files("#similar-file", cell_image)
+    page.wait_for_selector("#similar-result:not([hidden])")
+    tiles = page.locator("#similar-tiles li")
+    assert tiles.count() == 4
+    for index in range(4):
+        assert image_width(page, f"#similar-tiles li:nth-child({index + 1}) img") > 0
+        assert "distance" in tiles.nth(index).inner_text()
+    screenshot(page, "#similar", "similar")
+
+
+def test_a_text_file_gives_a_readable_error(
+    page: sync_api.Page, base_url: str, tmp_path: Path
+) -> None:
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("this is not an image\n")
+    answer = httpx.post(
+        f"{base_url}/classify", files={"file": (text_file.name, text_file.read_bytes())}
+    )
+    assert 400 <= answer.status_code < 500
+    page.set_input_files("#classify-file", text_file)
+    message = page.locator("#classify-message.error")
+    message.wait_for()
+    assert message.inner_text() == f"{answer.json()['detail']} (HTTP {answer.status_code})"
+    assert page.is_hidden("#classify-result")
+    screenshot(page, "#classify", "classify-error")
+
+
+def test_every_control_is_labelled_and_reachable_by_keyboard(page: sync_api.Page) -> None:
+    unlabelled = page.eval_on_selector_all(
+        "input, select, textarea", "els => els.filter(e => e.labels.length === 0).map(e => e.id)"
+    )
+    assert unlabelled == []
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "classify-file"
+
+
+def test_footer_names_the_loaded_models(page: sync_api.Page) -> None:
+    footer = page.locator("#models-info")
+    footer.filter(has_text="signs_classifier").wait_for()
+    assert "malaria_autoencoder" in footer.inner_text()
+
+
+def test_narrow_screen_has_no_horizontal_scroll(
+    browser: sync_api.Browser, base_url: str, sign_image: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 360, "height": 740})
+    narrow = context.new_page()
+    narrow.goto(base_url)
+    narrow.set_input_files("#classify-file", sign_image)
+    narrow.wait_for_selector("#classify-result:not([hidden])")
+    overflow = narrow.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    narrow.screenshot(path=SCREENSHOTS / "narrow.png", full_page=True)
+    context.close()
+    assert overflow <= 0
