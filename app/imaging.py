@@ -1,0 +1,98 @@
+"""Turn untrusted upload bytes into the RGB arrays the models expect, with limits checked first.
+
+Every function here is plain (no HTTP, no TensorFlow) and raises ``ServiceError`` subclasses,
+so the robustness tests and benchmarks can call them directly.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import BadImageError, PayloadTooLargeError, UnsupportedImageError
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+_HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+# Pillow's own bomb guard warns above MAX_IMAGE_PIXELS and refuses above twice that; we check
+# the size ourselves before decoding, so an oversized image is always refused by us first.
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+
+def set_pixel_limit(max_pixels: int) -> None:
+    """Keep Pillow's process-wide bomb guard in line with our own pixel limit."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Return the upload's first frame as an RGB image, EXIF orientation applied.
+
+    Raises 413 for too many bytes or pixels (checked from the header, before decoding),
+    415 for anything that is not a supported image and 400 for a truncated or corrupt one.
+    """
+    if len(data) > max_bytes:
+        raise PayloadTooLargeError(f"{filename}: {len(data)} bytes exceeds the {max_bytes} limit")
+    if not data:
+        raise BadImageError(f"{filename}: the file is empty")
+    try:
+        image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+    except UnidentifiedImageError as error:
+        supported = ", ".join(SUPPORTED_FORMATS)
+        raise UnsupportedImageError(
+            f"{filename}: not an image in a supported format ({supported})"
+        ) from error
+    except Image.DecompressionBombError as error:
+        raise PayloadTooLargeError(f"{filename}: {error}") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadImageError(f"{filename}: cannot read image header: {error}") from error
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise PayloadTooLargeError(
+                f"{filename}: {width}x{height} pixels exceeds the {max_pixels} pixel limit"
+            )
+        try:
+            image.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
+            image.load()
+            return _to_rgb(ImageOps.exif_transpose(image))
+        except Image.DecompressionBombError as error:
+            raise PayloadTooLargeError(f"{filename}: {error}") from error
+        except (OSError, SyntaxError, ValueError, EOFError, ZeroDivisionError) as error:
+            raise BadImageError(f"{filename}: truncated or corrupt image: {error}") from error
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode to RGB the way training does: 16-bit scaled down, alpha over black."""
+    if image.mode in _HIGH_BIT_DEPTH_MODES:
+        scale = 1.0 if image.mode == "F" else 257.0
+        array = np.asarray(image, dtype=np.float64) / scale
+        image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+    has_transparency = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_transparency:
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def to_model_input(image: Image.Image, height: int, width: int) -> np.ndarray:
+    """``(height, width, 3)`` float32 in ``[0, 1]``, resized bilinearly as in training."""
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def to_png(pixels: np.ndarray, size: tuple[int, int] | None = None) -> bytes:
+    """Encode ``(H, W, 3)`` pixels in ``[0, 1]`` as PNG, resized when ``size=(width, height)``."""
+    array = np.clip(np.rint(np.asarray(pixels) * 255.0), 0, 255).astype(np.uint8)
+    image = Image.fromarray(array)
+    if size is not None and image.size != size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,114 @@
+"""The FastAPI app: ``create_app(settings)`` for tests and embedding, ``app`` for uvicorn.
+
+The lifespan loads the newest valid model versions once, starts the micro-batchers and the
+hot-reload poll, and on shutdown (SIGTERM via uvicorn) lets queued inference finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from anyio import to_thread
+from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from app.batching import MicroBatcher
+from app.deps import ServiceState, require_api_key, require_api_key_when_scope_all
+from app.errors import install_error_handlers
+from app.imaging import set_pixel_limit
+from app.metrics import RequestMetricsMiddleware, ServiceMetrics
+from app.registry import ModelRegistry
+from app.routes import admin, classify, denoise, gallery, health, info, page, similar
+from app.routes.page import STATIC_DIR
+from app.runtime import select_device
+from app.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+BATCHERS = ("classify", "denoise", "encode")
+_MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+DESCRIPTION = """
+Serves two TensorFlow models trained offline and exported as versioned SavedModels:
+
+* **SIGNS classifier**: hand-gesture photo -> digit 0-5 (`POST /classify`).
+* **Malaria autoencoder**: denoises a cell image (`POST /denoise`) and its encoder's codes
+  find similar gallery cells through a FAISS index (`POST /similar`, `GET /gallery/{id}.png`).
+
+Uploads: JPEG, PNG, BMP, GIF (first frame), WebP or TIFF, any colour mode, EXIF orientation
+honoured. Errors are JSON `{"detail": ...}`. When `API_KEY` is set, `/admin/*` needs the
+`X-API-Key` header; with `API_KEY_SCOPE=all` every endpoint except `/healthz` and `/readyz` does.
+"""
+
+
+async def _poll_for_new_versions(registry: ModelRegistry, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await to_thread.run_sync(registry.reload)
+        except Exception:  # a poll must never die: the next one may succeed
+            logger.exception("hot-reload poll failed")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = ServiceMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logging.basicConfig(level=settings.log_level.upper())
+        set_pixel_limit(settings.max_image_pixels)
+        device = select_device(settings.device)
+        registry = ModelRegistry(settings.model_dir, device, on_change=metrics.observe_models)
+        batchers = {
+            name: MicroBatcher(
+                name,
+                settings.batch_max_size,
+                settings.batch_max_wait_ms / 1000,
+                on_batch=metrics.batch_observer(name),
+            )
+            for name in BATCHERS
+        }
+        app.state.service = ServiceState(settings, metrics, registry, batchers, device)
+        await to_thread.run_sync(registry.reload)
+        logger.info("serving on %s; missing: %s", device, registry.missing() or "nothing")
+        poll = None
+        if settings.reload_interval_s > 0:
+            poll = asyncio.create_task(_poll_for_new_versions(registry, settings.reload_interval_s))
+        try:
+            yield
+        finally:
+            if poll is not None:
+                poll.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poll
+            for batcher in batchers.values():
+                await to_thread.run_sync(batcher.close)
+
+    app = FastAPI(
+        title="cellsign",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        max_body_size=settings.max_upload_bytes * settings.max_files_per_request
+        + _MULTIPART_OVERHEAD_BYTES,
+        form_limits={"max_files": max(1000, settings.max_files_per_request + 1)},
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+
+    scoped = [Depends(require_api_key_when_scope_all)]
+    app.include_router(health.router)
+    app.include_router(admin.router, dependencies=[Depends(require_api_key)])
+    for module in (classify, denoise, similar, gallery, info):
+        app.include_router(module.router, dependencies=scoped)
+    app.include_router(page.router)
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+app = create_app()

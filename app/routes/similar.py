@@ -1,0 +1,49 @@
+"""POST /similar: the gallery cells whose encoder codes are nearest to the upload's code."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import ModelsDep, ServiceDep
+from app.errors import ModelUnavailableError
+from app.registry import INDEX
+from app.routes import UPLOAD_ERRORS
+from app.schemas import IndexRef, ModelRef, Neighbour, SimilarResponse
+from app.uploads import read_uploads
+
+router = APIRouter(tags=["inference"])
+
+
+@router.post("/similar", response_model=SimilarResponse, responses=UPLOAD_ERRORS)
+async def similar(
+    file: Annotated[UploadFile, File(description="One image of a cell.")],
+    service: ServiceDep,
+    models: ModelsDep,
+    k: Annotated[
+        int | None,
+        Query(ge=1, description="How many neighbours: 1..MAX_K (default DEFAULT_K)."),
+    ] = None,
+) -> SimilarResponse:
+    """Encode the upload and search the FAISS gallery index."""
+    settings = service.settings
+    if k is None:
+        k = min(settings.default_k, settings.max_k)
+    if k > settings.max_k:
+        raise HTTPException(422, detail=f"k must be between 1 and {settings.max_k}, got {k}")
+    index, encoder = models.index, models.encoder
+    if index is None or encoder is None:
+        raise ModelUnavailableError(service.registry.missing_reason(INDEX))
+    (item,) = await read_uploads([file], settings, encoder.height, encoder.width)
+    code = await service.batchers["encode"].submit(encoder.caller("encode"), item.pixels)
+    neighbours = await run_in_threadpool(index.search, code, k)
+    return SimilarResponse(
+        results=[
+            Neighbour(id=n.id, label=n.label, distance=n.distance, image_url=f"/gallery/{n.id}.png")
+            for n in neighbours
+        ],
+        index=IndexRef(size=index.size, type=index.index_type, version=index.version),
+        model=ModelRef(name=encoder.name, version=encoder.version),
+    )

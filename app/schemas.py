@@ -1,0 +1,89 @@
+"""Response bodies, with examples for the OpenAPI page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelRef(BaseModel):
+    name: str = Field(examples=["signs_classifier"])
+    version: int = Field(examples=[3])
+
+
+class Prediction(BaseModel):
+    filename: str = Field(examples=["hand.jpg"])
+    label: str = Field(examples=["2"], description="Class name with the highest probability.")
+    class_id: int = Field(examples=[2])
+    confidence: float = Field(examples=[0.93], description="Probability of ``label``.")
+    probabilities: dict[str, float] = Field(
+        examples=[{"0": 0.01, "1": 0.02, "2": 0.93, "3": 0.02, "4": 0.01, "5": 0.01}]
+    )
+
+
+class ClassifyResponse(BaseModel):
+    model: ModelRef
+    predictions: list[Prediction]
+
+
+class DenoiseResponse(BaseModel):
+    model: ModelRef = Field(examples=[{"name": "malaria_autoencoder", "version": 2}])
+    width: int = Field(examples=[64])
+    height: int = Field(examples=[64])
+    image_base64: str = Field(description="The denoised cell as base64-encoded PNG.")
+
+
+class Neighbour(BaseModel):
+    id: int = Field(examples=[1234], description="Gallery id; the image is at ``image_url``.")
+    label: str = Field(examples=["Parasitized"])
+    distance: float = Field(examples=[0.42], description="Smaller is closer.")
+    image_url: str = Field(examples=["/gallery/1234.png"])
+
+
+class IndexRef(BaseModel):
+    size: int = Field(examples=[22046])
+    type: str = Field(examples=["IndexFlatL2"])
+    version: int = Field(examples=[2])
+
+
+class SimilarResponse(BaseModel):
+    results: list[Neighbour]
+    index: IndexRef
+    model: ModelRef = Field(description="The encoder that made the query's code.")
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Ready(BaseModel):
+    status: str = Field(examples=["ready"])
+    models: dict[str, int] = Field(
+        examples=[{"signs_classifier": 3, "malaria_autoencoder": 2, "malaria_index": 2}]
+    )
+
+
+class ModelsResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    device: str = Field(examples=["CPU:0"], description="Where TensorFlow runs the models.")
+    device_requested: str = Field(examples=["auto"])
+    models: list[dict[str, Any]]
+    index: dict[str, Any] | None
+    similar_encoder: int | None = Field(
+        description="Autoencoder version that /similar uses (the one the index was built with)."
+    )
+    missing: dict[str, str] = Field(description="Components that are not loaded, with the reason.")
+    refused: dict[str, list[dict[str, Any]]] = Field(
+        description="Versions on disk that failed validation, with the reason."
+    )
+
+
+class ReloadResponse(BaseModel):
+    changes: list[str] = Field(examples=[["signs_classifier 2 -> 3"]])
+    missing: dict[str, str]
+
+
+class ErrorResponse(BaseModel):
+    detail: Any = Field(examples=["hand.gif: not an image in a supported format"])

@@ -1,0 +1,43 @@
+"""Read multipart uploads within the limits and turn them into model inputs off the event loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app.errors import PayloadTooLargeError
+from app.imaging import decode_upload, to_model_input
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    filename: str
+    original_size: tuple[int, int]  # (width, height) after EXIF orientation
+    pixels: np.ndarray  # (height, width, 3) float32 in [0, 1] at the model's input size
+
+
+def prepare(data: bytes, filename: str, settings: Settings, height: int, width: int) -> ModelInput:
+    """Decode and resize one upload (Pillow work: run it in a worker thread)."""
+    image = decode_upload(data, filename, settings.max_upload_bytes, settings.max_image_pixels)
+    return ModelInput(filename, image.size, to_model_input(image, height, width))
+
+
+async def read_uploads(
+    files: list[UploadFile], settings: Settings, height: int, width: int
+) -> list[ModelInput]:
+    """Refuse too many files, then read each part (at most ``max_upload_bytes + 1`` bytes, so
+    an oversized one is detected without holding it all) and prepare it in a worker thread."""
+    if len(files) > settings.max_files_per_request:
+        raise PayloadTooLargeError(
+            f"{len(files)} files in one request; at most {settings.max_files_per_request} allowed"
+        )
+    inputs = []
+    for position, upload in enumerate(files):
+        filename = upload.filename or f"file {position + 1}"
+        data = await upload.read(settings.max_upload_bytes + 1)
+        inputs.append(await run_in_threadpool(prepare, data, filename, settings, height, width))
+    return inputs
