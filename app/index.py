@@ -51,17 +51,35 @@ class GalleryIndex:
     def index_type(self) -> str:
         return str(self.metadata.get("index_type") or type(self.index).__name__)
 
+    @property
+    def normalizes_codes(self) -> bool:
+        """Cosine indexes hold L2-normalised codes, so queries must be normalised too."""
+        return bool(self.metadata.get("normalize_codes")) or self.metadata.get("metric") == "cosine"
+
     def search(self, code: np.ndarray, k: int) -> list[Neighbour]:
-        """The ``k`` gallery cells nearest to one code (fewer when the gallery is smaller)."""
+        """The ``k`` gallery cells nearest to one code (fewer when the gallery is smaller).
+
+        ``distance`` is always "smaller is closer": cosine distance (1 - similarity) for a
+        normalised inner-product index, Euclidean distance for an L2 index.
+        """
         query = np.ascontiguousarray(np.asarray(code, np.float32).reshape(1, -1))
         if query.shape[1] != self.dimension:
             raise ValueError(f"code has {query.shape[1]} values, index expects {self.dimension}")
-        distances, positions = self.index.search(query, min(k, self.size))
+        if self.normalizes_codes:
+            faiss.normalize_L2(query)
+        scores, positions = self.index.search(query, min(k, self.size))
         return [
-            Neighbour(int(self.ids[position]), str(self.labels[position]), float(distance))
-            for distance, position in zip(distances[0], positions[0], strict=True)
+            Neighbour(int(self.ids[position]), str(self.labels[position]), self._distance(score))
+            for score, position in zip(scores[0], positions[0], strict=True)
             if position >= 0
         ]
+
+    def _distance(self, score: float) -> float:
+        if self.index.metric_type == faiss.METRIC_L2:
+            return float(np.sqrt(max(score, 0.0)))  # FAISS reports squared L2
+        if self.normalizes_codes:
+            return float(1.0 - score)
+        return float(-score)  # raw inner product: larger was closer
 
     def image_png(self, item_id: int) -> bytes | None:
         """The gallery cell's PNG bytes, or None for an id the gallery does not hold."""

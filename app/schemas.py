@@ -37,7 +37,10 @@ class DenoiseResponse(BaseModel):
 class Neighbour(BaseModel):
     id: int = Field(examples=[1234], description="Gallery id; the image is at ``image_url``.")
     label: str = Field(examples=["Parasitized"])
-    distance: float = Field(examples=[0.42], description="Smaller is closer.")
+    distance: float = Field(
+        examples=[0.08],
+        description="Smaller is closer: cosine distance for a cosine index, else Euclidean.",
+    )
     image_url: str = Field(examples=["/gallery/1234.png"])
 
 
