@@ -45,23 +45,26 @@ def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -
             f"{filename}: not an image in a supported format ({supported})"
         ) from error
     except Image.DecompressionBombError as error:
-        raise PayloadTooLargeError(f"{filename}: {error}") from error
+        raise _too_many_pixels(filename, max_pixels, error) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImageError(f"{filename}: cannot read image header: {error}") from error
     with image:
         width, height = image.size
         if width * height > max_pixels:
-            raise PayloadTooLargeError(
-                f"{filename}: {width}x{height} pixels exceeds the {max_pixels} pixel limit"
-            )
+            raise _too_many_pixels(filename, max_pixels, f"{width}x{height}")
         try:
             image.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
             image.load()
             return _to_rgb(ImageOps.exif_transpose(image))
         except Image.DecompressionBombError as error:
-            raise PayloadTooLargeError(f"{filename}: {error}") from error
+            raise _too_many_pixels(filename, max_pixels, error) from error
         except (OSError, SyntaxError, ValueError, EOFError, ZeroDivisionError) as error:
             raise BadImageError(f"{filename}: truncated or corrupt image: {error}") from error
+
+
+def _too_many_pixels(filename: str, max_pixels: int, cause: object) -> PayloadTooLargeError:
+    """One message whether our check or Pillow's own bomb guard caught it first."""
+    return PayloadTooLargeError(f"{filename}: image exceeds the {max_pixels} pixel limit ({cause})")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

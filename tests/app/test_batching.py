@@ -1,0 +1,133 @@
+"""The micro-batcher without HTTP or TensorFlow: a recording numpy function stands in."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from app.batching import BatcherClosedError, MicroBatcher
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorder:
+    """Doubles its input and remembers each batch size (optionally waiting for a gate)."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.batch_sizes: list[int] = []
+        self.gate = gate
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self.gate is not None:
+            self.gate.wait(timeout=10)
+        self.batch_sizes.append(len(batch))
+        return batch * 2
+
+
+def examples(count: int) -> list[np.ndarray]:
+    return [np.full((2, 2), value, np.float32) for value in range(count)]
+
+
+async def test_concurrent_requests_share_one_call_and_get_their_own_rows() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher("test", max_size=8, max_wait_s=0.2)
+    try:
+        results = await asyncio.gather(*(batcher.submit(recorder, x) for x in examples(5)))
+    finally:
+        batcher.close()
+    assert recorder.batch_sizes == [5]
+    for value, result in enumerate(results):
+        assert np.array_equal(result, np.full((2, 2), 2 * value))
+
+
+async def test_batches_never_exceed_max_size() -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    batcher = MicroBatcher("test", max_size=4, max_wait_s=0.2)
+    try:
+        tasks = [asyncio.ensure_future(batcher.submit(recorder, x)) for x in examples(10)]
+        await asyncio.sleep(0)  # let every submit enqueue before the worker may run
+        gate.set()
+        await asyncio.gather(*tasks)
+    finally:
+        batcher.close()
+    assert sum(recorder.batch_sizes) == 10
+    assert max(recorder.batch_sizes) <= 4
+
+
+async def test_different_functions_are_never_mixed_in_one_batch() -> None:
+    """After a hot swap, old- and new-version requests may wait together."""
+    old_model, new_model = Recorder(), Recorder()
+    batcher = MicroBatcher("test", max_size=8, max_wait_s=0.2)
+    try:
+        await asyncio.gather(
+            *(batcher.submit(old_model, x) for x in examples(3)),
+            *(batcher.submit(new_model, x) for x in examples(2)),
+        )
+    finally:
+        batcher.close()
+    assert old_model.batch_sizes == [3]
+    assert new_model.batch_sizes == [2]
+
+
+async def test_a_failing_call_fails_every_request_in_its_batch_and_the_worker_survives() -> None:
+    def broken(batch: np.ndarray) -> np.ndarray:
+        raise RuntimeError("model exploded")
+
+    batcher = MicroBatcher("test", max_size=8, max_wait_s=0.2)
+    try:
+        results = await asyncio.gather(
+            *(batcher.submit(broken, x) for x in examples(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, RuntimeError) for r in results)
+        assert np.array_equal(await batcher.submit(Recorder(), examples(2)[1]), np.full((2, 2), 2))
+    finally:
+        batcher.close()
+
+
+async def test_a_function_returning_the_wrong_number_of_rows_is_an_error() -> None:
+    def first_row_only(batch: np.ndarray) -> np.ndarray:
+        return batch[:1]
+
+    batcher = MicroBatcher("test", max_size=8, max_wait_s=0.2)
+    try:
+        with pytest.raises(RuntimeError, match="1 outputs for 2 inputs"):
+            await asyncio.gather(*(batcher.submit(first_row_only, x) for x in examples(2)))
+    finally:
+        batcher.close()
+
+
+async def test_close_finishes_queued_work_then_refuses_new_work() -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    batcher = MicroBatcher("test", max_size=2, max_wait_s=0)
+    tasks = [asyncio.ensure_future(batcher.submit(recorder, x)) for x in examples(5)]
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(asyncio.to_thread(batcher.close))
+    await asyncio.sleep(0.05)
+    gate.set()
+    await closing
+    results = await asyncio.gather(*tasks)
+    assert len(results) == 5
+    assert sum(recorder.batch_sizes) == 5
+    with pytest.raises(BatcherClosedError):
+        await batcher.submit(recorder, examples(1)[0])
+
+
+async def test_batch_sizes_are_reported() -> None:
+    sizes: list[int] = []
+    batcher = MicroBatcher("test", max_size=8, max_wait_s=0.2, on_batch=sizes.append)
+    try:
+        await asyncio.gather(*(batcher.submit(Recorder(), x) for x in examples(1)))
+    finally:
+        batcher.close()
+    assert sizes == [1]
+
+
+@pytest.mark.parametrize(("max_size", "max_wait_s"), [(0, 0.0), (4, -1.0)])
+def test_bad_limits_are_refused(max_size: int, max_wait_s: float) -> None:
+    with pytest.raises(ValueError):
+        MicroBatcher("test", max_size=max_size, max_wait_s=max_wait_s)

@@ -1,0 +1,30 @@
+"""Shared fixtures: real models trained once per session with the project's own CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Async tests (``pytest.mark.anyio``) run on asyncio, like uvicorn."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with every model trained by ``python -m training all --quick``."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"training data not found at {SHARED_DATA}")
+    from training.cli import main
+
+    out = tmp_path_factory.mktemp("quick_models")
+    exit_code = main(["all", "--quick", "--data", str(SHARED_DATA), "--out", str(out)])
+    if exit_code != 0:
+        pytest.fail(f"quick training failed with exit code {exit_code}")
+    return out
