@@ -100,11 +100,14 @@ def _label_of(path_parts: Sequence[str]) -> int | None:
 
 def list_zip(path: Path) -> CellListing:
     archive = zipfile.ZipFile(path)
-    members = [
-        (info, label)
-        for info in archive.infolist()
-        if (label := _label_of(info.filename.split("/"))) is not None
-    ]
+    members = sorted(
+        (
+            (info, label)
+            for info in archive.infolist()
+            if (label := _label_of(info.filename.split("/"))) is not None
+        ),
+        key=lambda member: member[0].filename,
+    )
     return CellListing(
         names=[info.filename for info, _ in members],
         labels=np.array([label for _, label in members], dtype=np.int64),

@@ -1,0 +1,74 @@
+"""The functional autoencoder: shapes, shared weights, learning, and SavedModel export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training.autoencoder import build_autoencoder
+from training.malaria import save_autoencoder
+
+SIZE = 16
+
+
+@pytest.fixture
+def parts():
+    keras.utils.set_random_seed(0)
+    return build_autoencoder(SIZE, filters=(8, 8), code_channels=4)
+
+
+def _cells(count: int = 4) -> np.ndarray:
+    return np.random.default_rng(0).uniform(0, 1, (count, SIZE, SIZE, 3)).astype(np.float32)
+
+
+def test_shapes(parts) -> None:
+    cells = _cells()
+    code = parts.encoder(cells)
+    assert code.shape == (4, SIZE // 4, SIZE // 4, 4)
+    assert parts.decoder(code).shape == cells.shape
+    assert parts.autoencoder(cells).shape == cells.shape
+    assert parts.embedder(cells).shape == (4, parts.code_dim)
+
+
+def test_models_share_one_set_of_weights(parts) -> None:
+    assert {id(v) for v in parts.autoencoder.weights} == {
+        id(v) for v in parts.encoder.weights + parts.decoder.weights
+    }
+    assert {id(v) for v in parts.embedder.weights} <= {id(v) for v in parts.encoder.weights}
+    cells = _cells()
+    before = parts.autoencoder(cells).numpy()
+    kernel = parts.encoder.get_layer("enc_conv0").kernel
+    kernel.assign(kernel * 2.0)
+    assert not np.allclose(parts.autoencoder(cells).numpy(), before)
+
+
+def test_one_training_step_lowers_the_loss(parts) -> None:
+    parts.autoencoder.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mean_squared_error")
+    cells = _cells(8)
+    before = parts.autoencoder.evaluate(cells, cells, verbose=0)
+    parts.autoencoder.train_on_batch(cells, cells)
+    assert parts.autoencoder.evaluate(cells, cells, verbose=0) < before
+
+
+def test_image_size_must_survive_the_pooling() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        build_autoencoder(18, filters=(8, 8))
+
+
+def test_exported_signatures_reload_with_identical_outputs(parts, tmp_path: Path) -> None:
+    save_autoencoder(parts, SIZE, tmp_path / "model")
+    loaded = tf.saved_model.load(str(tmp_path / "model"))
+    cells = tf.constant(_cells(3))
+    denoised = loaded.signatures["denoise"](images=cells)["images"]
+    np.testing.assert_allclose(denoised, parts.autoencoder(cells), atol=1e-6)
+    default = loaded.signatures["serving_default"](images=cells)["images"]
+    np.testing.assert_allclose(default, denoised, atol=1e-6)
+    codes = loaded.signatures["encode"](images=cells)["codes"]
+    assert codes.shape == (3, parts.code_dim)
+    np.testing.assert_allclose(codes, parts.embedder(cells), atol=1e-6)
+    spec = loaded.signatures["encode"].structured_input_signature[1]["images"]
+    assert spec.shape.as_list() == [None, SIZE, SIZE, 3] and spec.dtype == tf.float32
