@@ -193,7 +193,7 @@ async function similar(file) {
     caption.className = "tile-caption";
     caption.innerHTML = '<strong class="tile-label"></strong><span class="tile-distance"></span>';
     caption.querySelector(".tile-label").textContent = `${rank + 1}. ${result.label}`;
-    caption.querySelector(".tile-distance").textContent = `distance ${result.distance.toFixed(4)}`;
+    caption.querySelector(".tile-distance").textContent = `distance ${result.distance.toPrecision(3)}`;
     tile.append(img, caption);
     tiles.append(tile);
   });
@@ -224,13 +224,16 @@ function setUpPanel(panel, work) {
   });
 }
 
-/** One line for the footer: every loaded model's name and version, and the device. */
+/** One line for the footer: each model's name and version, the index, the device. */
 function describeModels(answer) {
-  const models = Array.isArray(answer.models) ? answer.models : Object.values(answer.models || {});
-  const parts = models.map((model) => `${model.name} v${model.version}`);
-  const device = answer.device || (models.find((model) => model.device) || {}).device;
-  if (device) parts.push(`device ${device}`);
-  return parts.length ? `Models: ${parts.join(" · ")}` : "No models loaded.";
+  const parts = (answer.models || []).map((model) => `${model.name} v${model.version}`);
+  if (answer.index) {
+    parts.push(`${answer.index.name} v${answer.index.version} (${answer.index.size} cells)`);
+  }
+  parts.push(`device ${answer.device}`);
+  const missing = Object.keys(answer.missing || {});
+  if (missing.length) parts.push(`not loaded: ${missing.join(", ")}`);
+  return `Models: ${parts.join(" · ")}`;
 }
 
 async function showModels() {

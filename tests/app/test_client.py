@@ -1,14 +1,21 @@
-"""The HTTP client and CLI: request shapes and error handling against a mock transport."""
+"""The HTTP client and CLI: request shapes and error handling against a mock transport,
+then the same calls against the real app (quick models) through FastAPI's TestClient."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
 
 from app.client import CellsignClient, CellsignError, main
+from app.main import create_app
+from app.settings import Settings
+from tests.app.samples import image_bytes
 
 Handler = Callable[[httpx.Request], httpx.Response]
 CLASSIFY_ANSWER = {
@@ -174,3 +181,81 @@ def test_cli_denoise_writes_the_png(image_file: Path, tmp_path: Path) -> None:
     http = mock_http(lambda request: httpx.Response(200, content=b"png-bytes"))
     assert main(["denoise", str(image_file), "-o", str(output)], http) == 0
     assert output.read_bytes() == b"png-bytes"
+
+
+@pytest.fixture(scope="module")
+def app_http(quick_models: Path) -> Iterator[TestClient]:
+    """An ``httpx.Client`` on the real app, lifespan (model loading) included."""
+    settings = Settings(model_dir=quick_models, reload_interval_s=0, device="cpu")
+    with TestClient(create_app(settings)) as http:
+        yield http
+
+
+@pytest.fixture
+def cell_png(tmp_path: Path) -> Path:
+    path = tmp_path / "cell.png"
+    path.write_bytes(image_bytes("PNG", size=(50, 40)))
+    return path
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def test_real_app_classifies_several_images_in_one_request(
+    app_http: TestClient, tmp_path: Path
+) -> None:
+    paths = [tmp_path / "one.jpg", tmp_path / "two.png"]
+    paths[0].write_bytes(image_bytes("JPEG"))
+    paths[1].write_bytes(image_bytes("PNG", size=(80, 80)))
+    result = CellsignClient(http_client=app_http).classify(paths)
+    assert result["model"]["name"] == "signs_classifier"
+    assert [p["filename"] for p in result["predictions"]] == ["one.jpg", "two.png"]
+    for prediction in result["predictions"]:
+        probabilities = prediction["probabilities"]
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+        assert prediction["label"] == max(probabilities, key=probabilities.get)
+
+
+def test_real_app_denoises_at_model_or_original_size(app_http: TestClient, cell_png: Path) -> None:
+    client = CellsignClient(http_client=app_http)
+    assert png_size(client.denoise(cell_png, size_original=True)) == (50, 40)
+    models = app_http.get("/models").json()["models"]
+    autoencoder = next(model for model in models if model["name"] == "malaria_autoencoder")
+    height, width, _ = autoencoder["input_shape"]
+    assert png_size(client.denoise(cell_png)) == (width, height)
+
+
+def test_real_app_similar_returns_k_nearest_with_their_images(
+    app_http: TestClient, cell_png: Path
+) -> None:
+    client = CellsignClient(http_client=app_http)
+    results = client.similar(cell_png, k=3)["results"]
+    distances = [result["distance"] for result in results]
+    assert len(results) == 3
+    assert distances == sorted(distances)
+    assert png_size(client.gallery_image(results[0]["image_url"]))[0] > 0
+
+
+def test_cli_on_the_real_app_prints_its_error_for_a_text_file(
+    app_http: TestClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    assert main(["classify", str(notes)], http_client=app_http) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: HTTP 415: ")
+    assert error.count("\n") == 1
+
+
+def test_cli_on_the_real_app_writes_a_denoised_png(
+    app_http: TestClient, cell_png: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "denoised.png"
+    status = main(
+        ["denoise", str(cell_png), "-o", str(output), "--original-size"], http_client=app_http
+    )
+    assert status == 0
+    assert png_size(output.read_bytes()) == (50, 40)

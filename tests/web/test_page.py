@@ -190,6 +190,16 @@ def test_a_text_file_gives_a_readable_error(
     screenshot(page, "#classify", "classify-error")
 
 
+def test_a_validation_error_list_reads_as_text(page: sync_api.Page, cell_image: Path) -> None:
+    page.fill("#similar-k", "0")
+    page.set_input_files("#similar-file", cell_image)
+    message = page.locator("#similar-message.error")
+    message.wait_for()
+    text = message.inner_text()
+    assert text.startswith("query.k: ")
+    assert text.endswith("(HTTP 422)")
+
+
 def test_every_control_is_labelled_and_reachable_by_keyboard(page: sync_api.Page) -> None:
     unlabelled = page.eval_on_selector_all(
         "input, select, textarea", "els => els.filter(e => e.labels.length === 0).map(e => e.id)"
@@ -199,10 +209,14 @@ def test_every_control_is_labelled_and_reachable_by_keyboard(page: sync_api.Page
     assert page.evaluate("document.activeElement.id") == "classify-file"
 
 
-def test_footer_names_the_loaded_models(page: sync_api.Page) -> None:
+def test_footer_names_the_loaded_models_and_device(page: sync_api.Page, base_url: str) -> None:
+    device = httpx.get(f"{base_url}/models").json()["device"]
     footer = page.locator("#models-info")
     footer.filter(has_text="signs_classifier").wait_for()
-    assert "malaria_autoencoder" in footer.inner_text()
+    text = footer.inner_text()
+    assert "malaria_autoencoder" in text
+    assert "malaria_index" in text
+    assert f"device {device}" in text
 
 
 def test_narrow_screen_has_no_horizontal_scroll(
