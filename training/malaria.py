@@ -91,6 +91,7 @@ def fit_autoencoder(
         steps_per_epoch=steps_per_epoch,
         validation_data=validation,
         callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles
         verbose=2,
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}

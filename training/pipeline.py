@@ -8,11 +8,13 @@ everything random (augmentation, Gaussian noise) runs *after* ``cache``/``shuffl
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 Preprocess = Callable[[tf.Tensor], tf.Tensor]
+MakeExample = Callable[[tf.Tensor], tuple[Any, Any]]
 
 
 def to_unit_float(image: tf.Tensor) -> tf.Tensor:
@@ -34,26 +36,23 @@ def random_flips_and_rotations(images: tf.Tensor) -> tf.Tensor:
     return tf.cond(transpose, lambda: tf.transpose(images, [0, 2, 1, 3]), lambda: images)
 
 
-def denoising_dataset(
+def training_dataset(
     images: np.ndarray,
     *,
     batch_size: int,
-    noise_sigma: float,
     seed: int,
+    make_example: MakeExample,
     cache: str = "",
     shuffle_buffer: int | None = None,
-    augment: bool = True,
     repeat: bool = True,
     preprocess: Preprocess = to_unit_float,
 ) -> tf.data.Dataset:
-    """``(noisy, clean)`` batches: preprocess -> cache -> shuffle -> repeat -> batch ->
-    augment + noise -> prefetch.
+    """preprocess -> cache -> shuffle -> repeat -> batch -> ``make_example`` -> prefetch.
 
-    ``cache`` is ``""`` for memory or a file path prefix. With ``repeat`` the dataset is
-    endless and ``fit`` needs ``steps_per_epoch``.
+    ``make_example`` turns a batch of clean cells into ``(inputs, targets)``; it runs after
+    the cache, so its randomness is fresh every epoch. ``cache`` is ``""`` for memory or a
+    file path prefix. With ``repeat`` the dataset is endless: ``fit`` needs ``steps_per_epoch``.
     """
-    if noise_sigma < 0:
-        raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dataset = tf.data.Dataset.from_tensor_slices(images)
@@ -65,14 +64,40 @@ def denoising_dataset(
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.batch(batch_size, drop_remainder=repeat)
+    dataset = dataset.map(make_example, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
-    def noisy_pair(clean: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+
+def denoising_example(noise_sigma: float, augment: bool = True) -> MakeExample:
+    """Clean batch -> ``(noisy, clean)``, optionally flipped/rotated first."""
+    if noise_sigma < 0:
+        raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
+
+    def example(clean: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         if augment:
             clean = random_flips_and_rotations(clean)
         return add_gaussian_noise(clean, noise_sigma), clean
 
-    dataset = dataset.map(noisy_pair, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return example
+
+
+def denoising_dataset(
+    images: np.ndarray,
+    *,
+    batch_size: int,
+    noise_sigma: float,
+    seed: int,
+    augment: bool = True,
+    **options: Any,
+) -> tf.data.Dataset:
+    """``(noisy, clean)`` batches; ``options`` go to :func:`training_dataset`."""
+    return training_dataset(
+        images,
+        batch_size=batch_size,
+        seed=seed,
+        make_example=denoising_example(noise_sigma, augment),
+        **options,
+    )
 
 
 def evaluation_dataset(

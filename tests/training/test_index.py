@@ -1,0 +1,116 @@
+"""Train a tiny autoencoder end to end, then check both exported folders against the
+README's model contract and the retrieval metrics."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from training.errors import DataError
+from training.index import build_index, precision_at_k
+from training.malaria import train_malaria
+from training.malaria_data import load_malaria
+
+SIZE = 16
+
+
+def _cell(rng: np.random.Generator, parasitized: bool) -> bytes:
+    """A bright disc on black, parasitized cells with a dark spot; every cell is unique."""
+    yy, xx = np.mgrid[:20, :20]
+    pixels = np.where((yy - 10) ** 2 + (xx - 10) ** 2 < 64, 180, 0) + rng.integers(0, 20, (20, 20))
+    if parasitized:
+        row, col = rng.integers(6, 12, 2)
+        pixels[row : row + 3, col : col + 3] = 40
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), "L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cell_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "cell_images.zip"
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as archive:
+        for label in ("Parasitized", "Uninfected"):
+            for n in range(60):
+                archive.writestr(f"cell_images/{label}/{n}.png", _cell(rng, label == "Parasitized"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(cell_zip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models")
+    train_malaria(cell_zip, out, epochs=1, image_size=SIZE)
+    build_index(cell_zip, out, approximate_above=10)
+    return out
+
+
+def test_autoencoder_folder_follows_the_contract(models: Path) -> None:
+    version = models / "malaria_autoencoder" / "1"
+    metadata = json.loads((version / "metadata.json").read_text())
+    assert metadata["input"] == {
+        "height": SIZE,
+        "width": SIZE,
+        "channels": 3,
+        "dtype": "float32",
+        "scale": "pixel / 255",
+    }
+    assert set(metadata["signatures"]) == {"serving_default", "denoise", "encode"}
+    assert {"data", "hyperparameters", "metrics", "code_dim", "experiments"} <= set(metadata)
+    assert metadata["data"]["split_sizes"] == {"train": 96, "validation": 12, "test": 12}
+    report = version / "report"
+    for name in ("config.json", "metrics.json", "learning_curves.png", "denoising_grid.png"):
+        assert (report / name).is_file()
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert set(metrics["denoise_sigma_0.1"]) == {"noisy", "denoised", "psnr_gain_db"}
+    loaded = tf.saved_model.load(str(version))
+    codes = loaded.signatures["encode"](images=tf.zeros([2, SIZE, SIZE, 3]))["codes"]
+    assert codes.shape == (2, metadata["code_dim"])
+    assert not (models / "malaria_autoencoder" / ".work").exists()
+
+
+def test_index_folder_follows_the_contract(models: Path, cell_zip: Path) -> None:
+    version = models / "malaria_index" / "1"
+    metadata = json.loads((version / "metadata.json").read_text())
+    assert metadata["encoder"] == {"name": "malaria_autoencoder", "version": 1}
+    index = faiss.read_index(str(version / "index.faiss"))
+    assert index.ntotal == metadata["size"] == 96
+    assert index.d == metadata["dimension"]
+    assert metadata["index_type"] == "IndexHNSWFlat"  # 96 cells > approximate_above=10
+    assert 0.0 <= metadata["metrics"]["recall_at_10_vs_exact"] <= 1.0
+    gallery = np.load(version / "gallery.npz")
+    assert gallery["ids"].dtype == np.int64 and list(gallery["ids"]) == list(range(96))
+    assert set(gallery["labels"]) == {"parasitized", "uninfected"}
+    offsets = gallery["offsets"]
+    assert offsets.dtype == np.int64 and len(offsets) == 97 and np.all(np.diff(offsets) > 0)
+    blob = (version / "gallery_images.bin").read_bytes()
+    assert offsets[-1] == len(blob)
+    first = Image.open(io.BytesIO(blob[offsets[0] : offsets[1]]))
+    assert first.format == "PNG"
+    held_out = load_malaria(cell_zip, SIZE, splits=("test",)).splits["test"]
+    gallery_pngs = {blob[start:end] for start, end in zip(offsets[:-1], offsets[1:], strict=True)}
+    assert not gallery_pngs & set(held_out.stored_bytes)
+    assert (version / "report" / "neighbours.png").is_file()
+
+
+def test_index_without_an_encoder_is_a_data_error(cell_zip: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="malaria_autoencoder"):
+        build_index(cell_zip, tmp_path)
+
+
+def test_precision_counts_neighbours_sharing_the_query_label() -> None:
+    gallery_labels = np.array([0, 0, 1, 1, 1])
+    neighbours = np.array([[0, 1, 2, 3, 4] * 2, [2, 3, 4, 0, 1] * 2])
+    result = precision_at_k(neighbours, gallery_labels, np.array([0, 1]))
+    assert result["precision_at_1"] == {"all": 1.0, "parasitized": 1.0, "uninfected": 1.0}
+    assert result["precision_at_5"]["parasitized"] == pytest.approx(0.4)
+    assert result["precision_at_5"]["uninfected"] == pytest.approx(0.6)
+    assert result["precision_at_10"]["all"] == pytest.approx(0.5)
