@@ -19,6 +19,7 @@ from app.batching import MicroBatcher
 from app.deps import ServiceState, require_api_key, require_api_key_when_scope_all
 from app.errors import install_error_handlers
 from app.imaging import set_pixel_limit
+from app.limits import RequestSizeLimitMiddleware
 from app.metrics import RequestMetricsMiddleware, ServiceMetrics
 from app.registry import ModelRegistry
 from app.routes import admin, classify, denoise, gallery, health, info, page, similar
@@ -93,11 +94,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        max_body_size=settings.max_upload_bytes * settings.max_files_per_request
-        + _MULTIPART_OVERHEAD_BYTES,
         form_limits={"max_files": max(1000, settings.max_files_per_request + 1)},
     )
     install_error_handlers(app)
+    max_body_bytes = (
+        settings.max_upload_bytes * settings.max_files_per_request + _MULTIPART_OVERHEAD_BYTES
+    )
+    app.add_middleware(RequestSizeLimitMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 
     scoped = [Depends(require_api_key_when_scope_all)]
