@@ -29,10 +29,10 @@ HISTORY_FILE = "history.json"
 class LoopConfig:
     """Optimisation knobs; recorded in the model's metadata as hyperparameters."""
 
-    epochs: int = 60
+    epochs: int = 30
     batch_size: int = 32
-    learning_rate: float = 2e-3
-    patience: int = 12
+    learning_rate: float = 1e-3  # peak; cosine decay takes it to zero at the last epoch
+    patience: int = 10
     augment: bool = True
     seed: int = 0
 
@@ -111,9 +111,16 @@ def fit_classifier(
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     with strategy.scope():
         model = build_model()
-        optimizer = tf.keras.optimizers.Adam(config.learning_rate)
-        state = _TrainingState()
-    checkpoints = _Checkpoints(checkpoint_dir, model, optimizer, state)
+        steps_per_epoch = -(-len(train[1]) // global_batch)
+        schedule = tf.keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=config.epochs * steps_per_epoch
+        )
+        optimizer = tf.keras.optimizers.Adam(schedule)
+        # Slots made up front: lazily inside a traced step they break under several replicas,
+        # and a resumed run needs them to exist before the checkpoint is restored.
+        optimizer.build(model.trainable_variables)
+        state = TrainingState()
+    checkpoints = _Checkpoints(_worker_folder(strategy, checkpoint_dir), model, optimizer, state)
     resumed_from = checkpoints.restore_latest()
     history = checkpoints.load_history(resumed_from)
 
@@ -122,7 +129,9 @@ def fit_classifier(
     validation_data = make_dataset(*validation, global_batch)
     distributed_train = strategy.experimental_distribute_dataset(train_data)
     distributed_validation = strategy.experimental_distribute_dataset(validation_data)
-    train_step, evaluation_step = _make_steps(model, optimizer, strategy, distributed_train)
+    train_step, evaluation_step = make_steps(
+        model, optimizer, strategy, distributed_train.element_spec
+    )
 
     started = time.perf_counter()
     for epoch in range(int(state.epoch.numpy()), config.epochs):
@@ -162,7 +171,7 @@ def predict_probabilities(model: tf.keras.Model, images: np.ndarray, batch_size:
     return np.concatenate([predict(batch).numpy() for batch, _ in dataset])
 
 
-class _TrainingState(tf.Module):
+class TrainingState(tf.Module):
     """Loop counters kept in the checkpoint so a resumed run continues where it stopped."""
 
     def __init__(self) -> None:
@@ -185,7 +194,7 @@ class _TrainingState(tf.Module):
 class _Checkpoints:
     """Latest-epoch and best-weights checkpoints plus the history JSON, in one folder."""
 
-    def __init__(self, folder: Path, model, optimizer, state: _TrainingState) -> None:
+    def __init__(self, folder: Path, model, optimizer, state: TrainingState) -> None:
         self.folder = Path(folder)
         latest = tf.train.Checkpoint(model=model, optimizer=optimizer, state=state)
         self.latest = tf.train.CheckpointManager(latest, str(self.folder / "latest"), 2)
@@ -221,7 +230,20 @@ class _Checkpoints:
             self.best.checkpoint.restore(self.best.latest_checkpoint).expect_partial()
 
 
-def _make_steps(model, optimizer, strategy: tf.distribute.Strategy, distributed_train):
+def _worker_folder(strategy: tf.distribute.Strategy, folder: Path) -> Path:
+    """Every multi-worker replica must save (saving is collective) but only the chief's
+    checkpoint is the real one; the other workers write to their own scratch subfolder."""
+    resolver = strategy.cluster_resolver
+    if resolver is None or not resolver.task_type:
+        return Path(folder)
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    is_chief = resolver.task_type == "chief" or (
+        not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
+    )
+    return Path(folder) if is_chief else Path(folder) / f"{resolver.task_type}-{resolver.task_id}"
+
+
+def make_steps(model, optimizer, strategy: tf.distribute.Strategy, element_spec):
     """Traced train and evaluation steps; each returns global ``[loss sum, correct, count]``."""
     loss_function = tf.keras.losses.SparseCategoricalCrossentropy(
         from_logits=True, reduction="none"
@@ -253,7 +275,7 @@ def _make_steps(model, optimizer, strategy: tf.distribute.Strategy, distributed_
             per_replica = strategy.run(replica_function, args=batch)
             return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-        return tf.function(step, input_signature=[distributed_train.element_spec])
+        return tf.function(step, input_signature=[element_spec])
 
     return distributed(replica_train), distributed(replica_evaluate)
 

@@ -1,0 +1,121 @@
+"""``python -m training``: argument and data errors, job order, and SIGNS end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training import cli
+from training.errors import DataError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_SIGNS = REPO_ROOT.parent / "shared" / "data" / "signs" / "train"
+
+
+def _run_module(*arguments: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "training", *arguments],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_missing_data_path_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    completed = _run_module("signs", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path))
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == [
+        f"error: data path not found: {tmp_path / 'nowhere'}"
+    ]
+    assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize(
+    "arguments", [["signs", "--epochs", "0"], ["signs", "--image-size", "x"], ["train"]]
+)
+def test_bad_arguments_exit_2(arguments: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(arguments)
+    assert exit_info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        DataError("no readable SIGNS images in /x\nsecond line"),
+        ValueError("bad"),
+        FileNotFoundError("f"),
+    ],
+)
+def test_user_errors_from_a_job_print_one_line(error: Exception, tmp_path: Path, capsys) -> None:
+    def failing_job(job: str, arguments: argparse.Namespace) -> Path:
+        raise error
+
+    assert cli.main(["signs", "--data", str(tmp_path)], run=failing_job) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: ")
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_empty_data_folder_is_a_user_error(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["signs", "--data", str(empty), "--out", str(tmp_path / "models")]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: no readable SIGNS images ({{label}}_IMG_{{id}}.jpg) in {empty}"
+    )
+
+
+def test_all_runs_signs_malaria_index_in_order_with_shared_options(tmp_path: Path) -> None:
+    seen: list[tuple[str, int, bool]] = []
+
+    def record(job: str, arguments: argparse.Namespace) -> Path:
+        seen.append((job, arguments.seed, arguments.quick))
+        return tmp_path / job
+
+    assert cli.main(["all", "--data", str(tmp_path), "--seed", "5", "--quick"], run=record) == 0
+    assert seen == [("signs", 5, True), ("malaria", 5, True), ("index", 5, True)]
+
+
+@pytest.mark.skipif(not SHARED_SIGNS.is_dir(), reason="needs ../shared/data/signs/train")
+def test_signs_quick_end_to_end_exports_a_loadable_version(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    completed = _run_module("signs", "--quick", "--data", str(SHARED_SIGNS), "--out", str(tmp_path))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    version_dir = tmp_path / "signs_classifier" / "1"
+    assert f"signs: exported {version_dir}" in completed.stdout
+
+    metadata = json.loads((version_dir / "metadata.json").read_text())
+    assert metadata["name"] == "signs_classifier" and metadata["version"] == 1
+    assert metadata["class_names"] == [str(digit) for digit in range(6)]
+    assert metadata["input"] == {
+        "height": 64,
+        "width": 64,
+        "channels": 3,
+        "dtype": "float32",
+        "scale": "pixel / 255",
+    }
+    assert metadata["signatures"]["serving_default"] == {
+        "input": "images",
+        "output": "probabilities",
+    }
+    assert metadata["data"]["split_sizes"]["test"] > 0
+    assert 0.0 <= metadata["metrics"]["test_accuracy"] <= 1.0
+    for name in ("config.json", "metrics.json", "confusion_matrix.png", "learning_curves.png"):
+        assert (version_dir / "report" / name).stat().st_size > 0
+    assert not any((tmp_path / ".checkpoints").glob("*")), "a finished run leaves no checkpoint"
+
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    probabilities = serve(images=tf.zeros([2, 64, 64, 3]))["probabilities"].numpy()
+    assert probabilities.shape == (2, 6)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)

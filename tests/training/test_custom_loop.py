@@ -1,0 +1,132 @@
+"""The custom loop: early stopping bookkeeping, best weights, resume, augmentation, replicas."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training import custom_loop
+from training.classifier import ClassifierConfig, build_classifier
+from training.custom_loop import (
+    HISTORY_FILE,
+    LoopConfig,
+    TrainingState,
+    build_augmenter,
+    fit_classifier,
+    make_dataset,
+    predict_probabilities,
+)
+
+SMALL = ClassifierConfig(filters=(8, 16), dense_units=16, dropout=0.1)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _toy_data(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Three classes told apart by which colour channel is bright."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % 3
+    images = rng.integers(0, 80, (count, 16, 16, 3)).astype(np.uint8)
+    images[np.arange(count), :, :, labels] += 150
+    return images, labels.astype(np.int64)
+
+
+def _build() -> tf.keras.Model:
+    return build_classifier(16, 3, SMALL)
+
+
+def test_training_state_tracks_best_epoch_and_patience() -> None:
+    state = TrainingState()
+    for loss in (1.0, 0.5, 0.7, 0.8):
+        state.record_epoch(loss)
+    assert int(state.epoch.numpy()) == 4
+    assert int(state.best_epoch.numpy()) == 2
+    assert int(state.stale_epochs.numpy()) == 2
+
+
+def test_fit_learns_and_keeps_the_best_weights(tmp_path: Path) -> None:
+    tf.keras.utils.set_random_seed(0)
+    train, validation = _toy_data(48, 1), _toy_data(24, 2)
+    config = LoopConfig(epochs=6, batch_size=16, learning_rate=3e-3, augment=False)
+    model, result = fit_classifier(_build, train, validation, config, tmp_path)
+    assert result.epochs_run == 6
+    assert set(result.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    probabilities = predict_probabilities(model, validation[0])
+    restored_loss = -np.mean(np.log(probabilities[np.arange(24), validation[1]]))
+    best_loss = result.history["val_loss"][result.best_epoch - 1]
+    assert best_loss == min(result.history["val_loss"])
+    assert restored_loss == pytest.approx(best_loss, rel=1e-3)
+    assert result.history["val_accuracy"][result.best_epoch - 1] > 0.6
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch) -> None:
+    train, validation = _toy_data(32, 3), _toy_data(12, 4)
+    config = LoopConfig(epochs=4, batch_size=16, patience=10, augment=False)
+    real_run_epoch = custom_loop._run_epoch
+    calls = {"count": 0}
+
+    def interrupt_in_third_epoch(step, dataset, description):
+        calls["count"] += 1
+        if calls["count"] == 5:  # two calls (train, validation) per epoch
+            raise KeyboardInterrupt
+        return real_run_epoch(step, dataset, description)
+
+    monkeypatch.setattr(custom_loop, "_run_epoch", interrupt_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        fit_classifier(_build, train, validation, config, tmp_path)
+    first_history = json.loads((tmp_path / HISTORY_FILE).read_text())
+    assert len(first_history["loss"]) == 2
+
+    monkeypatch.setattr(custom_loop, "_run_epoch", real_run_epoch)
+    _, result = fit_classifier(_build, train, validation, config, tmp_path)
+    assert result.resumed_from_epoch == 2
+    assert result.epochs_run == 4
+    assert result.history["loss"][:2] == first_history["loss"]
+
+
+def test_augmenter_keeps_shape_and_range_but_changes_pixels() -> None:
+    images, labels = _toy_data(8, 5)
+    dataset = make_dataset(images, labels, 8, augmenter=build_augmenter(seed=0))
+    augmented, _ = next(iter(dataset))
+    assert augmented.shape == (8, 16, 16, 3)
+    assert float(tf.reduce_min(augmented)) >= 0.0 and float(tf.reduce_max(augmented)) <= 1.0
+    assert not np.allclose(augmented.numpy(), images / 255.0, atol=1e-3)
+
+
+def test_bad_loop_config_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        fit_classifier(_build, _toy_data(6, 0), _toy_data(6, 1), LoopConfig(epochs=0), tmp_path)
+
+
+@pytest.mark.slow
+def test_loop_runs_on_two_replicas_with_mirrored_strategy(tmp_path: Path) -> None:
+    """Two logical CPUs stand in for two GPUs; TF must be configured before first use,
+    so this runs in a fresh interpreter."""
+    script = textwrap.dedent(
+        f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+        from tests.training.test_custom_loop import _build, _toy_data
+        from training.custom_loop import LoopConfig, fit_classifier
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        config = LoopConfig(epochs=2, batch_size=8, augment=True)
+        _, result = fit_classifier(
+            _build, _toy_data(40, 0), _toy_data(12, 1), config, {str(tmp_path)!r}, strategy
+        )
+        print("replicas", strategy.num_replicas_in_sync, "epochs", result.epochs_run)
+        """
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "replicas 2 epochs 2" in completed.stdout

@@ -1,0 +1,129 @@
+"""SIGNS loading from image folders and HDF5 files, and the stratified splits."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.errors import DataError
+from training.signs_data import (
+    SignsData,
+    find_signs_source,
+    load_signs,
+    load_signs_folder,
+    load_signs_h5,
+    split_signs,
+)
+
+
+def _jpeg(color: tuple[int, int, int], size: int = 32) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _write_folder(folder: Path, per_class: int = 4) -> Path:
+    folder.mkdir(parents=True)
+    for label in range(6):
+        for index in range(per_class):
+            name = f"{label}_IMG_{label * 100 + index}.jpg"
+            (folder / name).write_bytes(_jpeg((40 * label, 10 * index, 200)))
+    return folder
+
+
+def _write_h5(path: Path, prefix: str, count: int, size: int = 64) -> None:
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as file:
+        file[f"{prefix}_x"] = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+        file[f"{prefix}_y"] = np.arange(count) % 6
+        file["list_classes"] = np.arange(6)
+
+
+def test_folder_loader_reads_labels_from_names_and_resizes(tmp_path: Path) -> None:
+    folder = _write_folder(tmp_path / "train")
+    data = load_signs_folder(folder, image_size=16)
+    assert data.images.shape == (24, 16, 16, 3)
+    assert data.images.dtype == np.uint8
+    assert np.bincount(data.labels).tolist() == [4] * 6
+    assert data.skipped == []
+
+
+def test_unreadable_image_is_skipped_counted_and_logged(tmp_path: Path, caplog) -> None:
+    folder = _write_folder(tmp_path / "train")
+    (folder / "2_IMG_999.jpg").write_bytes(b"not a jpeg at all")
+    with caplog.at_level(logging.WARNING):
+        data = load_signs_folder(folder, image_size=16)
+    assert data.skipped == ["2_IMG_999.jpg"]
+    assert len(data) == 24
+    assert "2_IMG_999.jpg" in caplog.text
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_missing_or_empty_folder_is_a_data_error_naming_it(tmp_path: Path, make: str) -> None:
+    folder = tmp_path / "signs"
+    if make == "empty":
+        folder.mkdir()
+    with pytest.raises(DataError, match=str(folder)):
+        load_signs_folder(folder, image_size=16)
+
+
+def test_badly_named_image_is_a_data_error(tmp_path: Path) -> None:
+    folder = _write_folder(tmp_path / "train")
+    (folder / "thumbs_up.jpg").write_bytes(_jpeg((1, 2, 3)))
+    with pytest.raises(DataError, match="thumbs_up.jpg"):
+        load_signs_folder(folder, image_size=16)
+
+
+def test_hdf5_loader_reads_course_layout_and_resizes(tmp_path: Path) -> None:
+    path = tmp_path / "train_signs.h5"
+    _write_h5(path, "train_set", count=12)
+    data = load_signs_h5(path, image_size=32)
+    assert data.images.shape == (12, 32, 32, 3)
+    assert data.labels.tolist() == [index % 6 for index in range(12)]
+
+
+def test_hdf5_with_wrong_keys_is_a_data_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "signs.h5"
+    with h5py.File(path, "w") as file:
+        file["pictures"] = np.zeros((2, 64, 64, 3), np.uint8)
+    with pytest.raises(DataError, match=r"signs\.h5.*train_set_x"):
+        load_signs_h5(path, image_size=64)
+
+
+def test_separate_test_file_becomes_the_held_out_test_set(tmp_path: Path) -> None:
+    _write_h5(tmp_path / "train_signs.h5", "train_set", count=60)
+    _write_h5(tmp_path / "test_signs.h5", "test_set", count=18)
+    splits = load_signs(tmp_path, image_size=64, seed=0)
+    assert splits.test.source.endswith("test_signs.h5")
+    assert len(splits.test) == 18
+    assert len(splits.train) + len(splits.validation) == 60
+
+
+def test_data_root_resolves_to_signs_train(tmp_path: Path) -> None:
+    folder = _write_folder(tmp_path / "signs" / "train")
+    assert find_signs_source(tmp_path) == folder
+    assert find_signs_source(folder) == folder
+    with pytest.raises(DataError, match="not an HDF5"):
+        find_signs_source(next(folder.iterdir()))
+
+
+def test_splits_are_stratified_disjoint_and_seeded() -> None:
+    labels = np.repeat(np.arange(6), 40)
+    images = np.arange(len(labels), dtype=np.uint8).reshape(-1, 1, 1, 1).repeat(3, axis=-1)
+    pool = SignsData(images, labels, "memory")
+    splits = split_signs(pool, seed=7, test_fraction=0.15)
+    for part, expected in ((splits.train, 28), (splits.validation, 6), (splits.test, 6)):
+        assert np.bincount(part.labels, minlength=6).tolist() == [expected] * 6
+    ids = [set(part.images[:, 0, 0, 0].tolist()) for part in (splits.train, splits.validation)]
+    assert ids[0].isdisjoint(ids[1])
+    assert ids[0].isdisjoint(splits.test.images[:, 0, 0, 0].tolist())
+    again = split_signs(pool, seed=7)
+    other = split_signs(pool, seed=8)
+    assert np.array_equal(again.test.images, splits.test.images)
+    assert not np.array_equal(other.test.images, splits.test.images)
