@@ -29,7 +29,8 @@ async def running_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 def settings_for(model_dir: Path, **overrides: Any) -> Settings:
     """Settings for tests: no background polling unless a test asks for it."""
-    return Settings(model_dir=model_dir, reload_interval_s=0, device="cpu", **overrides)
+    defaults: dict[str, Any] = {"reload_interval_s": 0, "device": "cpu"}
+    return Settings(model_dir=model_dir, **{**defaults, **overrides})
 
 
 @pytest.fixture
