@@ -123,6 +123,12 @@ def test_multiworker_services_describe_one_two_worker_cluster() -> None:
         assert addresses[config["task"]["index"]].split(":")[0] == name
 
 
+def test_workers_train_only_the_job_that_supports_several_workers() -> None:
+    """The SIGNS custom loop runs under MultiWorkerMirroredStrategy; Keras 3's fit(), which
+    trains the autoencoder, does not (keras-team/keras#20585)."""
+    assert {service["command"][0] for service in workers().values()} == {"signs"}
+
+
 def test_only_the_chief_worker_writes_the_shared_models_volume() -> None:
     for name, service in workers().items():
         index = json.loads(service["environment"]["TF_CONFIG"])["task"]["index"]
