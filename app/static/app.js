@@ -193,7 +193,7 @@ async function similar(file) {
     caption.className = "tile-caption";
     caption.innerHTML = '<strong class="tile-label"></strong><span class="tile-distance"></span>';
     caption.querySelector(".tile-label").textContent = `${rank + 1}. ${result.label}`;
-    caption.querySelector(".tile-distance").textContent = `distance ${result.distance.toPrecision(3)}`;
+    caption.querySelector(".tile-distance").textContent = `dist. ${result.distance.toPrecision(3)}`;
     tile.append(img, caption);
     tiles.append(tile);
   });
