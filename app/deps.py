@@ -6,7 +6,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
 
 from app.batching import MicroBatcher
 from app.metrics import ServiceMetrics
@@ -38,12 +39,16 @@ ServiceDep = Annotated[ServiceState, Depends(get_service)]
 ModelsDep = Annotated[ModelSet, Depends(get_models)]
 
 
-def require_api_key(
-    request: Request,
-    x_api_key: Annotated[
-        str | None, Header(description="Needed when the server has API_KEY set.")
-    ] = None,
-) -> None:
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="Needed for /admin/* when API_KEY is set, and everywhere but the probes "
+    "when API_KEY_SCOPE=all.",
+)
+ApiKeyDep = Annotated[str | None, Security(API_KEY_HEADER)]
+
+
+def require_api_key(request: Request, x_api_key: ApiKeyDep) -> None:
     """401 unless the X-API-Key header matches API_KEY (no check when API_KEY is unset)."""
     expected = get_service(request).settings.api_key
     if expected is None:
@@ -56,11 +61,6 @@ def require_api_key(
         )
 
 
-def require_api_key_when_scope_all(
-    request: Request,
-    x_api_key: Annotated[
-        str | None, Header(description="Needed when API_KEY is set and API_KEY_SCOPE=all.")
-    ] = None,
-) -> None:
+def require_api_key_when_scope_all(request: Request, x_api_key: ApiKeyDep) -> None:
     if get_service(request).settings.api_key_scope == "all":
         require_api_key(request, x_api_key)

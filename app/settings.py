@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +38,18 @@ class Settings(BaseSettings):
         "admin", description="Which endpoints the API key guards."
     )
     log_level: str = "info"
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_means_none(cls, value: str | None) -> str | None:
+        """``API_KEY=`` (empty) turns the check off rather than accepting an empty header."""
+        return value or None
+
+    @model_validator(mode="after")
+    def _default_k_within_max_k(self) -> Settings:
+        if self.default_k > self.max_k:
+            raise ValueError(f"DEFAULT_K ({self.default_k}) must not exceed MAX_K ({self.max_k})")
+        return self
 
 
 @lru_cache

@@ -30,7 +30,7 @@ async def similar(
     """Encode the upload and search the FAISS gallery index."""
     settings = service.settings
     if k is None:
-        k = min(settings.default_k, settings.max_k)
+        k = settings.default_k
     if k > settings.max_k:
         raise HTTPException(422, detail=f"k must be between 1 and {settings.max_k}, got {k}")
     index, encoder = models.index, models.encoder
