@@ -29,9 +29,11 @@ from tests.perf.report import headlines, write_results
 MODELS = ("signs_classifier", "malaria_autoencoder", "malaria_index")
 NOTES = (
     "Load: closed loop from `tests/perf/loadgen.py` (raw HTTP/1.1 keep-alive on uvloop) in its "
-    "own process on the same machine, so client and server share the CPUs; 'server cores' and "
-    "'client cores' are the CPU seconds each used per wall second. Each cell is preceded by "
-    "a warm-up that is not counted. Throughput counts 2xx responses only."
+    "own process on the same machine, so client and server share the CPUs. 'server cores' and "
+    "'client cores': CPU seconds each used per wall second of the measured phase; 'server CPU "
+    "ms/req': the server's CPU time per completed request; 'model batch': examples per model "
+    "call from the app's /metrics (warm-up included). Each cell starts with an uncounted "
+    "warm-up. Throughput counts 2xx responses only."
 )
 
 

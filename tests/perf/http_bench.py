@@ -55,6 +55,7 @@ class Uploads:
 
 PATHS = {"classify": "/classify", "denoise": "/denoise", "similar": "/similar?k=5", "noop": "/noop"}
 PRODUCT_ENDPOINTS = ("classify", "denoise", "similar")
+BATCH_METRIC = "cellsign_batch_size"  # the app's micro-batch histogram (app/metrics.py)
 
 
 class Bench:
@@ -114,8 +115,10 @@ class Bench:
             warmup_s=warmup_s if warmup_s is not None else self.plan.warmup_s,
             server_pid=self.server.pid,
         )
+        batches_before = self.batch_totals()
         result = run_load(spec)
         server_cpu_s = result.server_cpu_s or 0.0
+        batches_after = self.batch_totals()
         return {
             "endpoint": endpoint,
             "concurrency": concurrency,
@@ -128,8 +131,40 @@ class Bench:
             "error_detail": {**result.errors, **result.status_counts},
             "elapsed_s": round(result.elapsed_s, 2),
             "server_cores": round(server_cpu_s / result.elapsed_s, 2),
+            "server_cpu_ms_per_request": round(server_cpu_s * 1000 / max(result.completed, 1), 3),
             "client_cores": round(result.client_cpu_s / result.elapsed_s, 2),
+            "mean_model_batch": _mean_batches(batches_before, batches_after),
         }
+
+    def batch_totals(self) -> dict[str, tuple[float, float]]:
+        """``(examples, model calls)`` per micro-batcher from the app's Prometheus metrics;
+        empty for a server without them (the naive baseline)."""
+        try:
+            response = httpx.get(self.server.base_url + "/metrics", timeout=10)
+        except httpx.TransportError:
+            return {}
+        if response.status_code != 200:
+            return {}
+        totals: dict[str, list[float]] = {}
+        for line in response.text.splitlines():
+            for suffix, position in (("_sum", 0), ("_count", 1)):
+                prefix = f'{BATCH_METRIC}{suffix}{{batcher="'
+                if line.startswith(prefix):
+                    batcher = line[len(prefix) :].split('"', 1)[0]
+                    totals.setdefault(batcher, [0.0, 0.0])[position] = float(line.split()[-1])
+        return {batcher: (values[0], values[1]) for batcher, values in totals.items()}
+
+
+def _mean_batches(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    """Examples per model call during a cell (its warm-up included), per batcher used."""
+    means = {}
+    for batcher, (examples, calls) in after.items():
+        examples_before, calls_before = before.get(batcher, (0.0, 0.0))
+        if calls > calls_before:
+            means[batcher] = round((examples - examples_before) / (calls - calls_before), 1)
+    return means
 
 
 def start(app: str, models: Path, work: Path, name: str) -> UvicornServer:

@@ -87,17 +87,22 @@ def _cell(value: Any) -> str:
 
 
 LOAD_COLUMNS = ("endpoint", "conc.", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
-LOAD_COLUMNS += ("server cores", "client cores")
+LOAD_COLUMNS += ("server cores", "server CPU ms/req", "client cores", "model batch")
 
 
 def _load_table(rows: list[dict[str, Any]]) -> str:
     cells = [
         [row["endpoint"], row["concurrency"], row["requests_per_s"]]
         + [row["latency_ms"].get(key, "-") for key in ("p50", "p95", "p99")]
-        + [row["errors"], row["server_cores"], row["client_cores"]]
+        + [row["errors"], row["server_cores"], row["server_cpu_ms_per_request"]]
+        + [row["client_cores"], _batches_cell(row["mean_model_batch"])]
         for row in rows
     ]
     return table(LOAD_COLUMNS, cells)
+
+
+def _batches_cell(means: dict[str, float]) -> str:
+    return ", ".join(f"{name} {mean}" for name, mean in means.items()) or "-"
 
 
 def _conditions(results: dict[str, Any]) -> list[str]:
