@@ -6,12 +6,7 @@ Each panel gets a real upload and must render the server's answer; screenshots g
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.perf.servers import UvicornServer
+
 pytestmark = pytest.mark.browser
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -35,7 +31,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-READY_TIMEOUT_S = 180.0
 RESULT_TIMEOUT_MS = 60_000
 
 sync_api = pytest.importorskip(
@@ -45,41 +40,13 @@ if not Path(CHROMIUM).exists():
     pytest.skip("chromium is not installed (scripts/install-browser.sh)", allow_module_level=True)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def base_url(quick_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``uvicorn app.main:app`` in a subprocess, as the README starts it, until it is ready."""
-    port = free_port()
+    """``uvicorn app.main:app`` in a subprocess, as the README starts it, once it is ready."""
     log_path = tmp_path_factory.mktemp("server") / "uvicorn.log"
-    env = {**os.environ, "MODEL_DIR": str(quick_models), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [*command, "--port", str(port)], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not _is_ready(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not become ready:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _is_ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+    env = {"MODEL_DIR": str(quick_models), "RELOAD_INTERVAL_S": "0"}
+    with UvicornServer("app.main:app", env, log_path, ready_path="/readyz") as server:
+        yield server.base_url
 
 
 @pytest.fixture(scope="module")
@@ -102,15 +69,15 @@ def page(browser: sync_api.Browser, base_url: str) -> Iterator[sync_api.Page]:
 
 @pytest.fixture(scope="module")
 def sign_image() -> Path:
-    images = sorted((DATA_DIR / "signs" / "train").glob("*.jpg"))
+    images = sorted((SHARED_DATA / "signs" / "train").glob("*.jpg"))
     if not images:
-        pytest.skip(f"no SIGNS images under {DATA_DIR}")
+        pytest.skip(f"no SIGNS images under {SHARED_DATA}")
     return images[0]
 
 
 @pytest.fixture(scope="module")
 def cell_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    archive = DATA_DIR / "malaria" / "cell_images.zip"
+    archive = SHARED_DATA / "malaria" / "cell_images.zip"
     if not archive.exists():
         pytest.skip(f"no {archive}")
     with zipfile.ZipFile(archive) as cells:
