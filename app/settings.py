@@ -37,7 +37,12 @@ class Settings(BaseSettings):
     api_key_scope: Literal["admin", "all"] = Field(
         "admin", description="Which endpoints the API key guards."
     )
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("api_key")
     @classmethod
