@@ -16,6 +16,17 @@ from app.errors import BadImageError, PayloadTooLargeError, UnsupportedImageErro
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 _HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# How each supported format begins: a file that starts like one but cannot be opened is a
+# damaged image (400), not an unsupported one (415).
+_SIGNATURES = {
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
 
 # Pillow's own bomb guard warns above MAX_IMAGE_PIXELS and refuses above twice that; we check
 # the size ourselves before decoding, so an oversized image is always refused by us first.
@@ -40,6 +51,12 @@ def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -
     try:
         image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except UnidentifiedImageError as error:
+        claimed = _claimed_format(data)
+        if claimed is not None:
+            raise BadImageError(
+                f"{filename}: starts like a {claimed} file but its header cannot be read "
+                "(truncated or corrupt)"
+            ) from error
         supported = ", ".join(SUPPORTED_FORMATS)
         raise UnsupportedImageError(
             f"{filename}: not an image in a supported format ({supported})"
@@ -60,6 +77,12 @@ def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -
             raise _too_many_pixels(filename, max_pixels, error) from error
         except (OSError, SyntaxError, ValueError, EOFError, ZeroDivisionError) as error:
             raise BadImageError(f"{filename}: truncated or corrupt image: {error}") from error
+
+
+def _claimed_format(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for start, name in _SIGNATURES.items() if data.startswith(start)), None)
 
 
 def _too_many_pixels(filename: str, max_pixels: int, cause: object) -> PayloadTooLargeError:
