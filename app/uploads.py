@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from fastapi import UploadFile
+from fastapi import HTTPException, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import PayloadTooLargeError
@@ -24,6 +24,16 @@ def prepare(data: bytes, filename: str, settings: Settings, height: int, width: 
     """Decode and resize one upload (Pillow work: run it in a worker thread)."""
     image = decode_upload(data, filename, settings.max_upload_bytes, settings.max_image_pixels)
     return ModelInput(filename, image.size, to_model_input(image, height, width))
+
+
+async def require_one_file(request: Request) -> None:
+    """Dependency of the one-image endpoints: several ``file`` parts are refused (422) instead
+    of all but one being silently ignored. FastAPI has already parsed and cached the form."""
+    count = len((await request.form()).getlist("file"))
+    if count > 1:
+        raise HTTPException(
+            422, detail=f"this endpoint takes exactly one file, got {count} `file` parts"
+        )
 
 
 async def read_uploads(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Header, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Header, Query, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -15,7 +15,7 @@ from app.imaging import to_png
 from app.registry import AUTOENCODER
 from app.routes import UPLOAD_ERRORS
 from app.schemas import DenoiseResponse, ModelRef
-from app.uploads import read_uploads
+from app.uploads import read_uploads, require_one_file
 
 router = APIRouter(tags=["inference"])
 
@@ -44,6 +44,7 @@ def prefers_json(accept: str | None) -> bool:
     "/denoise",
     response_class=Response,
     responses=_RESPONSES,
+    dependencies=[Depends(require_one_file)],
 )
 async def denoise(
     file: Annotated[UploadFile, File(description="One image of a cell.")],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import ModelsDep, ServiceDep
@@ -12,12 +12,17 @@ from app.errors import ModelUnavailableError
 from app.registry import INDEX
 from app.routes import UPLOAD_ERRORS
 from app.schemas import IndexRef, ModelRef, Neighbour, SimilarResponse
-from app.uploads import read_uploads
+from app.uploads import read_uploads, require_one_file
 
 router = APIRouter(tags=["inference"])
 
 
-@router.post("/similar", response_model=SimilarResponse, responses=UPLOAD_ERRORS)
+@router.post(
+    "/similar",
+    response_model=SimilarResponse,
+    responses=UPLOAD_ERRORS,
+    dependencies=[Depends(require_one_file)],
+)
 async def similar(
     file: Annotated[UploadFile, File(description="One image of a cell.")],
     service: ServiceDep,
