@@ -171,7 +171,9 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cellsign", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="cellsign", description="Call a cellsign server: classify, denoise, similar."
+    )
     parser.add_argument(
         "--url",
         default=os.environ.get("CELLSIGN_URL", DEFAULT_URL),

@@ -45,27 +45,31 @@ function showMessage(panel, text, kind) {
   message.className = `message ${kind || ""}`.trim();
 }
 
-/** Run one panel's request with the button disabled and errors shown in its live region. */
+/**
+ * Run one panel's request, ignoring new submits while it runs, and announce the outcome in
+ * the panel's live region: `work` returns a short summary, or throws with a readable message.
+ * The button stays focusable (aria-disabled, not disabled) so keyboard focus is not lost.
+ */
 async function runPanel(panel, work) {
-  const form = $(`${panel}-form`);
-  const button = form.querySelector("button[type=submit]");
+  const section = $(panel);
+  const button = $(`${panel}-form`).querySelector("button[type=submit]");
   const file = $(`${panel}-file`).files[0];
+  if (section.getAttribute("aria-busy") === "true") return;
   if (!file) {
     showMessage(panel, "Choose an image first.", "error");
     return;
   }
-  button.disabled = true;
-  $(panel).setAttribute("aria-busy", "true");
+  section.setAttribute("aria-busy", "true");
+  button.setAttribute("aria-disabled", "true");
   showMessage(panel, "Working…", "busy");
   try {
-    await work(file);
-    showMessage(panel, "", "");
+    showMessage(panel, await work(file), "done");
   } catch (error) {
     $(`${panel}-result`).hidden = true;
     showMessage(panel, error.message, "error");
   } finally {
-    button.disabled = false;
-    $(panel).removeAttribute("aria-busy");
+    section.removeAttribute("aria-busy");
+    button.removeAttribute("aria-disabled");
   }
 }
 
@@ -107,6 +111,7 @@ async function classify(file) {
   }
   $("classify-model").textContent = `${answer.model.name} v${answer.model.version}`;
   $("classify-result").hidden = false;
+  return `Predicted digit ${prediction.label}.`;
 }
 
 /** One draw from a standard normal distribution (Box-Muller). */
@@ -169,6 +174,7 @@ async function denoise(file) {
   showBlob($("denoise-output"), denoised);
   $("denoise-input").nextElementSibling.textContent = noisy ? `Sent (sigma ${sigma})` : "Sent";
   $("denoise-result").hidden = false;
+  return "Denoised image ready.";
 }
 
 async function similar(file) {
@@ -198,6 +204,7 @@ async function similar(file) {
     tiles.append(tile);
   });
   $("similar-result").hidden = false;
+  return `Found ${answer.results.length} similar cells.`;
 }
 
 /** Wire a panel: submit runs the request; choosing or dropping a file runs it at once. */

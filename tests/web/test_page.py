@@ -62,9 +62,13 @@ def page(browser: sync_api.Browser, base_url: str) -> Iterator[sync_api.Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     opened = context.new_page()
     opened.set_default_timeout(RESULT_TIMEOUT_MS)
+    script_errors: list[str] = []
+    opened.on("pageerror", lambda error: script_errors.append(str(error)))
     opened.goto(base_url)
     yield opened
     context.close()
+    if script_errors:
+        pytest.fail(f"JavaScript errors on the page: {script_errors}")
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +114,7 @@ def test_classify_shows_the_servers_label_and_a_bar_per_class(
     page.set_input_files("#classify-file", sign_image)
     page.wait_for_selector("#classify-result:not([hidden])")
     assert page.inner_text("#classify-label") == expected["label"]
+    assert page.inner_text("#classify-message") == f"Predicted digit {expected['label']}."
     assert page.locator("#classify-bars li").count() == len(expected["probabilities"])
     assert page.locator("#classify-bars li.predicted").count() == 1
     assert image_width(page, "#classify-preview") == 64
@@ -173,13 +178,21 @@ def test_a_validation_error_list_reads_as_text(page: sync_api.Page, cell_image: 
     assert text.endswith("(HTTP 422)")
 
 
-def test_every_control_is_labelled_and_reachable_by_keyboard(page: sync_api.Page) -> None:
+def test_every_control_is_labelled_and_usable_by_keyboard(
+    page: sync_api.Page, sign_image: Path
+) -> None:
     unlabelled = page.eval_on_selector_all(
         "input, select, textarea", "els => els.filter(e => e.labels.length === 0).map(e => e.id)"
     )
     assert unlabelled == []
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "classify-file"
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files(sign_image)
+    page.wait_for_selector("#classify-result:not([hidden])")
 
 
 def test_footer_names_the_loaded_models_and_device(page: sync_api.Page, base_url: str) -> None:
