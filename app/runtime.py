@@ -82,13 +82,13 @@ class LoadedModel:
     height: int
     width: int
     device: str
-    _signatures: dict[str, Any] = field(repr=False)
-    _outputs: dict[str, str] = field(repr=False)
+    signatures: dict[str, Any] = field(repr=False)  # name -> concrete function
+    outputs: dict[str, str] = field(repr=False)  # name -> key of its output tensor
     _saved_model: Any = field(repr=False)  # keeps the variables the signatures use alive
     _callers: dict[str, Callable[[np.ndarray], np.ndarray]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._callers = {signature: partial(self.run, signature) for signature in self._outputs}
+        self._callers = {signature: partial(self.run, signature) for signature in self.outputs}
 
     def caller(self, signature: str) -> Callable[[np.ndarray], np.ndarray]:
         """A stable callable per signature: the micro-batcher batches requests that share it."""
@@ -97,8 +97,8 @@ class LoadedModel:
     def run(self, signature: str, images: np.ndarray) -> np.ndarray:
         """Call ``signature`` on a ``[batch, H, W, 3]`` float32 batch; returns its output array."""
         with tf.device(self.device):
-            result = self._signatures[signature](images=tf.convert_to_tensor(images, tf.float32))
-        return result[self._outputs[signature]].numpy()
+            result = self.signatures[signature](images=tf.convert_to_tensor(images, tf.float32))
+        return result[self.outputs[signature]].numpy()
 
     def describe(self) -> dict[str, Any]:
         """What ``/models`` shows: identity, input shape, signatures and training metrics."""
@@ -108,7 +108,7 @@ class LoadedModel:
             "name": self.name,
             "version": self.version,
             "input_shape": [self.height, self.width, 3],
-            "signatures": sorted(self._signatures),
+            "signatures": sorted(self.signatures),
             "metrics": self.metadata.get("metrics", {}),
             "created": self.metadata.get("created"),
             **extra,
@@ -138,7 +138,7 @@ def load_model(folder: Path, device: str, required_signatures: dict[str, str]) -
     missing = sorted(set(outputs) - set(saved_model.signatures))
     if missing:
         raise InvalidModelError(f"{folder}: SavedModel lacks signature(s) {', '.join(missing)}")
-    model = LoadedModel(
+    return LoadedModel(
         name=name,
         version=version,
         folder=folder,
@@ -146,18 +146,17 @@ def load_model(folder: Path, device: str, required_signatures: dict[str, str]) -
         height=height,
         width=width,
         device=device,
-        _signatures={signature: saved_model.signatures[signature] for signature in outputs},
-        _outputs=outputs,
+        signatures={signature: saved_model.signatures[signature] for signature in outputs},
+        outputs=outputs,
         _saved_model=saved_model,
     )
-    return model
 
 
 def dummy_outputs(model: LoadedModel) -> dict[str, np.ndarray]:
     """Run every signature on a zero batch; a version that cannot do this never serves."""
     batch = np.zeros((_VALIDATION_BATCH, model.height, model.width, 3), np.float32)
     results: dict[str, np.ndarray] = {}
-    for signature in model._outputs:
+    for signature in model.outputs:
         try:
             results[signature] = model.run(signature, batch)
         except Exception as error:  # wrong input name, dtype or shape in the SavedModel
