@@ -158,13 +158,16 @@ def _print_neighbours(result: dict[str, Any]) -> None:
     for rank, neighbour in enumerate(result["results"], start=1):
         print(
             f"{rank}. id {neighbour['id']}  label {neighbour['label']}  "
-            f"distance {neighbour['distance']:.4f}"
+            f"distance {neighbour['distance']:.4g}"
         )
 
 
 def _positive_int(text: str) -> int:
     """argparse type: reject k < 1 with a usage message rather than a server round trip."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value

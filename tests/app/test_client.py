@@ -14,7 +14,7 @@ from PIL import Image
 
 from app.client import CellsignClient, CellsignError, main
 from app.main import create_app
-from app.settings import Settings
+from tests.app.conftest import settings_for
 from tests.app.samples import image_bytes
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -186,8 +186,7 @@ def test_cli_denoise_writes_the_png(image_file: Path, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def app_http(quick_models: Path) -> Iterator[TestClient]:
     """An ``httpx.Client`` on the real app, lifespan (model loading) included."""
-    settings = Settings(model_dir=quick_models, reload_interval_s=0, device="cpu")
-    with TestClient(create_app(settings)) as http:
+    with TestClient(create_app(settings_for(quick_models))) as http:
         yield http
 
 
@@ -259,3 +258,13 @@ def test_cli_on_the_real_app_writes_a_denoised_png(
     )
     assert status == 0
     assert png_size(output.read_bytes()) == (50, 40)
+
+
+def test_the_api_key_reaches_a_server_that_requires_it(quick_models: Path, cell_png: Path) -> None:
+    settings = settings_for(quick_models, api_key="letmein", api_key_scope="all")
+    with TestClient(create_app(settings)) as http:
+        with pytest.raises(CellsignError) as refused:
+            CellsignClient(http_client=http).similar(cell_png, k=1)
+        assert refused.value.status_code == 401
+        answer = CellsignClient(api_key="letmein", http_client=http).similar(cell_png, k=1)
+        assert len(answer["results"]) == 1
