@@ -20,10 +20,11 @@ import tensorflow as tf
 
 from training import reports
 from training.autoencoder import AutoencoderParts, build_autoencoder
+from training.contrastive import contrastive_example, joint_model, nt_xent, projection_head
 from training.distribute import strategy_from_environment
 from training.export import write_version
 from training.malaria_data import MalariaData, load_malaria
-from training.pipeline import denoising_dataset, evaluation_dataset
+from training.pipeline import frozen_dataset, training_dataset
 
 MODEL_NAME = "malaria_autoencoder"
 REPORT_SIGMAS = (0.05, 0.1, 0.2)
@@ -35,16 +36,19 @@ class MalariaConfig:
     filters: tuple[int, ...] = (32, 64)
     code_channels: int = 64
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int = 128
     learning_rate: float = 1e-3
     loss: str = "mean_squared_error"
-    noise_sigma: float = 0.1
+    noise_sigma_range: tuple[float, float] = (0.0, 0.2)
+    contrastive_weight: float = 0.05
+    temperature: float = 0.2
     patience: int = 3
     data_fraction: float = 1.0
 
 
 QUICK = MalariaConfig(epochs=1, data_fraction=0.08)
 EXPERIMENTS: list[dict[str, Any]] = []
+MONITOR = "val_images_loss"  # early stopping and checkpoints follow the denoising loss
 
 
 def config_for(epochs: int | None, image_size: int | None, quick: bool) -> MalariaConfig:
@@ -58,37 +62,46 @@ def config_for(epochs: int | None, image_size: int | None, quick: bool) -> Malar
     return config
 
 
-def compile_autoencoder(parts: AutoencoderParts, config: MalariaConfig) -> None:
-    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
-    parts.autoencoder.compile(optimizer=optimizer, loss=config.loss)
+def compiled_training_model(parts: AutoencoderParts, config: MalariaConfig) -> keras.Model:
+    """The joint denoising + contrastive model, compiled with an explicit optimizer."""
+    model = joint_model(parts, projection_head(parts.code_dim))
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+        loss={"images": config.loss, "projections": nt_xent(config.temperature)},
+        loss_weights={"images": 1.0, "projections": config.contrastive_weight},
+    )
+    return model
 
 
-def fit_autoencoder(
-    parts: AutoencoderParts, data: MalariaData, config: MalariaConfig, work_dir: Path, seed: int
+def fit_model(
+    model: keras.Model, data: MalariaData, config: MalariaConfig, work_dir: Path, seed: int
 ) -> dict[str, list[float]]:
     train_images = data.splits["train"].images
-    steps_per_epoch = max(1, len(train_images) // config.batch_size)
-    train = denoising_dataset(
-        train_images, batch_size=config.batch_size, noise_sigma=config.noise_sigma, seed=seed
+    make_example = contrastive_example(config.noise_sigma_range)
+    train = training_dataset(
+        train_images, batch_size=config.batch_size, seed=seed, make_example=make_example
     )
-    validation = evaluation_dataset(
-        data.splits["validation"].images,
-        batch_size=config.batch_size,
-        noise_sigma=config.noise_sigma,
-        seed=seed,
+    validation = frozen_dataset(
+        data.splits["validation"].images, batch_size=config.batch_size, make_example=make_example
     )
     callbacks = [
         keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
         keras.callbacks.ModelCheckpoint(
-            str(work_dir / "best.weights.h5"), save_best_only=True, save_weights_only=True
+            str(work_dir / "best.weights.h5"),
+            monitor=MONITOR,
+            mode="min",
+            save_best_only=True,
+            save_weights_only=True,
         ),
-        keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
+        keras.callbacks.EarlyStopping(
+            monitor=MONITOR, mode="min", patience=config.patience, restore_best_weights=True
+        ),
         keras.callbacks.TensorBoard(str(work_dir / "tensorboard")),
     ]
-    history = parts.autoencoder.fit(
+    history = model.fit(
         train,
         epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=max(1, len(train_images) // config.batch_size),
         validation_data=validation,
         callbacks=callbacks,
         shuffle=False,  # the tf.data pipeline shuffles
@@ -194,11 +207,11 @@ def train_malaria(
     strategy = strategy_from_environment()
     with strategy.scope():
         parts = build_autoencoder(config.image_size, config.filters, config.code_channels)
-        compile_autoencoder(parts, config)
-    history = fit_autoencoder(parts, cells, config, work_dir, seed)
+        model = compiled_training_model(parts, config)
+    history = fit_model(model, cells, config, work_dir, seed)
     metrics = denoising_metrics(parts, cells.splits["test"].images, seed)
     metrics["epochs_run"] = len(history.get("loss", []))
-    metrics["final_val_loss"] = min(history.get("val_loss", [float("nan")]))
+    metrics["best_val_images_loss"] = min(history.get(MONITOR, [float("nan")]))
 
     def write_payload(version_dir: Path) -> None:
         save_autoencoder(parts, config.image_size, version_dir)

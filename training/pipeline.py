@@ -22,18 +22,26 @@ def to_unit_float(image: tf.Tensor) -> tf.Tensor:
     return tf.cast(image, tf.float32) / 255.0
 
 
-def add_gaussian_noise(images: tf.Tensor, sigma: float) -> tf.Tensor:
-    """Zero-mean Gaussian noise of standard deviation ``sigma``, clipped back to [0, 1]."""
-    noise = tf.random.normal(tf.shape(images), stddev=sigma, dtype=images.dtype)
+def add_gaussian_noise(images: tf.Tensor, sigma: float | tf.Tensor) -> tf.Tensor:
+    """Zero-mean Gaussian noise of standard deviation ``sigma`` (a number, or one per image
+    shaped ``[batch, 1, 1, 1]``), clipped back to [0, 1]."""
+    noise = tf.random.normal(tf.shape(images), dtype=images.dtype) * sigma
     return tf.clip_by_value(images + noise, 0.0, 1.0)
+
+
+def sigma_per_image(images: tf.Tensor, sigma_range: tuple[float, float]) -> tf.Tensor:
+    """One noise level per image, uniform in ``sigma_range``: a denoiser trained on a
+    range handles clean and lightly noised inputs too, not only one fixed sigma."""
+    low, high = sigma_range
+    return tf.random.uniform([tf.shape(images)[0], 1, 1, 1], low, high, dtype=images.dtype)
 
 
 def random_flips_and_rotations(images: tf.Tensor) -> tf.Tensor:
     """A random one of the 8 symmetries of the square per image (cells have no orientation)."""
     images = tf.image.random_flip_left_right(images)
     images = tf.image.random_flip_up_down(images)
-    transpose = tf.random.uniform([]) < 0.5
-    return tf.cond(transpose, lambda: tf.transpose(images, [0, 2, 1, 3]), lambda: images)
+    transpose = tf.random.uniform([tf.shape(images)[0], 1, 1, 1]) < 0.5
+    return tf.where(transpose, tf.transpose(images, [0, 2, 1, 3]), images)
 
 
 def training_dataset(
@@ -68,15 +76,27 @@ def training_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def denoising_example(noise_sigma: float, augment: bool = True) -> MakeExample:
-    """Clean batch -> ``(noisy, clean)``, optionally flipped/rotated first."""
-    if noise_sigma < 0:
-        raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
+def noise_range(noise_sigma: float | tuple[float, float]) -> tuple[float, float]:
+    """One level or a ``(low, high)`` range -> a checked ``(low, high)`` range."""
+    low, high = (noise_sigma, noise_sigma) if isinstance(noise_sigma, int | float) else noise_sigma
+    if not 0 <= low <= high:
+        raise ValueError(
+            f"noise sigma must be >= 0 (a number or a low, high range), got {noise_sigma}"
+        )
+    return float(low), float(high)
+
+
+def denoising_example(
+    noise_sigma: float | tuple[float, float], augment: bool = True
+) -> MakeExample:
+    """Clean batch -> ``(noisy, clean)``, optionally flipped/rotated first. ``noise_sigma``
+    is one level or a ``(low, high)`` range drawn from per image."""
+    sigma_range = noise_range(noise_sigma)
 
     def example(clean: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         if augment:
             clean = random_flips_and_rotations(clean)
-        return add_gaussian_noise(clean, noise_sigma), clean
+        return add_gaussian_noise(clean, sigma_per_image(clean, sigma_range)), clean
 
     return example
 
@@ -85,7 +105,7 @@ def denoising_dataset(
     images: np.ndarray,
     *,
     batch_size: int,
-    noise_sigma: float,
+    noise_sigma: float | tuple[float, float],
     seed: int,
     augment: bool = True,
     **options: Any,
@@ -100,12 +120,11 @@ def denoising_dataset(
     )
 
 
-def evaluation_dataset(
-    images: np.ndarray, *, batch_size: int, noise_sigma: float, seed: int
+def frozen_dataset(
+    images: np.ndarray, *, batch_size: int, make_example: MakeExample
 ) -> tf.data.Dataset:
-    """Fixed ``(noisy, clean)`` batches for validation: the noise is drawn once, seeded,
-    so validation loss is comparable between epochs (early stopping depends on it)."""
-    clean = images.astype(np.float32) / 255.0
-    rng = np.random.default_rng(seed)
-    noisy = np.clip(clean + rng.normal(0, noise_sigma, clean.shape), 0, 1).astype(np.float32)
-    return tf.data.Dataset.from_tensor_slices((noisy, clean)).batch(batch_size).cache()
+    """Validation batches whose randomness is drawn once and then cached (``make_example``
+    runs *before* ``cache``), so validation loss is comparable between epochs and early
+    stopping sees the model change, not the noise."""
+    dataset = tf.data.Dataset.from_tensor_slices(images).map(to_unit_float).batch(batch_size)
+    return dataset.map(make_example).cache().prefetch(tf.data.AUTOTUNE)

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.pipeline import denoising_dataset, evaluation_dataset, to_unit_float
+from training.pipeline import (
+    denoising_dataset,
+    denoising_example,
+    frozen_dataset,
+    to_unit_float,
+)
 
 
 def _grey_cells(count: int, size: int = 8) -> np.ndarray:
@@ -93,15 +98,26 @@ def test_file_cache_is_written_at_the_given_path(tmp_path: Path) -> None:
     assert any(path.name.startswith("cells") for path in tmp_path.iterdir())
 
 
-def test_evaluation_noise_is_the_same_every_pass() -> None:
-    dataset = evaluation_dataset(_grey_cells(5), batch_size=2, noise_sigma=0.1, seed=0)
+def test_frozen_validation_noise_is_the_same_every_pass() -> None:
+    dataset = frozen_dataset(
+        _grey_cells(5), batch_size=2, make_example=denoising_example((0.05, 0.2))
+    )
     first = np.concatenate([noisy.numpy() for noisy, _ in dataset])
     second = np.concatenate([noisy.numpy() for noisy, _ in dataset])
     np.testing.assert_array_equal(first, second)
     assert len(first) == 5
 
 
-@pytest.mark.parametrize(("sigma", "batch_size"), [(-0.1, 4), (0.1, 0)])
-def test_bad_settings_are_refused(sigma: float, batch_size: int) -> None:
+def test_noise_levels_are_drawn_per_image_from_the_range() -> None:
+    cells = _grey_cells(64)
+    noisy, clean = next(
+        iter(denoising_dataset(cells, batch_size=64, noise_sigma=(0.0, 0.1), seed=0))
+    )
+    levels = np.std(noisy.numpy() - clean.numpy(), axis=(1, 2, 3))
+    assert levels.min() < 0.02 and levels.max() > 0.08
+
+
+@pytest.mark.parametrize(("sigma", "batch_size"), [(-0.1, 4), ((0.2, 0.1), 4), (0.1, 0)])
+def test_bad_settings_are_refused(sigma: float | tuple[float, float], batch_size: int) -> None:
     with pytest.raises(ValueError):
         denoising_dataset(_grey_cells(4), batch_size=batch_size, noise_sigma=sigma, seed=0)
