@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from app.errors import BadImageError, PayloadTooLargeError, UnsupportedImageError
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+_AXIS_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF: transposed or rotated by 90 degrees
 _HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # How each supported format begins: a file that starts like one but cannot be opened is a
 # damaged image (400), not an unsupported one (415).
@@ -38,8 +40,29 @@ def set_pixel_limit(max_pixels: int) -> None:
     Image.MAX_IMAGE_PIXELS = max_pixels
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # RGB, EXIF orientation applied
+    original_size: tuple[int, int]  # (width, height) of the full upload, orientation applied
+
+
 def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -> Image.Image:
-    """Return the upload's first frame as an RGB image, EXIF orientation applied.
+    """Return the upload's first frame, full size, as an RGB image (see ``decode_for_model``)."""
+    return decode_for_model(data, filename, max_bytes, max_pixels, target_size=None).image
+
+
+def decode_for_model(
+    data: bytes,
+    filename: str,
+    max_bytes: int,
+    max_pixels: int,
+    target_size: tuple[int, int] | None,
+) -> DecodedImage:
+    """Decode the upload's first frame as RGB, EXIF orientation applied.
+
+    With ``target_size=(width, height)`` a large JPEG is decoded at a reduced scale (1/2 to
+    1/8, never smaller than the target) by libjpeg itself: a 12-megapixel photo bound for a
+    64x64 model then decodes about ten times faster.
 
     Raises 413 for too many bytes or pixels (checked from the header, before decoding),
     415 for anything that is not a supported image and 400 for a truncated or corrupt one.
@@ -71,8 +94,13 @@ def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -
             raise _too_many_pixels(filename, max_pixels, f"{width}x{height}")
         try:
             image.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
+            turned = image.getexif().get(ExifTags.Base.Orientation) in _AXIS_SWAPPING_ORIENTATIONS
+            original_size = (height, width) if turned else (width, height)
+            if target_size is not None and image.format == "JPEG":
+                side = max(target_size)  # square: the orientation may still swap the axes
+                image.draft(image.mode, (side, side))
             image.load()
-            return _to_rgb(ImageOps.exif_transpose(image))
+            return DecodedImage(_to_rgb(ImageOps.exif_transpose(image)), original_size)
         except Image.DecompressionBombError as error:
             raise _too_many_pixels(filename, max_pixels, error) from error
         except (OSError, SyntaxError, ValueError, EOFError, ZeroDivisionError) as error:

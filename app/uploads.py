@@ -9,7 +9,7 @@ from fastapi import HTTPException, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import PayloadTooLargeError
-from app.imaging import decode_upload, to_model_input
+from app.imaging import decode_for_model, to_model_input
 from app.settings import Settings
 
 
@@ -22,8 +22,10 @@ class ModelInput:
 
 def prepare(data: bytes, filename: str, settings: Settings, height: int, width: int) -> ModelInput:
     """Decode and resize one upload (Pillow work: run it in a worker thread)."""
-    image = decode_upload(data, filename, settings.max_upload_bytes, settings.max_image_pixels)
-    return ModelInput(filename, image.size, to_model_input(image, height, width))
+    decoded = decode_for_model(
+        data, filename, settings.max_upload_bytes, settings.max_image_pixels, (width, height)
+    )
+    return ModelInput(filename, decoded.original_size, to_model_input(decoded.image, height, width))
 
 
 async def require_one_file(request: Request) -> None:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from app.errors import BadImageError, PayloadTooLargeError, UnsupportedImageError
-from app.imaging import decode_upload, to_model_input, to_png
+from app.imaging import decode_for_model, decode_upload, to_model_input, to_png
 from tests.app.samples import gradient_image, image_bytes
 
 LIMITS = {"max_bytes": 1_000_000, "max_pixels": 1_000_000}
@@ -117,3 +117,22 @@ def test_png_round_trip_keeps_pixels_and_resizes_on_request() -> None:
     assert decoded.format == "PNG"
     assert np.abs(np.asarray(decoded, np.float32) / 255 - pixels).max() <= 1 / 255
     assert Image.open(io.BytesIO(to_png(pixels, size=(30, 20)))).size == (30, 20)
+
+
+def test_large_jpeg_decodes_reduced_for_the_model_but_reports_its_full_size() -> None:
+    data = image_bytes("JPEG", size=(2000, 1200))
+    decoded = decode_for_model(data, "x", 10**7, 10**7, target_size=(64, 64))
+    assert decoded.original_size == (2000, 1200)
+    assert min(decoded.image.size) >= 64 and decoded.image.size[0] < 2000
+    reduced = to_model_input(decoded.image, 64, 64)
+    full = to_model_input(decode_upload(data, "x", 10**7, 10**7), 64, 64)
+    assert np.abs(reduced - full).mean() < 0.02  # same picture, slightly different filtering
+
+
+def test_original_size_follows_the_exif_orientation() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    data = image_bytes("JPEG", size=(800, 400), exif=exif.tobytes())
+    decoded = decode_for_model(data, "x", 10**7, 10**7, target_size=(48, 48))
+    assert decoded.original_size == (400, 800)
+    assert decoded.image.size[0] < decoded.image.size[1]
