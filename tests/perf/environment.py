@@ -7,6 +7,7 @@ processes were using meanwhile, so every section is timed inside :class:`OtherLo
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import resource
@@ -34,6 +35,22 @@ def machine_description() -> dict[str, Any]:
         "gpus": nvidia_gpus(),
         "load_average_at_start": list(os.getloadavg()),
     }
+
+
+def models_description(models: Path, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Which versions were measured, with what they were trained on: throughput depends on
+    the architecture and input size, the gallery size on the index's training data."""
+    described = {}
+    for name in names:
+        versions = [path for path in (models / name).glob("*") if path.name.isdigit()]
+        newest = max(versions, key=lambda path: int(path.name))
+        metadata = json.loads((newest / "metadata.json").read_text())
+        described[name] = {
+            key: metadata[key] for key in ("version", "created", "input", "size") if key in metadata
+        }
+        data = metadata.get("data", {})
+        described[name]["split_sizes"] = data.get("split_sizes") if isinstance(data, dict) else None
+    return described
 
 
 def nvidia_gpus() -> list[str]:

@@ -131,7 +131,10 @@ class Bench:
             "error_detail": {**result.errors, **result.status_counts},
             "elapsed_s": round(result.elapsed_s, 2),
             "server_cores": round(server_cpu_s / result.elapsed_s, 2),
-            "server_cpu_ms_per_request": round(server_cpu_s * 1000 / max(result.completed, 1), 3),
+            "server_cpu_ms_per_request": _per_request_ms(server_cpu_s, result.completed),
+            "event_loop_cpu_ms_per_request": _per_request_ms(
+                result.server_loop_cpu_s or 0.0, result.completed
+            ),
             "client_cores": round(result.client_cpu_s / result.elapsed_s, 2),
             "mean_model_batch": _mean_batches(batches_before, batches_after),
         }
@@ -153,6 +156,10 @@ class Bench:
                     batcher = line[len(prefix) :].split('"', 1)[0]
                     totals.setdefault(batcher, [0.0, 0.0])[position] = float(line.split()[-1])
         return {batcher: (values[0], values[1]) for batcher, values in totals.items()}
+
+
+def _per_request_ms(cpu_s: float, requests: int) -> float:
+    return round(cpu_s * 1000 / max(requests, 1), 3)
 
 
 def _mean_batches(

@@ -62,6 +62,7 @@ class LoadResult:
     errors: dict[str, int] = field(default_factory=dict)
     client_cpu_s: float = 0.0
     server_cpu_s: float | None = None
+    server_loop_cpu_s: float | None = None  # the main thread: the event loop, under the GIL
 
     @property
     def error_count(self) -> int:
@@ -159,6 +160,11 @@ async def _run(spec: LoadSpec) -> LoadResult:
     cpu_before, server_before = _cpu_seconds(), _server_cpu(spec.server_pid)
     recorder, elapsed = await _phase(spec, requests, spec.duration_s, spec.max_requests)
     server_after = _server_cpu(spec.server_pid)
+    server_used = (
+        {key: server_after[key] - server_before[key] for key in server_after}
+        if server_before and server_after
+        else {}
+    )
     latencies_ms = np.asarray(recorder.latencies) * 1000.0
     percentiles = {}
     if latencies_ms.size:
@@ -175,7 +181,8 @@ async def _run(spec: LoadSpec) -> LoadResult:
         status_counts=dict(recorder.statuses),
         errors=dict(recorder.errors),
         client_cpu_s=_cpu_seconds() - cpu_before,
-        server_cpu_s=None if server_before is None else server_after - server_before,
+        server_cpu_s=server_used.get("process"),
+        server_loop_cpu_s=server_used.get("main thread"),
     )
 
 
@@ -184,11 +191,18 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _server_cpu(pid: int | None) -> float | None:
-    """User + system CPU seconds of ``pid`` from Linux ``/proc`` (all its threads)."""
+def _server_cpu(pid: int | None) -> dict[str, float] | None:
+    """CPU seconds of process ``pid`` (all threads) and of its main thread (Linux ``/proc``)."""
     if pid is None:
         return None
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return {
+        "process": _stat_cpu(Path(f"/proc/{pid}/stat")),
+        "main thread": _stat_cpu(Path(f"/proc/{pid}/task/{pid}/stat")),
+    }
+
+
+def _stat_cpu(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -87,7 +87,8 @@ def _cell(value: Any) -> str:
 
 
 LOAD_COLUMNS = ("endpoint", "conc.", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
-LOAD_COLUMNS += ("server cores", "server CPU ms/req", "client cores", "model batch")
+LOAD_COLUMNS += ("server cores", "server CPU ms/req", "of which event loop", "client cores")
+LOAD_COLUMNS += ("model batch",)
 
 
 def _load_table(rows: list[dict[str, Any]]) -> str:
@@ -95,6 +96,7 @@ def _load_table(rows: list[dict[str, Any]]) -> str:
         [row["endpoint"], row["concurrency"], row["requests_per_s"]]
         + [row["latency_ms"].get(key, "-") for key in ("p50", "p95", "p99")]
         + [row["errors"], row["server_cores"], row["server_cpu_ms_per_request"]]
+        + [row["event_loop_cpu_ms_per_request"]]
         + [row["client_cores"], _batches_cell(row["mean_model_batch"])]
         for row in rows
     ]
@@ -103,6 +105,21 @@ def _load_table(rows: list[dict[str, Any]]) -> str:
 
 def _batches_cell(means: dict[str, float]) -> str:
     return ", ".join(f"{name} {mean}" for name, mean in means.items()) or "-"
+
+
+def _models_cell(models: dict[str, Any]) -> str:
+    described = []
+    for name, model in models.items():
+        if name == "folder":
+            continue
+        size = (
+            f"{model['input']['height']}x{model['input']['width']} px" if "input" in model else ""
+        )
+        gallery = f"{model['size']:,} codes" if "size" in model else ""
+        splits = ", ".join(f"{k} {v:,}" for k, v in (model.get("split_sizes") or {}).items())
+        details = "; ".join(part for part in (size, gallery, splits) if part)
+        described.append(f"{name} v{model['version']} ({details})")
+    return f"`{models['folder']}`: " + ", ".join(described)
 
 
 def _conditions(results: dict[str, Any]) -> list[str]:
@@ -122,6 +139,7 @@ def _conditions(results: dict[str, Any]) -> list[str]:
         ("server device (GET /models)", results["http"]["product"]["device"]),
         ("load average (1, 5, 15 min) at start / end", loads),
         ("plan", json.dumps(results["plan"])),
+        ("models", _models_cell(results["models"])),
         ("total wall time", f"{results['total_s']} s"),
     ]
     for name, load in results["other_load"].items():
