@@ -22,7 +22,17 @@ from app.imaging import set_pixel_limit
 from app.limits import RequestSizeLimitMiddleware
 from app.metrics import RequestMetricsMiddleware, ServiceMetrics
 from app.registry import ModelRegistry
-from app.routes import admin, classify, denoise, gallery, health, info, page, similar
+from app.routes import (
+    AUTH_ERRORS,
+    admin,
+    classify,
+    denoise,
+    gallery,
+    health,
+    info,
+    page,
+    similar,
+)
 from app.routes.page import STATIC_DIR
 from app.runtime import select_device
 from app.settings import Settings, get_settings
@@ -105,9 +115,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     scoped = [Depends(require_api_key_when_scope_all)]
     app.include_router(health.router)
-    app.include_router(admin.router, dependencies=[Depends(require_api_key)])
+    app.include_router(admin.router, dependencies=[Depends(require_api_key)], responses=AUTH_ERRORS)
     for module in (classify, denoise, similar, gallery, info):
-        app.include_router(module.router, dependencies=scoped)
+        app.include_router(module.router, dependencies=scoped, responses=AUTH_ERRORS)
     app.include_router(page.router)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

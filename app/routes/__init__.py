@@ -13,3 +13,7 @@ UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {**_ERROR, "description": "Missing `file` field or bad parameter."},
     503: {**_ERROR, "description": "The model is not loaded (see /readyz)."},
 }
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {**_ERROR, "description": "Missing or wrong X-API-Key (only when API_KEY is set)."},
+}
