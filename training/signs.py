@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -61,8 +62,9 @@ def train_signs(
     image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
     if epochs is not None and epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
-    if image_size < 8:
-        raise ValueError(f"--image-size must be at least 8, got {image_size}")
+    smallest = 2 ** len(ClassifierConfig().filters)  # each stage halves the image
+    if image_size < smallest:
+        raise ValueError(f"--image-size must be at least {smallest}, got {image_size}")
     tf.keras.utils.set_random_seed(seed)
     splits = load_signs(data, image_size, seed)
     if quick:
@@ -92,6 +94,8 @@ def train_signs(
 
     version_dir = write_version(out_dir, MODEL_NAME, write_payload, metadata)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: the next run starts afresh
+    with contextlib.suppress(OSError):  # drop the parent too, unless other runs use it
+        checkpoint_dir.parent.rmdir()
     return version_dir
 
 
@@ -164,7 +168,7 @@ def build_metadata(run: SignsRun, splits: SignsSplits, metrics: dict[str, Any]) 
         "hyperparameters": {
             "image_size": size,
             "seed": run.seed,
-            "optimizer": "Adam",
+            "optimizer": "Adam, cosine learning-rate decay to 0 over the epochs",
             "loss": "sparse categorical cross-entropy (+ L2)",
             "model": asdict(run.model),
             "loop": asdict(run.loop),

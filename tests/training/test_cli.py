@@ -119,3 +119,8 @@ def test_signs_quick_end_to_end_exports_a_loadable_version(tmp_path: Path) -> No
     probabilities = serve(images=tf.zeros([2, 64, 64, 3]))["probabilities"].numpy()
     assert probabilities.shape == (2, 6)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_too_small_image_size_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    assert cli.main(["signs", "--image-size", "8", "--data", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "error: --image-size must be at least 16, got 8"
