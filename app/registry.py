@@ -63,6 +63,7 @@ class ModelRegistry:
         self.current = ModelSet()
         self.problems: dict[str, str] = {}  # component -> why it is not loaded
         self.refused: dict[str, dict[int, str]] = {name: {} for name in COMPONENTS}
+        self._refused_stamps: dict[tuple[str, int], float] = {}
         self._on_change = on_change
         self._lock = threading.Lock()
 
@@ -124,6 +125,7 @@ class ModelRegistry:
                 self._refuse(name, version, error)
                 continue
             self.problems.pop(name, None)
+            self.refused[name].pop(version, None)
             return model
         return loaded
 
@@ -144,6 +146,7 @@ class ModelRegistry:
                 self._refuse(INDEX, version, error)
                 continue
             self.problems.pop(INDEX, None)
+            self.refused[INDEX].pop(version, None)
             return index, encoder
         return old.index, old.encoder
 
@@ -177,11 +180,18 @@ class ModelRegistry:
         if not versions and loaded is None:
             self.problems[name] = f"no version folder under {root}"
         newer = [v for v in versions if loaded is None or v > loaded.version]
-        return [v for v in newer if v not in self.refused[name]]
+        return [v for v in newer if not self._still_refused(name, v)]
+
+    def _still_refused(self, name: str, version: int) -> bool:
+        """Refused before and unchanged on disk since: a folder copied in by hand may have
+        been caught half-written, so a changed folder gets another try."""
+        stamp = self._refused_stamps.get((name, version))
+        return stamp is not None and stamp == _folder_stamp(self.model_dir / name / str(version))
 
     def _refuse(self, name: str, version: int, error: Exception) -> None:
         reason = str(error) if isinstance(error, InvalidModelError) else repr(error)
         self.refused[name][version] = reason
+        self._refused_stamps[(name, version)] = _folder_stamp(self.model_dir / name / str(version))
         self.problems[name] = f"version {version} refused: {reason}"
         logger.error("refusing %s version %d: %s", name, version, reason)
 
@@ -199,6 +209,14 @@ class ModelRegistry:
                 if versions
             },
         }
+
+
+def _folder_stamp(folder: Path) -> float:
+    """Latest modification time of the folder and its direct entries (0 when unreadable)."""
+    try:
+        return max(path.stat().st_mtime for path in (folder, *folder.iterdir()))
+    except OSError:
+        return 0.0
 
 
 def _version(model: LoadedModel | GalleryIndex | None) -> int | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,22 @@ def test_broken_new_version_is_refused_and_the_old_one_keeps_serving(model_dir: 
     assert 2 in registry.refused[CLASSIFIER]
     assert registry.missing() == {}
     assert registry.reload() == []  # refused once, not retried on every poll
+
+
+def test_a_refused_folder_that_changes_on_disk_gets_another_try(model_dir: Path) -> None:
+    """E.g. a version copied in by hand and caught half-written by a poll."""
+    registry = ModelRegistry(model_dir, CPU)
+    registry.reload()
+    folder = clone_version(model_dir, CLASSIFIER, 1, 2)
+    good_graph = (folder / "saved_model.pb").read_bytes()
+    corrupt_saved_model(folder)
+    registry.reload()
+    assert 2 in registry.refused[CLASSIFIER]
+    (folder / "saved_model.pb").write_bytes(good_graph)
+    later = time.time() + 10
+    os.utime(folder / "saved_model.pb", (later, later))
+    assert registry.reload() == [f"{CLASSIFIER} 1 -> 2"]
+    assert registry.refused[CLASSIFIER] == {}
 
 
 @pytest.mark.parametrize(
