@@ -58,10 +58,16 @@ honoured. Errors are JSON `{"detail": ...}`. When `API_KEY` is set, `/admin/*` n
 async def _poll_for_new_versions(registry: ModelRegistry, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
-        try:
-            await to_thread.run_sync(registry.reload)
-        except Exception:  # a poll must never die: the next one may succeed
-            logger.exception("hot-reload poll failed")
+        await _reload_logged(registry)
+
+
+async def _reload_logged(registry: ModelRegistry) -> None:
+    """Neither start-up nor a poll may die on a surprise (say an unreadable folder): the
+    process stays up, /readyz says what is missing, and the next poll may succeed."""
+    try:
+        await to_thread.run_sync(registry.reload)
+    except Exception:
+        logger.exception("loading models from %s failed", registry.model_dir)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -84,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for name in BATCHERS
         }
         app.state.service = ServiceState(settings, metrics, registry, batchers, device)
-        await to_thread.run_sync(registry.reload)
+        await _reload_logged(registry)
         logger.info("serving on %s; missing: %s", device, registry.missing() or "nothing")
         poll = None
         if settings.reload_interval_s > 0:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app.registry import ModelRegistry
 from tests.app.conftest import AppClientFactory
 from tests.app.model_files import corrupt_saved_model, edit_metadata, rebuild_index_with_dimension
 
@@ -65,3 +66,15 @@ async def test_index_metadata_dimension_must_match_its_index(
     edit_metadata(model_dir / "malaria_index" / "1", dimension=3)
     async with make_client(model_dir) as client:
         assert "metadata dimension 3" in (await client.get("/readyz")).json()["detail"]
+
+
+async def test_an_unexpected_loading_error_still_leaves_the_process_up(
+    make_client: AppClientFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(registry: ModelRegistry) -> list[str]:
+        raise PermissionError(f"{registry.model_dir}: permission denied")
+
+    monkeypatch.setattr(ModelRegistry, "reload", unreadable)
+    async with make_client(tmp_path) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 503
