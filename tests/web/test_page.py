@@ -97,7 +97,7 @@ def screenshot(page: sync_api.Page, selector: str, name: str) -> None:
 
 
 def image_width(page: sync_api.Page, selector: str) -> int:
-    """Natural width of an <img> once it has loaded (0 while loading or broken)."""
+    """Natural width of an <img>, after waiting until it has loaded (a broken image times out)."""
     page.wait_for_function(
         "s => { const i = document.querySelector(s); return i.complete && i.naturalWidth > 0; }",
         arg=selector,
