@@ -90,6 +90,9 @@ def main(argv: Sequence[str] | None = None, run: Callable[..., Path] = run_job) 
             print(f"{job}: exported {version_dir}")
     except (DataError, ValueError, FileNotFoundError) as error:
         return _user_error(str(error))
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
     return 0
 
 

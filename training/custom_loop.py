@@ -20,6 +20,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from training.distribute import worker_folder
+
 log = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.json"
@@ -79,6 +81,9 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """uint8 images -> float32 batches in [0, 1]; shuffled and augmented when asked."""
     dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64)))
+    options = tf.data.Options()  # in-memory data: several workers split it by element
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = dataset.with_options(options)
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size).map(
@@ -120,7 +125,7 @@ def fit_classifier(
         # and a resumed run needs them to exist before the checkpoint is restored.
         optimizer.build(model.trainable_variables)
         state = TrainingState()
-    checkpoints = _Checkpoints(_worker_folder(strategy, checkpoint_dir), model, optimizer, state)
+    checkpoints = _Checkpoints(worker_folder(strategy, checkpoint_dir), model, optimizer, state)
     resumed_from = checkpoints.restore_latest()
     history = checkpoints.load_history(resumed_from)
 
@@ -237,19 +242,6 @@ class _Checkpoints:
     def restore_best(self) -> None:
         if self.best.latest_checkpoint is not None:
             self.best.checkpoint.restore(self.best.latest_checkpoint).expect_partial()
-
-
-def _worker_folder(strategy: tf.distribute.Strategy, folder: Path) -> Path:
-    """Every multi-worker replica must save (saving is collective) but only the chief's
-    checkpoint is the real one; the other workers write to their own scratch subfolder."""
-    resolver = strategy.cluster_resolver
-    if resolver is None or not resolver.task_type:
-        return Path(folder)
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    is_chief = resolver.task_type == "chief" or (
-        not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
-    )
-    return Path(folder) if is_chief else Path(folder) / f"{resolver.task_type}-{resolver.task_id}"
 
 
 def make_steps(

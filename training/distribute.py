@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from pathlib import Path
 
 import tensorflow as tf
 
@@ -28,3 +29,23 @@ def strategy_from_environment() -> tf.distribute.Strategy:
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True unless this process is a non-chief worker of a multi-worker cluster."""
+    resolver = strategy.cluster_resolver
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def worker_folder(strategy: tf.distribute.Strategy, folder: Path) -> Path:
+    """Every worker must save (saving is collective) but only the chief's files are kept;
+    the others write to their own scratch subfolder."""
+    if is_chief(strategy):
+        return Path(folder)
+    resolver = strategy.cluster_resolver
+    return Path(folder) / f".{resolver.task_type}-{resolver.task_id}"

@@ -16,8 +16,13 @@ import tensorflow as tf
 
 from training import reports
 from training.classifier import ClassifierConfig, build_classifier
-from training.custom_loop import LoopConfig, LoopResult, fit_classifier, predict_probabilities
-from training.distribute import strategy_from_environment
+from training.custom_loop import (
+    LoopConfig,
+    LoopResult,
+    fit_classifier,
+    predict_probabilities,
+)
+from training.distribute import strategy_from_environment, worker_folder
 from training.export import write_version
 from training.signs_data import CLASS_NAMES, SignsData, SignsSplits, load_signs
 
@@ -74,13 +79,14 @@ def train_signs(
     log.info("SIGNS splits %s from %s", splits.sizes(), splits.train.source)
 
     checkpoint_dir = Path(out_dir) / ".checkpoints" / f"{MODEL_NAME}-{run.fingerprint()}"
+    strategy = strategy_from_environment()
     model, result = fit_classifier(
         lambda: build_classifier(image_size, len(CLASS_NAMES), run.model),
         (splits.train.images, splits.train.labels),
         (splits.validation.images, splits.validation.labels),
         loop,
         checkpoint_dir,
-        strategy_from_environment(),
+        strategy,
     )
     probabilities = predict_probabilities(model, splits.test.images)
     metrics = evaluation_metrics(splits.test.labels, probabilities, result)
@@ -92,7 +98,10 @@ def train_signs(
         export_saved_model(model, image_size, folder)
         write_report(folder / "report", metadata, metrics, result)
 
-    version_dir = write_version(out_dir, MODEL_NAME, write_payload, metadata)
+    # In a multi-worker run only the chief exports into out_dir; the others into scratch.
+    version_dir = write_version(
+        worker_folder(strategy, out_dir), MODEL_NAME, write_payload, metadata
+    )
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: the next run starts afresh
     with contextlib.suppress(OSError):  # drop the parent too, unless other runs use it
         checkpoint_dir.parent.rmdir()

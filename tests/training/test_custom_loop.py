@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from training.custom_loop import (
     make_dataset,
     predict_probabilities,
 )
+from training.distribute import is_chief, worker_folder
 
 SMALL = ClassifierConfig(filters=(8, 16), dense_units=16, dropout=0.1)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -130,3 +132,20 @@ def test_loop_runs_on_two_replicas_with_mirrored_strategy(tmp_path: Path) -> Non
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "replicas 2 epochs 2" in completed.stdout
+
+
+@pytest.mark.parametrize(
+    ("task_type", "task_id", "chief"),
+    [("worker", 0, True), ("worker", 1, False), (None, None, True)],
+)
+def test_only_the_chief_writes_into_the_real_folders(
+    task_type: str | None, task_id: int | None, chief: bool
+) -> None:
+    cluster = tf.train.ClusterSpec({"worker": ["host-a:2222", "host-b:2222"]})
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        cluster, task_type=task_type, task_id=task_id
+    )
+    strategy = SimpleNamespace(cluster_resolver=resolver)
+    assert is_chief(strategy) is chief
+    folder = worker_folder(strategy, Path("models"))
+    assert (folder == Path("models")) is chief
