@@ -1,10 +1,10 @@
 """The convolutional autoencoder, built with the functional ``keras.Model`` API.
 
-Three models share one set of layers: ``encoder`` (image -> spatial code), ``decoder``
-(spatial code -> image) and ``autoencoder`` (both). ``embedder`` turns the encoder's
-feature maps into the retrieval code by global max pooling: a parasite is a dark spot
-*anywhere* in the cell, so a position-free "is this feature present" code finds similar
-cells far better than the flattened spatial code does.
+Models sharing one set of layers: ``encoder`` (image -> spatial code), ``decoder``
+(spatial code -> image), ``autoencoder`` (both) and ``embedder`` (image -> retrieval code).
+The embedder reads the encoder's convolution trunk and global-max-pools its own feature
+maps: a parasite is a dark spot *anywhere* in the cell, so a position-free "is this feature
+present" code suits retrieval far better than the flattened spatial code.
 """
 
 from __future__ import annotations
@@ -46,6 +46,12 @@ def build_autoencoder(
     code = layers.Conv2D(code_channels, 3, padding="same", activation="relu", name="enc_code")(
         features
     )
+    # The retrieval branch reads the same encoder trunk as the decoder's code but has its
+    # own last convolution, so position-free retrieval features and the spatial detail
+    # the decoder needs do not have to share one set of channels.
+    retrieval_maps = layers.Conv2D(
+        code_channels, 3, padding="same", activation="relu", name="enc_retrieval"
+    )(features)
     encoder = keras.Model(images, code, name="encoder")
 
     code_input = keras.Input(code.shape[1:], name="code")
@@ -60,6 +66,6 @@ def build_autoencoder(
     decoder = keras.Model(code_input, reconstruction, name="decoder")
 
     autoencoder = keras.Model(images, decoder(encoder(images)), name="autoencoder")
-    pooled = layers.GlobalMaxPooling2D(name="code_pool")(encoder(images))
+    pooled = layers.GlobalMaxPooling2D(name="code_pool")(retrieval_maps)
     embedder = keras.Model(images, pooled, name="embedder")
     return AutoencoderParts(encoder, decoder, autoencoder, embedder)

@@ -23,6 +23,7 @@ from training import reports
 from training.errors import DataError
 from training.export import METADATA_FILE, existing_versions, write_version
 from training.malaria import MODEL_NAME as ENCODER_NAME
+from training.malaria import QUICK
 from training.malaria_data import LABEL_NAMES, CellSplit, load_malaria
 
 INDEX_NAME = "malaria_index"
@@ -30,6 +31,7 @@ PRECISION_KS = (1, 5, 10)
 RECALL_K = 10
 DEFAULT_APPROXIMATE_ABOVE = 50_000
 HNSW_NEIGHBOURS = 32
+QUICK_FRACTION = QUICK.data_fraction  # the cells a quick training run saw
 
 
 def newest_encoder(out_dir: Path) -> tuple[Path, dict[str, Any]]:
@@ -142,10 +144,18 @@ def build_index(
 ) -> Path:
     """Encode the training-split gallery with the newest encoder and export the index."""
     encoder_dir, encoder_metadata = newest_encoder(out_dir)
-    encoder_data = encoder_metadata["data"]
-    fraction = 0.08 if quick else 1.0
+    if encoder_metadata["data"]["seed"] != seed:
+        raise ValueError(
+            f"the encoder split its cells with seed {encoder_metadata['data']['seed']}, not {seed}:"
+            " use the same seed so its held-out cells stay out of the gallery"
+        )
+    fraction = QUICK_FRACTION if quick else 1.0
     cells = load_malaria(
-        data, encoder_data["image_size"], seed=seed, fraction=fraction, splits=("train", "test")
+        data,
+        encoder_metadata["input"]["height"],
+        seed=seed,
+        fraction=fraction,
+        splits=("train", "test"),
     )
     gallery, queries = cells.splits["train"], cells.splits["test"]
     encode = tf.saved_model.load(str(encoder_dir)).signatures["encode"]

@@ -32,7 +32,7 @@ REPORT_SIGMAS = (0.05, 0.1, 0.2)
 
 @dataclass(frozen=True)
 class MalariaConfig:
-    image_size: int = 48
+    image_size: int = 32
     filters: tuple[int, ...] = (32, 64)
     code_channels: int = 64
     epochs: int = 10
@@ -46,7 +46,7 @@ class MalariaConfig:
     data_fraction: float = 1.0
 
 
-QUICK = MalariaConfig(epochs=1, data_fraction=0.08)
+QUICK = MalariaConfig(epochs=2, data_fraction=0.08)
 EXPERIMENTS: list[dict[str, Any]] = []
 MONITOR = "val_images_loss"  # early stopping and checkpoints follow the denoising loss
 

@@ -114,3 +114,8 @@ def test_precision_counts_neighbours_sharing_the_query_label() -> None:
     assert result["precision_at_5"]["parasitized"] == pytest.approx(0.4)
     assert result["precision_at_5"]["uninfected"] == pytest.approx(0.6)
     assert result["precision_at_10"]["all"] == pytest.approx(0.5)
+
+
+def test_index_refuses_a_split_seed_other_than_the_encoders(models: Path, cell_zip: Path) -> None:
+    with pytest.raises(ValueError, match="seed"):
+        build_index(cell_zip, models, seed=1)
