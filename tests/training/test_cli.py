@@ -124,3 +124,11 @@ def test_signs_quick_end_to_end_exports_a_loadable_version(tmp_path: Path) -> No
 def test_too_small_image_size_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     assert cli.main(["signs", "--image-size", "8", "--data", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == "error: --image-size must be at least 16, got 8"
+
+
+def test_interrupt_exits_130_and_says_how_to_resume(tmp_path: Path, capsys) -> None:
+    def interrupted_job(job: str, arguments: argparse.Namespace) -> Path:
+        raise KeyboardInterrupt
+
+    assert cli.main(["signs", "--data", str(tmp_path)], run=interrupted_job) == 130
+    assert "resume" in capsys.readouterr().err
