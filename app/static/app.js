@@ -172,7 +172,7 @@ async function denoise(file) {
   const denoised = await response.blob();
   showBlob($("denoise-input"), upload);
   showBlob($("denoise-output"), denoised);
-  $("denoise-input").nextElementSibling.textContent = noisy ? `Sent (sigma ${sigma})` : "Sent";
+  $("denoise-input-caption").textContent = noisy ? `Sent (sigma ${sigma})` : "Sent";
   $("denoise-result").hidden = false;
   return "Denoised image ready.";
 }

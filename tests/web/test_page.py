@@ -6,10 +6,12 @@ Each panel gets a real upload and must render the server's answer; screenshots g
 
 from __future__ import annotations
 
+import base64
 import shutil
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -105,12 +107,16 @@ def image_width(page: sync_api.Page, selector: str) -> int:
     return page.eval_on_selector(selector, "img => img.naturalWidth")
 
 
+def classify_with_api(base_url: str, image: Path) -> dict[str, Any]:
+    """The API's own answer for ``image``, which the page must show."""
+    files = {"file": (image.name, image.read_bytes())}
+    return httpx.post(f"{base_url}/classify", files=files).json()["predictions"][0]
+
+
 def test_classify_shows_the_servers_label_and_a_bar_per_class(
     page: sync_api.Page, base_url: str, sign_image: Path
 ) -> None:
-    expected = httpx.post(
-        f"{base_url}/classify", files={"file": (sign_image.name, sign_image.read_bytes())}
-    ).json()["predictions"][0]
+    expected = classify_with_api(base_url, sign_image)
     page.set_input_files("#classify-file", sign_image)
     page.wait_for_selector("#classify-result:not([hidden])")
     assert page.inner_text("#classify-label") == expected["label"]
@@ -119,6 +125,23 @@ def test_classify_shows_the_servers_label_and_a_bar_per_class(
     assert page.locator("#classify-bars li.predicted").count() == 1
     assert image_width(page, "#classify-preview") == 64
     screenshot(page, "#classify", "classify")
+
+
+def test_dropping_an_image_on_the_panel_classifies_it(
+    page: sync_api.Page, base_url: str, sign_image: Path
+) -> None:
+    transfer = page.evaluate_handle(
+        """([name, encoded]) => {
+            const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/jpeg" }));
+            return transfer;
+        }""",
+        [sign_image.name, base64.b64encode(sign_image.read_bytes()).decode()],
+    )
+    page.dispatch_event("#classify-form", "drop", {"dataTransfer": transfer})
+    page.wait_for_selector("#classify-result:not([hidden])")
+    assert page.inner_text("#classify-label") == classify_with_api(base_url, sign_image)["label"]
 
 
 def test_denoise_shows_noisy_and_denoised_at_the_upload_size(
@@ -178,8 +201,12 @@ def test_a_validation_error_list_reads_as_text(page: sync_api.Page, cell_image: 
     assert text.endswith("(HTTP 422)")
 
 
+def focus_outline(page: sync_api.Page) -> str:
+    return page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+
+
 def test_every_control_is_labelled_and_usable_by_keyboard(
-    page: sync_api.Page, sign_image: Path
+    page: sync_api.Page, cell_image: Path
 ) -> None:
     unlabelled = page.eval_on_selector_all(
         "input, select, textarea", "els => els.filter(e => e.labels.length === 0).map(e => e.id)"
@@ -187,12 +214,17 @@ def test_every_control_is_labelled_and_usable_by_keyboard(
     assert unlabelled == []
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "classify-file"
-    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
-    assert outline != "none"
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Space")
-    chooser.value.set_files(sign_image)
-    page.wait_for_selector("#classify-result:not([hidden])")
+    assert focus_outline(page) != "none"
+
+    page.set_input_files("#denoise-file", cell_image)
+    page.locator("#denoise-input-caption", has_text="sigma 0.1").wait_for()
+    page.focus("#denoise-sigma")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Denoise"
+    assert focus_outline(page) != "none"
+    page.keyboard.press("Enter")
+    page.locator("#denoise-input-caption", has_text="sigma 0.11").wait_for()
 
 
 def test_footer_names_the_loaded_models_and_device(page: sync_api.Page, base_url: str) -> None:
