@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def http_plan(quick: bool, duration: float | None) -> HttpPlan:
     if quick:
         return HttpPlan(duration or 1.0, 0.3, (1, 8, 32), (1,), 8, 200, 2.0, 5_000)
-    return HttpPlan(duration or 8.0, 1.0, (1, 8, 32), (1, 8), 32, 10_000, 40.0, 500_000)
+    return HttpPlan(duration or 6.0, 1.0, (1, 8, 32), (1, 8), 32, 10_000, 30.0, 500_000)
 
 
 def run(arguments: argparse.Namespace) -> dict[str, Any]:
@@ -114,12 +114,12 @@ def _in_process(
     results["other_load"]["signature"] = load.summary()
     with OtherLoad() as load:
         _progress("input pipeline")
-        pipeline = pipeline_throughput(models, data, 0.02 if quick else 1.0, 10 if quick else 100)
+        pipeline = pipeline_throughput(models, data, 0.02 if quick else 0.25, 10 if quick else 60)
     results["other_load"]["pipeline"] = load.summary()
     with OtherLoad() as load:
         _progress("FAISS")
         faiss = faiss_benchmarks(
-            models, 20_000 if quick else 1_000_000, 50 if quick else 200, 30.0 if quick else 120.0
+            models, 20_000 if quick else 1_000_000, 50 if quick else 200, 30.0 if quick else 150.0
         )
     results["other_load"]["FAISS"] = load.summary()
     return model, pipeline, faiss

@@ -25,7 +25,8 @@ def headlines(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The three ratios the project set as goals, each computed from cells of this run."""
     http, top = results["http"], max(results["plan"]["concurrencies"])
     ceiling = http["ceiling"]
-    noop_top = _at(ceiling["noop"], top)["requests_per_s"]
+    noop_top = _mean_rps([row for row in ceiling["noop"] if row["concurrency"] == top])
+    paired_classify = _mean_rps(ceiling["classify_same_server"])
     ours_top = _at(_rows(http["product"]["matrix"], "classify"), top)["requests_per_s"]
     naive_top = _at(http["naive"]["classify"], top)["requests_per_s"]
     best_batch = max(http["product"]["batch"], key=lambda row: row["images_per_s"])
@@ -35,8 +36,8 @@ def headlines(results: dict[str, Any]) -> list[dict[str, Any]]:
     soak_errors = sum(row["errors"] for row in http["product"]["soak"])
     lines = [
         (
-            f"/classify vs /noop req/s, c={top}, same server, back to back",
-            ceiling["classify_same_server"]["requests_per_s"] / noop_top,
+            f"/classify vs /noop req/s, c={top}, alternating on one server (mean of rounds)",
+            paired_classify / noop_top,
             0.8,
         ),
         (f"/classify (app.main) vs /noop req/s, c={top}", ours_top / noop_top, 0.8),
@@ -62,6 +63,10 @@ def headlines(results: dict[str, Any]) -> list[dict[str, Any]]:
         }
     )
     return rows
+
+
+def _mean_rps(rows: list[dict[str, Any]]) -> float:
+    return sum(row["requests_per_s"] for row in rows) / len(rows)
 
 
 def _rows(matrix: list[dict[str, Any]], endpoint: str) -> list[dict[str, Any]]:
@@ -155,7 +160,7 @@ def _headlines(results: dict[str, Any]) -> list[str]:
 
 def _http(results: dict[str, Any]) -> list[str]:
     http = results["http"]
-    ceiling = http["ceiling"]["noop"] + [http["ceiling"]["classify_same_server"]]
+    ceiling = http["ceiling"]["noop"] + http["ceiling"]["classify_same_server"]
     return [
         "## HTTP endpoints",
         "",
@@ -166,7 +171,8 @@ def _http(results: dict[str, Any]) -> list[str]:
         "## HTTP ceiling",
         "",
         "`tests.perf.ceiling_app`: the same app plus `POST /noop`, which reads the same upload"
-        " and returns a small JSON; `/classify` measured right after on the same server.",
+        " and returns a small JSON. At the top concurrency `/noop` and `/classify` alternate"
+        " on this server (noop, classify, noop, classify).",
         "",
         _load_table(ceiling),
         "",

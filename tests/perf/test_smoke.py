@@ -35,7 +35,10 @@ def test_quick_benchmark_writes_every_section(quick_models: Path, tmp_path: Path
     results = json.loads((out / "results.json").read_text())
     product = results["http"]["product"]
     cells = product["matrix"] + product["batch"] + product["soak"]
-    cells += results["http"]["ceiling"]["noop"] + results["http"]["naive"]["classify"]
+    ceiling = results["http"]["ceiling"]
+    cells += (
+        ceiling["noop"] + ceiling["classify_same_server"] + results["http"]["naive"]["classify"]
+    )
     assert {row["endpoint"] for row in product["matrix"]} == {"classify", "denoise", "similar"}
     assert all(row["requests_ok"] > 0 and row["errors"] == 0 for row in cells)
     assert product["memory"]["rss_mib_after_startup"] > 0
