@@ -135,7 +135,10 @@ def list_tfds() -> CellListing:
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    dataset = tfds.load("malaria", split="train", as_supervised=True)
+    try:
+        dataset = tfds.load("malaria", split="train", as_supervised=True)
+    except Exception as error:  # network, disk or registry trouble: one line for the CLI
+        raise DataError(f"cannot load tfds malaria (no --data given): {error}") from error
     encoded, labels = [], []
     for image, label in dataset:
         encoded.append(tf.io.encode_png(image).numpy())

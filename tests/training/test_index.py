@@ -67,7 +67,13 @@ def test_autoencoder_folder_follows_the_contract(models: Path) -> None:
     assert {"data", "hyperparameters", "metrics", "code_dim", "experiments"} <= set(metadata)
     assert metadata["data"]["split_sizes"] == {"train": 96, "validation": 12, "test": 12}
     report = version / "report"
-    for name in ("config.json", "metrics.json", "learning_curves.png", "denoising_grid.png"):
+    for name in (
+        "config.json",
+        "metrics.json",
+        "experiments.json",
+        "learning_curves.png",
+        "denoising_grid.png",
+    ):
         assert (report / name).is_file()
     metrics = json.loads((report / "metrics.json").read_text())
     assert set(metrics["denoise_sigma_0.1"]) == {"noisy", "denoised", "psnr_gain_db"}
