@@ -8,12 +8,15 @@ files on /classify, streamed bodies) are not repeated here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.main import create_app
 from tests.app.bad_inputs import Case, real_images, rejected_uploads, upload
@@ -30,11 +33,17 @@ JSON = {"Accept": "application/json"}
 
 
 @pytest.fixture(scope="module")
-async def api(quick_models: Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = settings_for(
-        quick_models, max_upload_bytes=MAX_UPLOAD_BYTES, max_files_per_request=MAX_FILES
+def app(quick_models: Path) -> FastAPI:
+    return create_app(
+        settings_for(
+            quick_models, max_upload_bytes=MAX_UPLOAD_BYTES, max_files_per_request=MAX_FILES
+        )
     )
-    async with running_client(create_app(settings)) as client:
+
+
+@pytest.fixture(scope="module")
+async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_client(app) as client:
         yield client
 
 
@@ -134,3 +143,69 @@ async def test_out_of_range_or_malformed_k_is_422(
     case = Case(f"k={k}", {**upload(image_bytes()), "params": {"k": k}}, 422, fragment)
     await expect_refusal(api, "/similar", case)
     await expect_still_ready(api, caplog)
+
+
+async def raw_get(app: FastAPI, raw_path: bytes) -> tuple[int, bytes]:
+    """GET exactly ``raw_path``, as uvicorn passes it on: ``..`` kept, %-escapes decoded in
+    ``path`` only. (httpx would normalise the dot segments away before sending.)"""
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": unquote(raw_path.decode("ascii")),
+        "raw_path": raw_path,
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"cellsign")],
+        "server": ("cellsign", 80),
+        "client": ("127.0.0.1", 50000),
+    }
+    sent: list[dict] = []
+    requests = [{"type": "http.request", "body": b"", "more_body": False}]
+    response_complete = asyncio.Event()
+
+    async def receive() -> dict:
+        if requests:
+            return requests.pop()
+        await response_complete.wait()  # file responses listen for the client leaving
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            response_complete.set()
+
+    await app(scope, receive, send)
+    body = b"".join(message.get("body", b"") for message in sent[1:])
+    return sent[0]["status"], body
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    [
+        b"/gallery/../../etc/passwd",
+        b"/gallery/1.png/../../../../etc/passwd",
+        b"/static/../../etc/passwd",
+        b"/static/../main.py",
+        b"/static/..%2f..%2fapp%2fmain.py",
+        b"/static/%2e%2e/%2e%2e/README.md",
+        b"/static/%252e%252e/main.py",
+        b"/static/....//....//etc/passwd",
+        b"/static/%00",
+        b"/gallery/99999999999999999999999999.png",
+        b"/gallery/-99999999999999999999.png",
+    ],
+)
+async def test_raw_paths_never_reach_files_outside_the_served_folders(
+    app: FastAPI, api: httpx.AsyncClient, raw_path: bytes
+) -> None:
+    status, body = await raw_get(app, raw_path)
+    assert status == 404, body[:200]
+    assert b"root:" not in body and b"import" not in body
+
+
+async def test_the_static_folder_itself_is_served(app: FastAPI, api: httpx.AsyncClient) -> None:
+    """The control for the traversal cases: the same helper does fetch a real static file."""
+    status, body = await raw_get(app, b"/static/index.html")
+    assert status == 200 and b"<html" in body.lower()
