@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from tests.app.bad_inputs import Case, real_images, rejected_uploads, upload
-from tests.app.conftest import running_client, settings_for
+from tests.app.conftest import AppClientFactory, running_client, settings_for
 from tests.app.samples import image_bytes
 
 pytestmark = pytest.mark.anyio
@@ -209,3 +209,31 @@ async def test_the_static_folder_itself_is_served(app: FastAPI, api: httpx.Async
     """The control for the traversal cases: the same helper does fetch a real static file."""
     status, body = await raw_get(app, b"/static/index.html")
     assert status == 200 and b"<html" in body.lower()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FastAPI parses the multipart body before running the API-key dependency, so an "
+    "unauthenticated client can still make the server read (and spool) a full-size upload",
+)
+async def test_a_request_without_the_api_key_is_refused_before_its_body_is_read(
+    make_client: AppClientFactory, tmp_path: Path
+) -> None:
+    pulled = 0
+
+    async def five_megabytes() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+        for _ in range(50):
+            pulled += 100_000
+            yield b"\0" * 100_000
+        yield b"\r\n--b--\r\n"
+
+    async with make_client(tmp_path, api_key="s3cret", api_key_scope="all") as client:
+        response = await client.post(
+            "/classify",
+            content=five_megabytes(),
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
+    assert response.status_code == 401
+    assert pulled <= 1_000_000, f"{pulled} bytes read from an unauthenticated client"
