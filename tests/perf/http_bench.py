@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from tests.perf.loadgen import LoadSpec, run_load
-from tests.perf.payloads import malaria_images, signs_images, write_requests
+from tests.perf.payloads import malaria_images, multipart_body, signs_images, write_requests
 from tests.perf.servers import UvicornServer, rss_mib
 
 PAIRED_ROUNDS = 2
@@ -79,13 +79,7 @@ class Bench:
 
     def check(self, endpoint: str) -> None:
         """One request first: a benchmark of error responses would be worthless."""
-        request = Path(self.requests(endpoint)[0]).read_bytes()
-        head, _, body = request.partition(b"\r\n\r\n")
-        content_type = next(
-            line.split(b": ", 1)[1].decode()
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-type")
-        )
+        body, content_type = multipart_body(self.uploads.singles(endpoint)[0])
         response = httpx.post(
             self.server.base_url + PATHS[endpoint],
             content=body,
