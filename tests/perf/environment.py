@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tests.perf import REPO_ROOT
+
 PACKAGES = ("tensorflow", "keras", "faiss-cpu", "fastapi", "starlette", "uvicorn", "numpy")
 
 
@@ -34,7 +36,22 @@ def machine_description() -> dict[str, Any]:
         "versions": {name: _version(name) for name in PACKAGES},
         "gpus": nvidia_gpus(),
         "load_average_at_start": list(os.getloadavg()),
+        "git": git_state(),
     }
+
+
+def git_state() -> str:
+    """The commit measured, and whether the serving code had uncommitted changes."""
+
+    def git(*arguments: str) -> str:
+        completed = subprocess.run(
+            ["git", *arguments], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        )
+        return completed.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = git("status", "--porcelain", "--", "app", "training")
+    return commit + (" with uncommitted changes in app/ or training/" if changed else "")
 
 
 def models_description(models: Path, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:

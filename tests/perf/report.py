@@ -138,6 +138,7 @@ def _conditions(results: dict[str, Any]) -> list[str]:
         ("date (UTC)", machine["date_utc"]),
         ("machine", cpu),
         ("platform", machine["platform"]),
+        ("code", f"git {machine['git']}"),
         ("Python", machine["python"]),
         ("packages", ", ".join(f"{k} {v}" for k, v in machine["versions"].items())),
         ("GPU", ", ".join(machine["gpus"]) or "none"),
