@@ -12,6 +12,7 @@ import shlex
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,22 +59,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def http_plan(quick: bool, duration: float | None) -> HttpPlan:
+@dataclass(frozen=True)
+class InProcessPlan:
+    """Sizes of the benchmarks that run inside this process, after the servers."""
+
+    signature_s: float
+    pipeline_fraction: float
+    pipeline_batches: int
+    faiss_large_size: int
+    faiss_queries: int
+    hnsw_budget_s: float
+
+
+def plans(quick: bool, duration: float | None) -> tuple[HttpPlan, InProcessPlan]:
+    """``--quick`` runs in about a minute; the full run in under ten on 2 cores."""
     if quick:
-        return HttpPlan(duration or 1.0, 0.3, (1, 8, 32), (1,), 8, 200, 2.0, 5_000)
-    return HttpPlan(duration or 6.0, 1.0, (1, 8, 32), (1, 8), 32, 10_000, 30.0, 500_000)
+        http = HttpPlan(duration or 1.0, 0.3, (1, 8, 32), (1,), 8, 200, 2.0, 5_000)
+        return http, InProcessPlan(1.0, 0.02, 10, 20_000, 50, 30.0)
+    http = HttpPlan(duration or 6.0, 1.0, (1, 8, 32), (1, 8), 32, 10_000, 30.0, 500_000)
+    return http, InProcessPlan(5.0, 0.25, 60, 1_000_000, 200, 150.0)
 
 
 def run(arguments: argparse.Namespace) -> dict[str, Any]:
     quick = arguments.quick
-    plan = http_plan(quick, arguments.duration)
+    plan, in_process = plans(quick, arguments.duration)
     models, data = arguments.models.resolve(), arguments.data.resolve()
     results: dict[str, Any] = {
         "mode": "quick" if quick else "full",
         "command": "`python -m tests.perf " + shlex.join(sys.argv[1:]) + "`",
         "notes": NOTES,
         "machine": machine_description(),
-        "plan": plan.__dict__,
+        "plan": {**asdict(plan), **asdict(in_process)},
         "models": {"folder": str(models), **models_description(models, MODELS)},
         "other_load": {},
     }
@@ -92,7 +108,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
             results["other_load"][f"HTTP {name}"] = load.summary()
         results["http"] = http
     results["model"], results["pipeline"], results["faiss"] = _in_process(
-        quick, plan.files_per_batch, models, data, results
+        in_process, plan.files_per_batch, models, data, results
     )
     results["headlines"] = headlines(results)
     results["load_average_at_end"] = list(os.getloadavg())
@@ -101,7 +117,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
 
 
 def _in_process(
-    quick: bool, files_per_batch: int, models: Path, data: Path, results: dict[str, Any]
+    plan: InProcessPlan, files_per_batch: int, models: Path, data: Path, results: dict[str, Any]
 ) -> tuple:
     """TensorFlow and FAISS are imported only now, after the servers are gone."""
     from tests.perf.faiss_bench import faiss_benchmarks
@@ -110,16 +126,16 @@ def _in_process(
 
     with OtherLoad() as load:
         _progress("in-process signature")
-        model = signature_throughput(models, data, (1, files_per_batch), 1.0 if quick else 5.0)
+        model = signature_throughput(models, data, (1, files_per_batch), plan.signature_s)
     results["other_load"]["signature"] = load.summary()
     with OtherLoad() as load:
         _progress("input pipeline")
-        pipeline = pipeline_throughput(models, data, 0.02 if quick else 0.25, 10 if quick else 60)
+        pipeline = pipeline_throughput(models, data, plan.pipeline_fraction, plan.pipeline_batches)
     results["other_load"]["pipeline"] = load.summary()
     with OtherLoad() as load:
         _progress("FAISS")
         faiss = faiss_benchmarks(
-            models, 20_000 if quick else 1_000_000, 50 if quick else 200, 30.0 if quick else 150.0
+            models, plan.faiss_large_size, plan.faiss_queries, plan.hnsw_budget_s
         )
     results["other_load"]["FAISS"] = load.summary()
     return model, pipeline, faiss
