@@ -44,6 +44,7 @@ def write_version(
     """
     model_root = Path(out_dir) / model_name
     model_root.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_tmp_dirs(model_root)
     version = next_version(model_root)
     tmp_dir = model_root / f".tmp-{version}-{os.getpid()}"
     if tmp_dir.exists():
@@ -65,6 +66,24 @@ def write_version(
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     return final_dir
+
+
+def _remove_abandoned_tmp_dirs(model_root: Path) -> None:
+    """Delete ``.tmp-<version>-<pid>`` folders left by a writer that died (its pid is gone)."""
+    for tmp_dir in model_root.glob(".tmp-*-*"):
+        pid = tmp_dir.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _jsonable(value: Any) -> Any:

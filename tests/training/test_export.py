@@ -62,7 +62,8 @@ def test_metadata_that_cannot_be_written_leaves_no_version(tmp_path: Path) -> No
 
 
 def test_a_process_killed_midway_leaves_only_a_hidden_folder_nobody_loads(tmp_path: Path) -> None:
-    """A hard crash (no ``finally`` runs) leaves ``.tmp-*``: training and serving skip it."""
+    """A hard crash (no ``finally`` runs) leaves ``.tmp-*``: training and serving skip it,
+    and the next export deletes it."""
     child = os.fork()
     if child == 0:  # the child dies inside the payload writer, as a killed process would
 
@@ -83,3 +84,4 @@ def test_a_process_killed_midway_leaves_only_a_hidden_folder_nobody_loads(tmp_pa
     assert existing_versions(model_root) == [] and next_version(model_root) == 1
     assert available_versions(model_root) == []  # the server's registry ignores it too
     assert write_version(tmp_path, NAME, write_two_files, {}).name == "1"
+    assert entries(model_root) == ["1"]  # the next export removed the dead writer's folder
