@@ -21,7 +21,9 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Per uploaded file.")
     max_image_pixels: int = Field(
-        40_000_000, gt=0, description="Width x height above which an upload is refused."
+        25_000_000,
+        gt=0,
+        description="Width x height above which an upload is refused (24 MP photos pass).",
     )
     max_files_per_request: int = Field(64, gt=0)
     max_k: int = Field(100, gt=0, description="Upper bound of k on /similar.")
