@@ -12,11 +12,12 @@ import logging
 from collections.abc import AsyncIterator
 
 from anyio import to_thread
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI, Security
 from fastapi.staticfiles import StaticFiles
 
+from app.auth import API_KEY_SCHEME, ApiKeyMiddleware
 from app.batching import MicroBatcher
-from app.deps import ServiceState, require_api_key, require_api_key_when_scope_all
+from app.deps import ServiceState
 from app.errors import install_error_handlers
 from app.imaging import set_pixel_limit
 from app.limits import RequestSizeLimitMiddleware
@@ -40,6 +41,8 @@ from app.settings import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 BATCHERS = ("classify", "denoise", "encode")
+# Routers behind the API key with API_KEY_SCOPE=all (admin is behind it whenever API_KEY is set).
+SCOPE_ALL_MODULES = (classify, denoise, similar, gallery, info)
 _MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 DESCRIPTION = """
@@ -116,14 +119,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     max_body_bytes = (
         settings.max_upload_bytes * settings.max_files_per_request + _MULTIPART_OVERHEAD_BYTES
     )
+    keyed_routers = [admin.router]
+    if settings.api_key_scope == "all":
+        keyed_routers += [module.router for module in SCOPE_ALL_MODULES]
+    guarded_routes = [route for router in keyed_routers for route in router.routes]
     app.add_middleware(RequestSizeLimitMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, guarded_routes=guarded_routes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 
-    scoped = [Depends(require_api_key_when_scope_all)]
+    documented_key = [Security(API_KEY_SCHEME)]  # the check itself is ApiKeyMiddleware
     app.include_router(health.router)
-    app.include_router(admin.router, dependencies=[Depends(require_api_key)], responses=AUTH_ERRORS)
-    for module in (classify, denoise, similar, gallery, info):
-        app.include_router(module.router, dependencies=scoped, responses=AUTH_ERRORS)
+    for module in (admin, *SCOPE_ALL_MODULES):
+        app.include_router(module.router, dependencies=documented_key, responses=AUTH_ERRORS)
     app.include_router(page.router)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
