@@ -21,11 +21,20 @@ function describeDetail(detail) {
   return "";
 }
 
-/** Fetch and throw an Error whose message is readable by a person when the answer is not OK. */
-async function request(url, options) {
+// The optional API key lives in sessionStorage: it survives a reload, not the tab.
+const API_KEY_STORAGE = "cellsign-api-key";
+const apiKey = () => sessionStorage.getItem(API_KEY_STORAGE) || "";
+
+/**
+ * Fetch (with the API key, when one is set) and throw an Error whose message is readable
+ * by a person when the answer is not OK.
+ */
+async function request(url, options = {}) {
+  const headers = new Headers(options.headers);
+  if (apiKey()) headers.set("X-API-Key", apiKey());
   let response;
   try {
-    response = await fetch(url, options);
+    response = await fetch(url, { ...options, headers });
   } catch (networkError) {
     throw new Error("Cannot reach the server. Is it running?");
   }
@@ -75,11 +84,25 @@ async function runPanel(panel, work) {
 
 // Object URLs are kept per <img> so the previous one is released when replaced.
 const objectUrls = new Map();
-function showBlob(img, blob) {
+function releaseBlob(img) {
   if (objectUrls.has(img)) URL.revokeObjectURL(objectUrls.get(img));
+  objectUrls.delete(img);
+}
+
+function showBlob(img, blob) {
+  releaseBlob(img);
   const url = URL.createObjectURL(blob);
   objectUrls.set(img, url);
   img.src = url;
+}
+
+/** An <img src> cannot send the API key: with a key, fetch the image and show it as a blob. */
+async function showServerImage(img, url) {
+  if (!apiKey()) {
+    img.src = url;
+    return;
+  }
+  showBlob(img, await (await request(url)).blob());
 }
 
 function formWith(blob, filename) {
@@ -186,12 +209,12 @@ async function similar(file) {
   const answer = await response.json();
   showBlob($("similar-query"), file);
   const tiles = $("similar-tiles");
+  tiles.querySelectorAll("img").forEach(releaseBlob);
   tiles.replaceChildren();
-  answer.results.forEach((result, rank) => {
+  const loads = answer.results.map((result, rank) => {
     const tile = document.createElement("li");
     tile.className = "tile";
     const img = document.createElement("img");
-    img.src = result.image_url;
     img.width = 96;
     img.height = 96;
     img.alt = `Gallery cell ${result.id}, ${result.label}`;
@@ -202,7 +225,9 @@ async function similar(file) {
     caption.querySelector(".tile-distance").textContent = `dist. ${result.distance.toPrecision(3)}`;
     tile.append(img, caption);
     tiles.append(tile);
+    return showServerImage(img, result.image_url);
   });
+  await Promise.all(loads);
   $("similar-result").hidden = false;
   return `Found ${answer.results.length} similar cells.`;
 }
@@ -253,6 +278,17 @@ async function showModels() {
   }
 }
 
+/** Keep the key for this tab and refresh the footer, which may have been refused before. */
+function setUpApiKey() {
+  const input = $("api-key");
+  input.value = apiKey();
+  input.addEventListener("input", () => {
+    sessionStorage.setItem(API_KEY_STORAGE, input.value.trim());
+  });
+  input.addEventListener("change", showModels);
+}
+
+setUpApiKey();
 setUpPanel("classify", classify);
 setUpPanel("denoise", denoise);
 setUpPanel("similar", similar);

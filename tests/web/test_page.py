@@ -7,6 +7,7 @@ Each panel gets a real upload and must render the server's answer; screenshots g
 from __future__ import annotations
 
 import base64
+import contextlib
 import shutil
 import zipfile
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 RESULT_TIMEOUT_MS = 60_000
+API_KEY = "secret"
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (scripts/install-browser.sh)"
@@ -59,18 +61,39 @@ def browser() -> Iterator[sync_api.Browser]:
         launched.close()
 
 
-@pytest.fixture
-def page(browser: sync_api.Browser, base_url: str) -> Iterator[sync_api.Page]:
+@pytest.fixture(scope="module")
+def keyed_base_url(quick_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second server where every endpoint but the probes and the page needs the API key."""
+    log_path = tmp_path_factory.mktemp("keyed-server") / "uvicorn.log"
+    env = {
+        "MODEL_DIR": str(quick_models),
+        "RELOAD_INTERVAL_S": "0",
+        "API_KEY": API_KEY,
+        "API_KEY_SCOPE": "all",
+    }
+    with UvicornServer("app.main:app", env, log_path, ready_path="/readyz") as server:
+        yield server.base_url
+
+
+@contextlib.contextmanager
+def opened_page(browser: sync_api.Browser, url: str) -> Iterator[sync_api.Page]:
+    """The page at ``url`` in a fresh context; any JavaScript error fails the test."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     opened = context.new_page()
     opened.set_default_timeout(RESULT_TIMEOUT_MS)
     script_errors: list[str] = []
     opened.on("pageerror", lambda error: script_errors.append(str(error)))
-    opened.goto(base_url)
+    opened.goto(url)
     yield opened
     context.close()
     if script_errors:
         pytest.fail(f"JavaScript errors on the page: {script_errors}")
+
+
+@pytest.fixture
+def page(browser: sync_api.Browser, base_url: str) -> Iterator[sync_api.Page]:
+    with opened_page(browser, base_url) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +195,28 @@ def test_similar_shows_the_servers_k_nearest_cells(
     for index in range(len(expected)):
         assert image_width(page, f"#similar-tiles li:nth-child({index + 1}) img") > 0
     screenshot(page, "#similar", "similar")
+
+
+def test_with_api_key_scope_all_the_similar_panel_needs_the_key_from_the_settings(
+    browser: sync_api.Browser, keyed_base_url: str, cell_image: Path
+) -> None:
+    with opened_page(browser, keyed_base_url) as page:
+        page.fill("#similar-k", "3")
+        page.set_input_files("#similar-file", cell_image)
+        refused = page.locator("#similar-message.error")
+        refused.wait_for()
+        assert refused.inner_text() == "missing or wrong X-API-Key header (HTTP 401)"
+
+        page.fill("#api-key", API_KEY)
+        page.click("#similar-form button[type=submit]")
+        page.wait_for_selector("#similar-result:not([hidden])")
+        assert page.locator("#similar-tiles li").count() == 3
+        for index in range(3):
+            selector = f"#similar-tiles li:nth-child({index + 1}) img"
+            assert image_width(page, selector) > 0
+            assert page.get_attribute(selector, "src").startswith("blob:")
+        page.locator("#models-info", has_text="signs_classifier").wait_for()
+        screenshot(page, "#similar", "similar-with-api-key")
 
 
 def test_a_text_file_gives_a_readable_error(
