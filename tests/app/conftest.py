@@ -1,9 +1,10 @@
-"""App fixtures: an httpx client on the ASGI app with its lifespan running."""
+"""App fixtures: an httpx client on the ASGI app with its lifespan running, and a real uvicorn."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ from fastapi import FastAPI
 from app.main import create_app
 from app.settings import Settings
 from tests.app.model_files import copy_models
+from tests.perf.servers import UvicornServer
+
+BATCH_WAIT_MS = 3000  # a request waits this long in the batcher: long enough to SIGTERM it
 
 AppClientFactory = Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -54,3 +58,34 @@ async def client(quick_models: Path) -> AsyncIterator[httpx.AsyncClient]:
     """One app on the shared trained models, for tests that only read."""
     async with running_client(create_app(settings_for(quick_models))) as shared_client:
         yield shared_client
+
+
+@pytest.fixture
+def uvicorn_server(quick_models: Path, tmp_path: Path) -> Iterator[UvicornServer]:
+    """``uvicorn app.main:app`` on 127.0.0.1 with the quick models, once /readyz says 200.
+
+    Every request waits ``BATCH_WAIT_MS`` in its micro-batcher, so a test can catch it there.
+    The log (uvicorn at warning level) is ``uvicorn_server.log_path``.
+    """
+    env = {
+        "MODEL_DIR": str(quick_models),
+        "DEVICE": "cpu",
+        "RELOAD_INTERVAL_S": "0",
+        "BATCH_MAX_WAIT_MS": str(BATCH_WAIT_MS),
+    }
+    with UvicornServer("app.main:app", env, tmp_path / "uvicorn.log", "/readyz") as server:
+        yield server
+
+
+def logged_errors(log_path: Path) -> list[str]:
+    """Python and uvicorn error records (``ERROR:...``) and tracebacks in a server's log:
+    a lifespan shutdown that fails or raises shows up here."""
+    lines = log_path.read_text().splitlines()
+    return [line for line in lines if line.startswith(("ERROR:", "Traceback"))]
+
+
+def started(server: UvicornServer) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """The running server's process, base URL and log file."""
+    if server.process is None:
+        raise RuntimeError("the server fixture did not start uvicorn")
+    return server.process, server.base_url, server.log_path
