@@ -48,10 +48,9 @@ def build_autoencoder(
     )
     # The retrieval branch reads the same encoder trunk as the decoder's code but has its
     # own last convolution, so position-free retrieval features and the spatial detail
-    # the decoder needs do not have to share one set of channels.
-    retrieval_maps = layers.Conv2D(
-        code_channels, 3, padding="same", activation="relu", name="enc_retrieval"
-    )(features)
+    # the decoder needs do not have to share one set of channels. It is linear: with ReLU
+    # a fifth of its channels died (always 0 after pooling) and carried no information.
+    retrieval_maps = layers.Conv2D(code_channels, 3, padding="same", name="enc_retrieval")(features)
     encoder = keras.Model(images, code, name="encoder")
 
     code_input = keras.Input(code.shape[1:], name="code")
