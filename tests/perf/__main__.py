@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"), help="results folder")
     parser.add_argument("--duration", type=positive_float, help="seconds per load cell")
+    parser.add_argument("--note", default="", help="free text for the conditions table")
     return parser
 
 
@@ -88,6 +89,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         "mode": "quick" if quick else "full",
         "command": "`python -m tests.perf " + shlex.join(sys.argv[1:]) + "`",
         "notes": NOTES,
+        "note": arguments.note,
         "machine": machine_description(),
         "plan": {**asdict(plan), **asdict(in_process)},
         "models": {"folder": str(models), **models_description(models, MODELS)},

@@ -148,6 +148,8 @@ def _conditions(results: dict[str, Any]) -> list[str]:
         ("models", _models_cell(results["models"])),
         ("total wall time", f"{results['total_s']} s"),
     ]
+    if results.get("note"):
+        rows.append(("note", results["note"]))
     for name, load in results["other_load"].items():
         cores = f"{load['other_processes_cores']} cores on average over {load['wall_s']} s"
         rows.append((f"other processes during {name}", cores))
