@@ -24,13 +24,14 @@ class ServiceState:
     device: str
 
 
-def get_service(request: Request) -> ServiceState:
+async def get_service(request: Request) -> ServiceState:
+    """Async so FastAPI calls it on the loop instead of hopping to the thread pool."""
     return request.app.state.service
 
 
-def get_models(request: Request) -> ModelSet:
+async def get_models(request: Request) -> ModelSet:
     """Read once per request: a hot swap during the request does not change its models."""
-    return get_service(request).registry.current
+    return request.app.state.service.registry.current
 
 
 ServiceDep = Annotated[ServiceState, Depends(get_service)]

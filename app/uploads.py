@@ -41,15 +41,22 @@ async def require_one_file(request: Request) -> None:
 async def read_uploads(
     files: list[UploadFile], settings: Settings, height: int, width: int
 ) -> list[ModelInput]:
-    """Refuse too many files, then read each part (at most ``max_upload_bytes + 1`` bytes, so
-    an oversized one is detected without holding it all) and prepare it in a worker thread."""
+    """Refuse too many files, then read and prepare every part in one worker-thread call."""
     if len(files) > settings.max_files_per_request:
         raise PayloadTooLargeError(
             f"{len(files)} files in one request; at most {settings.max_files_per_request} allowed"
         )
+    return await run_in_threadpool(_read_and_prepare_all, files, settings, height, width)
+
+
+def _read_and_prepare_all(
+    files: list[UploadFile], settings: Settings, height: int, width: int
+) -> list[ModelInput]:
+    """Read each part (at most ``max_upload_bytes + 1`` bytes, so an oversized one is detected
+    without holding it all) and prepare it; one thread hop per request, not one per file."""
     inputs = []
     for position, upload in enumerate(files):
+        data = upload.file.read(settings.max_upload_bytes + 1)
         filename = upload.filename or f"file {position + 1}"
-        data = await upload.read(settings.max_upload_bytes + 1)
-        inputs.append(await run_in_threadpool(prepare, data, filename, settings, height, width))
+        inputs.append(prepare(data, filename, settings, height, width))
     return inputs
