@@ -19,11 +19,17 @@ import numpy as np
 import tensorflow as tf
 
 from training import reports
-from training.autoencoder import AutoencoderParts, build_autoencoder
+from training.autoencoder import (
+    SYMMETRIES,
+    AutoencoderParts,
+    build_autoencoder,
+    symmetry_averaged_codes,
+)
 from training.contrastive import contrastive_example, joint_model, nt_xent, projection_head
 from training.distribute import strategy_from_environment
 from training.export import write_version
 from training.malaria_data import MalariaData, load_malaria
+from training.malaria_experiments import EXPERIMENTS
 from training.pipeline import frozen_dataset, training_dataset
 
 MODEL_NAME = "malaria_autoencoder"
@@ -32,7 +38,7 @@ REPORT_SIGMAS = (0.05, 0.1, 0.2)
 
 @dataclass(frozen=True)
 class MalariaConfig:
-    image_size: int = 32
+    image_size: int = 40  # 32 px blurs the small dark parasite spots
     filters: tuple[int, ...] = (32, 64)
     code_channels: int = 64
     epochs: int = 10
@@ -47,67 +53,6 @@ class MalariaConfig:
 
 
 QUICK = MalariaConfig(epochs=2, data_fraction=0.08)
-# What was tried before settling on the defaults (full shared data, seed 0, held-out test
-# cells; precision@10 = share of a test cell's 10 nearest training cells with its label).
-EXPERIMENTS: tuple[dict[str, Any], ...] = (
-    {"setup": "raw pixels 48 px, cosine", "precision_at_10": 0.547},
-    {"setup": "raw pixels 48 px, standardised", "precision_at_10": 0.605},
-    {"setup": "32-bin intensity histogram of the cell", "precision_at_10": 0.679},
-    {
-        "setup": "plain denoising AE 48 px, filters 32/64, code 12x12x64, sigma 0.1 fixed,"
-        " batch 64, 4 epochs",
-        "psnr_gain_db_sigma_0.1": 9.38,
-        "psnr_gain_db_sigma_0.05": -1.59,
-        "reconstruction_psnr": 23.6,
-        "precision_at_10": {
-            "flattened code": 0.559,
-            "global max pool of code": 0.573,
-            "global avg pool of code": 0.646,
-            "global avg pool of first conv": 0.652,
-        },
-        "lesson": "pooled AE features barely beat pixels; fixed sigma hurts clean inputs",
-    },
-    {
-        "setup": "AE + NT-Xent (weight 0.05, temperature 0.2) on max-pooled code, 32 px,"
-        " batch 128, sigma uniform in [0, 0.2], epochs 1/2/3",
-        "precision_at_10": [0.729, 0.778, 0.793],
-        "psnr_gain_db_sigma_0.1": [1.13, 2.96, 3.96],
-    },
-    {
-        "setup": "same, NT-Xent weight 0.01, batch 64, epochs 1/2",
-        "precision_at_10": [0.604, 0.736],
-        "psnr_gain_db_sigma_0.1": [3.84, 4.6],
-    },
-    {
-        "setup": "weight 0.05, batch 64, separate retrieval conv on the encoder trunk, epoch 1",
-        "precision_at_10": 0.621,
-        "psnr_gain_db_sigma_0.1": 4.41,
-        "lesson": "own retrieval branch frees the decoder's code: better denoising per epoch",
-    },
-    {
-        "setup": "that branch with ReLU, temperature 0.2, batch 128, 10 epochs (previous default)",
-        "precision_at_10": 0.805,
-        "psnr_gain_db_sigma_0.1": 7.98,
-        "reconstruction_psnr": 29.33,
-        "dead_code_channels": 14,
-        "post_processing_precision_at_10": {
-            "centred": 0.804,
-            "standardised": 0.778,
-            "pca16": 0.755,
-        },
-    },
-    {
-        "setup": "linear branch, temperature 0.1, 10 epochs (the default)",
-        "precision_at_10": 0.804,
-        "psnr_gain_db_sigma_0.1": 8.17,
-    },
-    {
-        "setup": "the default with NT-Xent weight 0.1",
-        "precision_at_10": 0.809,
-        "psnr_gain_db_sigma_0.1": 7.85,
-        "lesson": "more contrastive weight trades denoising for little retrieval",
-    },
-)
 MONITOR = "val_images_loss"  # early stopping and checkpoints follow the denoising loss
 
 
@@ -171,7 +116,11 @@ def fit_model(
 
 
 class AutoencoderModule(tf.Module):
-    """What the server loads: ``denoise`` and ``encode`` with fixed input signatures."""
+    """What the server loads: ``denoise`` and ``encode`` with fixed input signatures.
+
+    ``encode`` returns L2-normalised codes averaged over the 8 symmetries of each cell, so
+    gallery and query codes are both rotation- and flip-invariant without the server knowing.
+    """
 
     def __init__(self, parts: AutoencoderParts, image_size: int) -> None:
         super().__init__()
@@ -186,7 +135,7 @@ class AutoencoderModule(tf.Module):
         return {"images": self.autoencoder(images, training=False)}
 
     def _encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"codes": self.embedder(images, training=False)}
+        return {"codes": symmetry_averaged_codes(self.embedder, images)}
 
 
 def save_autoencoder(parts: AutoencoderParts, image_size: int, path: Path) -> None:
@@ -298,7 +247,11 @@ def train_malaria(
         },
         "code_dim": parts.code_dim,
         "data": {**cells.summary(), "seed": seed},
-        "hyperparameters": {**dataclasses.asdict(config), "optimizer": "adam"},
+        "hyperparameters": {
+            **dataclasses.asdict(config),
+            "optimizer": "adam",
+            "encode_symmetry_views": SYMMETRIES,
+        },
         "metrics": metrics,
         "experiments": list(EXPERIMENTS),
     }

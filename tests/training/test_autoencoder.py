@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.autoencoder import build_autoencoder
+from training.autoencoder import build_autoencoder, symmetry_averaged_codes
 from training.malaria import save_autoencoder
 
 SIZE = 16
@@ -72,6 +72,16 @@ def test_exported_signatures_reload_with_identical_outputs(parts, tmp_path: Path
     np.testing.assert_allclose(default, denoised, atol=1e-6)
     codes = loaded.signatures["encode"](images=cells)["codes"]
     assert codes.shape == (3, parts.code_dim)
-    np.testing.assert_allclose(codes, parts.embedder(cells), atol=1e-6)
+    np.testing.assert_allclose(codes, symmetry_averaged_codes(parts.embedder, cells), atol=1e-6)
     spec = loaded.signatures["encode"].structured_input_signature[1]["images"]
     assert spec.shape.as_list() == [None, SIZE, SIZE, 3] and spec.dtype == tf.float32
+
+
+def test_symmetry_averaged_codes_ignore_rotation_and_flips(parts) -> None:
+    cells = tf.constant(_cells(3))
+    codes = symmetry_averaged_codes(parts.embedder, cells).numpy()
+    np.testing.assert_allclose(np.linalg.norm(codes, axis=1), 1.0, rtol=1e-5)
+    for moved in (tf.image.rot90(cells, 1), tf.image.flip_left_right(cells)):
+        np.testing.assert_allclose(symmetry_averaged_codes(parts.embedder, moved), codes, atol=1e-5)
+    plain = tf.math.l2_normalize(parts.embedder(cells), axis=-1).numpy()
+    assert not np.allclose(codes, plain, atol=1e-3)  # the views really were averaged
