@@ -78,7 +78,7 @@ class GalleryIndex:
         if self.index.metric_type == faiss.METRIC_L2:
             return float(np.sqrt(max(score, 0.0)))  # FAISS reports squared L2
         if self.normalizes_codes:
-            return float(1.0 - score)
+            return float(max(1.0 - score, 0.0))  # rounding can push similarity past 1
         return float(-score)  # raw inner product: larger was closer
 
     def image_png(self, item_id: int) -> bytes | None:
