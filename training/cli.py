@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="data root or job-specific path (default: ../shared/data if present, else download)",
     )
-    parser.add_argument("--out", type=Path, default=Path("models"), help="models folder")
+    parser.add_argument(
+        "--out", type=Path, default=Path("models"), help="models folder (default: models)"
+    )
     parser.add_argument("--epochs", type=positive_int, help="override the job's epoch count")
     parser.add_argument("--image-size", type=positive_int, help="square input size in pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed for splits and training")
