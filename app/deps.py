@@ -31,7 +31,7 @@ async def get_service(request: Request) -> ServiceState:
 
 async def get_models(request: Request) -> ModelSet:
     """Read once per request: a hot swap during the request does not change its models."""
-    return request.app.state.service.registry.current
+    return (await get_service(request)).registry.current
 
 
 ServiceDep = Annotated[ServiceState, Depends(get_service)]
