@@ -1,9 +1,11 @@
 """Dynamic micro-batching: concurrent requests share one model call.
 
-Requests ``await submit(function, example)``; a dedicated worker thread takes the first
-waiting example, collects more for up to ``max_wait_s`` (or until ``max_size``), stacks the
-ones that target the same function (a hot reload may leave two model versions in the queue)
-and runs that function once, off the event loop. ``close()`` finishes everything queued.
+Requests ``await submit(function, examples)`` with all their images as one array; a dedicated
+worker thread takes the first waiting request, collects more for up to ``max_wait_s`` (or
+until ``max_size`` rows), concatenates the ones that target the same function (a hot reload
+may leave two model versions in the queue) and runs that function once, off the event loop.
+A request with more than ``max_size`` images is cut into chunks of at most ``max_size``.
+``close()`` finishes everything queued.
 """
 
 from __future__ import annotations
@@ -30,16 +32,13 @@ class BatcherClosedError(RuntimeError):
 @dataclass(eq=False)
 class _Pending:
     function: BatchFunction
-    example: np.ndarray
+    examples: np.ndarray  # (rows, ...)
     future: asyncio.Future[np.ndarray]
     loop: asyncio.AbstractEventLoop
 
 
-_STOP = object()
-
-
 class MicroBatcher:
-    """One worker thread per batcher; ``on_batch(size)`` lets metrics observe batch sizes."""
+    """One worker thread per batcher; ``on_batch(rows)`` lets metrics observe batch sizes."""
 
     def __init__(
         self,
@@ -56,21 +55,30 @@ class MicroBatcher:
         self.max_size = max_size
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch
-        self._queue: queue.Queue[_Pending | object] = queue.Queue()
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()  # None: stop
+        self._held: _Pending | None = None  # taken from the queue but did not fit the last batch
         self._closed = False
         self._close_lock = threading.Lock()
         self._worker = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._worker.start()
 
-    async def submit(self, function: BatchFunction, example: np.ndarray) -> np.ndarray:
-        """Run ``function`` on ``example[None]`` inside a batch and return its row of the output."""
+    async def submit(self, function: BatchFunction, examples: np.ndarray) -> np.ndarray:
+        """Run ``function`` on ``examples`` (one row per image) inside batches shared with
+        other requests; return the matching rows of the output."""
+        if len(examples) == 0:
+            raise ValueError("submit needs at least one example")
         loop = asyncio.get_running_loop()
-        pending = _Pending(function, example, loop.create_future(), loop)
+        chunks = [
+            _Pending(function, examples[start : start + self.max_size], loop.create_future(), loop)
+            for start in range(0, len(examples), self.max_size)
+        ]
         with self._close_lock:
             if self._closed:
                 raise BatcherClosedError(f"batcher {self.name} is shut down")
-            self._queue.put(pending)
-        return await pending.future
+            for chunk in chunks:
+                self._queue.put(chunk)
+        outputs = await asyncio.gather(*(chunk.future for chunk in chunks))
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def close(self, timeout_s: float | None = None) -> None:
         """Stop accepting work, finish what is queued, then stop the worker thread."""
@@ -78,7 +86,7 @@ class MicroBatcher:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(_STOP)
+            self._queue.put(None)
         self._worker.join(timeout_s)
 
     def _run(self) -> None:
@@ -86,12 +94,12 @@ class MicroBatcher:
         stopping = False
         while True:
             if not pending:
-                if stopping:
+                first, self._held = self._held, None
+                if first is None and not stopping:
+                    first = self._queue.get()
+                if first is None:
                     return
-                first = self._queue.get()
-                if first is _STOP:
-                    return
-                pending = [first]  # type: ignore[list-item]
+                pending = [first]
                 stopping = self._collect(pending)
             function = pending[0].function
             batch = [item for item in pending if item.function is function]
@@ -99,39 +107,47 @@ class MicroBatcher:
             self._execute(function, batch)
 
     def _collect(self, items: list[_Pending]) -> bool:
-        """Add queued examples to ``items`` until it is full or the wait is over.
+        """Add queued requests to ``items`` until ``max_size`` rows or the wait is over; a
+        request that would overflow is held for the next batch.
 
         Returns True when the stop marker was seen (everything before it is in ``items``).
         """
+        rows = sum(len(item.examples) for item in items)
         deadline = time.monotonic() + self.max_wait_s
-        while len(items) < self.max_size:
+        while rows < self.max_size:
             remaining = deadline - time.monotonic()
             try:
                 item = self._queue.get(block=remaining > 0, timeout=max(remaining, 0.0))
             except queue.Empty:
                 return False
-            if item is _STOP:
+            if item is None:
                 return True
-            items.append(item)  # type: ignore[arg-type]
+            if rows + len(item.examples) > self.max_size:
+                self._held = item
+                return False
+            items.append(item)
+            rows += len(item.examples)
         return False
 
     def _execute(self, function: BatchFunction, batch: list[_Pending]) -> None:
         live = [item for item in batch if not item.future.cancelled()]
         if not live:
             return
+        counts = [len(item.examples) for item in live]
+        rows = sum(counts)
         if self._on_batch is not None:
-            self._on_batch(len(live))
+            self._on_batch(rows)
         try:
-            outputs = np.asarray(function(np.stack([item.example for item in live])))
-            if outputs.shape[0] != len(live):
-                count = outputs.shape[0]
-                raise RuntimeError(f"{self.name}: {count} outputs for {len(live)} inputs")
+            outputs = np.asarray(function(np.concatenate([item.examples for item in live])))
+            if outputs.shape[0] != rows:
+                raise RuntimeError(f"{self.name}: {outputs.shape[0]} outputs for {rows} inputs")
         except Exception as error:  # every waiter must hear about the failure
-            logger.exception("batch of %d on %s failed", len(live), self.name)
+            logger.exception("batch of %d on %s failed", rows, self.name)
             for item in live:
                 item.loop.call_soon_threadsafe(_resolve, item.future, None, error)
             return
-        for item, output in zip(live, outputs, strict=True):
+        parts = np.split(outputs, np.cumsum(counts)[:-1])
+        for item, output in zip(live, parts, strict=True):
             item.loop.call_soon_threadsafe(_resolve, item.future, output, None)
 
 

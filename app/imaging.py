@@ -94,13 +94,16 @@ def decode_for_model(
             raise _too_many_pixels(filename, max_pixels, f"{width}x{height}")
         try:
             image.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
-            turned = image.getexif().get(ExifTags.Base.Orientation) in _AXIS_SWAPPING_ORIENTATIONS
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+            turned = orientation in _AXIS_SWAPPING_ORIENTATIONS
             original_size = (height, width) if turned else (width, height)
             if target_size is not None and image.format == "JPEG":
                 side = max(target_size)  # square: the orientation may still swap the axes
                 image.draft(image.mode, (side, side))
             image.load()
-            return DecodedImage(_to_rgb(ImageOps.exif_transpose(image)), original_size)
+            if orientation != 1:  # skip exif_transpose's copy of an upright image
+                image = ImageOps.exif_transpose(image)
+            return DecodedImage(_to_rgb(image), original_size)
         except Image.DecompressionBombError as error:
             raise _too_many_pixels(filename, max_pixels, error) from error
         except (OSError, SyntaxError, ValueError, EOFError, ZeroDivisionError) as error:

@@ -10,6 +10,15 @@ from pathlib import Path
 import tensorflow as tf
 
 
+def multi_worker_requested() -> bool:
+    """True when ``TF_CONFIG`` names a cluster of more than one task."""
+    tf_config = os.environ.get("TF_CONFIG")
+    if not tf_config:
+        return False
+    cluster = json.loads(tf_config).get("cluster", {})
+    return sum(len(hosts) for hosts in cluster.values()) > 1
+
+
 @functools.cache
 def strategy_from_environment() -> tf.distribute.Strategy:
     """MultiWorkerMirrored when ``TF_CONFIG`` names a cluster, Mirrored with several GPUs,
@@ -18,11 +27,8 @@ def strategy_from_environment() -> tf.distribute.Strategy:
     Cached: a second MultiWorkerMirroredStrategy in one process breaks the workers'
     collective coordination (``python -m training all`` trains several models).
     """
-    tf_config = os.environ.get("TF_CONFIG")
-    if tf_config:
-        cluster = json.loads(tf_config).get("cluster", {})
-        if sum(len(hosts) for hosts in cluster.values()) > 1:
-            return tf.distribute.MultiWorkerMirroredStrategy()
+    if multi_worker_requested():
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)

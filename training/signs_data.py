@@ -112,6 +112,8 @@ def download_signs(cache_dir: Path | None = None) -> Path:
     """Fetch both course HDF5 files (cached by Keras) and return the folder holding them."""
     from keras.utils import get_file  # imported here: only users without local data need it
 
+    if cache_dir is not None:  # Keras silently swaps a missing cache_dir for /tmp/.keras
+        cache_dir.mkdir(parents=True, exist_ok=True)
     last_error: Exception | None = None
     for mirror in DOWNLOAD_MIRRORS:
         try:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, File, UploadFile
 
 from app.deps import ModelsDep, ServiceDep
@@ -31,9 +31,8 @@ async def classify(
     if model is None:
         raise ModelUnavailableError(service.registry.missing_reason(CLASSIFIER))
     inputs = await read_uploads(files, service.settings, model.height, model.width)
-    batcher = service.batchers["classify"]
-    rows = await asyncio.gather(
-        *(batcher.submit(model.caller("serving_default"), item.pixels) for item in inputs)
+    rows = await service.batchers["classify"].submit(
+        model.caller("serving_default"), np.stack([item.pixels for item in inputs])
     )
     class_names: list[str] = model.metadata["class_names"]
     predictions = []

@@ -61,7 +61,7 @@ async def denoise(
     if model is None:
         raise ModelUnavailableError(service.registry.missing_reason(AUTOENCODER))
     (item,) = await read_uploads([file], service.settings, model.height, model.width)
-    output = await service.batchers["denoise"].submit(model.caller("denoise"), item.pixels)
+    (output,) = await service.batchers["denoise"].submit(model.caller("denoise"), item.pixels[None])
     output_size = item.original_size if size == "original" else (model.width, model.height)
     png = await run_in_threadpool(to_png, output, output_size)
     width, height = output_size

@@ -42,7 +42,7 @@ async def similar(
     if index is None or encoder is None:
         raise ModelUnavailableError(service.registry.missing_reason(INDEX))
     (item,) = await read_uploads([file], settings, encoder.height, encoder.width)
-    code = await service.batchers["encode"].submit(encoder.caller("encode"), item.pixels)
+    (code,) = await service.batchers["encode"].submit(encoder.caller("encode"), item.pixels[None])
     neighbours = await run_in_threadpool(index.search, code, k)
     return SimilarResponse(
         results=[

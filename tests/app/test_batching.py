@@ -27,8 +27,9 @@ class Recorder:
         return batch * 2
 
 
-def examples(count: int) -> list[np.ndarray]:
-    return [np.full((2, 2), value, np.float32) for value in range(count)]
+def examples(count: int, rows: int = 1) -> list[np.ndarray]:
+    """``count`` requests of ``rows`` images each; request ``i``'s pixels are all ``i``."""
+    return [np.full((rows, 2, 2), value, np.float32) for value in range(count)]
 
 
 async def test_concurrent_requests_share_one_call_and_get_their_own_rows() -> None:
@@ -40,7 +41,47 @@ async def test_concurrent_requests_share_one_call_and_get_their_own_rows() -> No
         batcher.close()
     assert recorder.batch_sizes == [5]
     for value, result in enumerate(results):
-        assert np.array_equal(result, np.full((2, 2), 2 * value))
+        assert np.array_equal(result, np.full((1, 2, 2), 2 * value))
+
+
+async def test_a_request_with_several_images_is_one_unit_and_gets_its_own_rows() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher("test", max_size=8, max_wait_s=0.2)
+    try:
+        results = await asyncio.gather(*(batcher.submit(recorder, x) for x in examples(2, rows=3)))
+    finally:
+        batcher.close()
+    assert recorder.batch_sizes == [6]
+    for value, result in enumerate(results):
+        assert np.array_equal(result, np.full((3, 2, 2), 2 * value))
+
+
+async def test_a_request_larger_than_max_size_is_cut_into_chunks_in_order() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher("test", max_size=4, max_wait_s=0.2)
+    request = np.arange(10, dtype=np.float32).reshape(10, 1)
+    try:
+        result = await batcher.submit(recorder, request)
+    finally:
+        batcher.close()
+    assert recorder.batch_sizes == [4, 4, 2]
+    assert np.array_equal(result, request * 2)
+
+
+async def test_a_request_that_would_overflow_a_batch_waits_for_the_next_one() -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    batcher = MicroBatcher("test", max_size=4, max_wait_s=0.2)
+    try:
+        tasks = [asyncio.ensure_future(batcher.submit(recorder, x)) for x in examples(3, rows=3)]
+        await asyncio.sleep(0)
+        gate.set()
+        results = await asyncio.gather(*tasks)
+    finally:
+        batcher.close()
+    assert recorder.batch_sizes == [3, 3, 3]
+    for value, result in enumerate(results):
+        assert np.array_equal(result, np.full((3, 2, 2), 2 * value))
 
 
 async def test_batches_never_exceed_max_size() -> None:
@@ -83,7 +124,8 @@ async def test_a_failing_call_fails_every_request_in_its_batch_and_the_worker_su
             *(batcher.submit(broken, x) for x in examples(3)), return_exceptions=True
         )
         assert all(isinstance(r, RuntimeError) for r in results)
-        assert np.array_equal(await batcher.submit(Recorder(), examples(2)[1]), np.full((2, 2), 2))
+        (second,) = examples(2)[1:]
+        assert np.array_equal(await batcher.submit(Recorder(), second), np.full((1, 2, 2), 2))
     finally:
         batcher.close()
 
@@ -115,6 +157,15 @@ async def test_close_finishes_queued_work_then_refuses_new_work() -> None:
     assert sum(recorder.batch_sizes) == 5
     with pytest.raises(BatcherClosedError):
         await batcher.submit(recorder, examples(1)[0])
+
+
+async def test_an_empty_request_is_refused() -> None:
+    batcher = MicroBatcher("test", max_size=4, max_wait_s=0)
+    try:
+        with pytest.raises(ValueError, match="at least one"):
+            await batcher.submit(Recorder(), np.zeros((0, 2, 2), np.float32))
+    finally:
+        batcher.close()
 
 
 async def test_batch_sizes_are_reported() -> None:

@@ -132,3 +132,16 @@ def test_interrupt_exits_130_and_says_how_to_resume(tmp_path: Path, capsys) -> N
 
     assert cli.main(["signs", "--data", str(tmp_path)], run=interrupted_job) == 130
     assert "resume" in capsys.readouterr().err
+
+
+def test_malaria_under_multi_worker_config_is_a_one_line_error(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Keras 3 fit() cannot run under MultiWorkerMirroredStrategy: say so before any work."""
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"index": 0}}))
+    assert cli.main(["malaria", "--data", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: the autoencoder trains with Keras fit()")
+    assert "unset TF_CONFIG" in line
+    assert not (tmp_path / "m").exists()

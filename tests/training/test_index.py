@@ -91,7 +91,11 @@ def test_index_folder_follows_the_contract(models: Path, cell_zip: Path) -> None
     assert index.ntotal == metadata["size"] == 96
     assert index.d == metadata["dimension"]
     assert metadata["index_type"] == "IndexHNSWFlat"  # 96 cells > approximate_above=10
+    assert index.hnsw.efSearch == metadata["hyperparameters"]["hnsw_ef_search"] == 64
     assert 0.0 <= metadata["metrics"]["recall_at_10_vs_exact"] <= 1.0
+    assert metadata["metrics"]["queries"] == 12
+    assert metadata["metrics"]["validation"]["queries"] == 12  # reported apart from test
+    assert 0.0 <= metadata["metrics"]["validation"]["precision_at_10"]["all"] <= 1.0
     gallery = np.load(version / "gallery.npz")
     assert gallery["ids"].dtype == np.int64 and list(gallery["ids"]) == list(range(96))
     assert set(gallery["labels"]) == {"parasitized", "uninfected"}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from training.errors import DataError
@@ -130,3 +131,24 @@ def test_subsampling_never_moves_a_cell_between_splits() -> None:
 def test_bad_image_size_is_refused(cell_zip: Path) -> None:
     with pytest.raises(ValueError, match="image_size"):
         load_malaria(cell_zip, 2)
+
+
+def test_tfds_source_goes_through_tfds_load_and_takes_rgb_of_any_size() -> None:
+    """``tfds.testing.mock_data`` answers ``tfds.load("malaria")`` with generated examples
+    of the real feature spec (RGB, varying height and width) without a download."""
+    with tfds.testing.mock_data(num_examples=20):
+        data = load_malaria(None, 16, seed=0)
+    assert data.source == "tfds:malaria"
+    assert sum(data.summary()["split_sizes"].values()) == 20
+    for split in data.splits.values():
+        assert split.images.shape[1:] == (16, 16, 3) and split.images.dtype == np.uint8
+        assert all(raw.startswith(b"\x89PNG") for raw in split.stored_bytes)
+
+
+def test_tfds_failure_is_one_data_error(monkeypatch) -> None:
+    def offline(*args, **kwargs):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(tfds, "load", offline)
+    with pytest.raises(DataError, match="cannot load tfds malaria .*no route to host"):
+        load_malaria(None, 16, seed=0)

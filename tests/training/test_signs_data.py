@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import io
 import logging
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -11,9 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from training import signs_data
 from training.errors import DataError
 from training.signs_data import (
     SignsData,
+    download_signs,
     find_signs_source,
     load_signs,
     load_signs_folder,
@@ -127,3 +133,48 @@ def test_splits_are_stratified_disjoint_and_seeded() -> None:
     other = split_signs(pool, seed=8)
     assert np.array_equal(again.test.images, splits.test.images)
     assert not np.array_equal(other.test.images, splits.test.images)
+
+
+@pytest.fixture
+def course_files_server(tmp_path: Path) -> Iterator[str]:
+    """A local HTTP mirror serving a small ``train_signs.h5`` and ``test_signs.h5``."""
+    site = tmp_path / "site" / "datasets"
+    site.mkdir(parents=True)
+    _write_h5(site / "train_signs.h5", "train_set", 60)
+    _write_h5(site / "test_signs.h5", "test_set", 12)
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "site")
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/datasets/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_download_falls_back_to_the_next_mirror_and_loads(
+    course_files_server: str, tmp_path: Path, monkeypatch
+) -> None:
+    dead_mirror = course_files_server.replace("/datasets/", "/missing/")  # answers 404
+    monkeypatch.setattr(signs_data, "DOWNLOAD_MIRRORS", [dead_mirror, course_files_server])
+    cache = tmp_path / "cache"
+    folder = download_signs(cache_dir=cache)
+    assert folder == cache / "signs"
+    assert {path.name for path in folder.iterdir()} >= {"train_signs.h5", "test_signs.h5"}
+
+    monkeypatch.setattr(signs_data, "download_signs", lambda: download_signs(cache_dir=cache))
+    splits = load_signs(None, 64, seed=0)
+    assert len(splits.test) == 12  # the downloaded test file is the held-out set
+    assert len(splits.train) + len(splits.validation) == 60
+
+
+def test_download_with_every_mirror_down_is_one_data_error(
+    course_files_server: str, tmp_path: Path, monkeypatch
+) -> None:
+    dead_mirror = course_files_server.replace("/datasets/", "/missing/")
+    monkeypatch.setattr(signs_data, "DOWNLOAD_MIRRORS", [dead_mirror])
+    with pytest.raises(DataError, match="cannot download SIGNS"):
+        download_signs(cache_dir=tmp_path / "cache")
