@@ -20,11 +20,11 @@ import numpy as np
 
 from tests.perf.model_bench import newest_version
 from tests.perf.servers import rss_mib
+from training.index import HNSW_EF_SEARCH, HNSW_NEIGHBOURS  # what the index command builds
 
 INDEX = "malaria_index"
 K = 10
 MIXTURE_CENTRES = 1024
-HNSW_NEIGHBOURS, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 16, 32, 64
 IVF_NPROBE = 16
 ADD_CHUNK = 50_000
 
@@ -71,9 +71,8 @@ def _build(kind: str, codes: np.ndarray, metric: int, budget_s: float) -> tuple[
         params = {"nlist": lists, "nprobe": index.nprobe}
     else:
         index = faiss.IndexHNSWFlat(dimension, HNSW_NEIGHBOURS, metric)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         index.hnsw.efSearch = HNSW_EF_SEARCH
-        params = {"M": HNSW_NEIGHBOURS, "efConstruction": HNSW_EF_CONSTRUCTION}
+        params = {"M": HNSW_NEIGHBOURS, "efConstruction": index.hnsw.efConstruction}
         params["efSearch"] = HNSW_EF_SEARCH
     start = time.perf_counter()
     for chunk_start in range(0, count, ADD_CHUNK):  # chunked so a slow build can stop early
