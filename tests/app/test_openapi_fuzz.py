@@ -78,6 +78,17 @@ def schema_of(quick_models: Path, **overrides: Any) -> Iterator[schemathesis.Bas
     shutdown_lifespans()  # stop the app's batchers now rather than at interpreter exit
 
 
+def every_case_conforms(strategy: Any) -> None:
+    """Send every request ``strategy`` generates; each response must pass ``CONFORMANCE``."""
+
+    @EXAMPLES
+    @given(case=strategy)
+    def fuzz(case: schemathesis.Case) -> None:
+        case.call_and_validate(checks=CONFORMANCE)
+
+    fuzz()
+
+
 @pytest.fixture(scope="module")
 def open_schema(quick_models: Path) -> Iterator[schemathesis.BaseSchema]:
     yield from schema_of(quick_models)
@@ -92,14 +103,7 @@ def keyed_schema(quick_models: Path) -> Iterator[schemathesis.BaseSchema]:
 def test_no_server_error_and_every_response_matches_the_schema(
     open_schema: schemathesis.BaseSchema, method: str, path: str, mode: GenerationMode
 ) -> None:
-    operation = open_schema[path][method]
-
-    @EXAMPLES
-    @given(case=operation.as_strategy(mode))
-    def fuzz(case: schemathesis.Case) -> None:
-        case.call_and_validate(checks=CONFORMANCE)
-
-    fuzz()
+    every_case_conforms(open_schema[path][method].as_strategy(mode))
 
 
 @pytest.mark.parametrize(("method", "path"), UPLOADS)
@@ -108,16 +112,9 @@ def test_real_image_with_any_documented_parameters_matches_the_schema(
 ) -> None:
     """Generated bodies are random bytes (415); here the query parameters are generated
     around a real image, so the 200 answers are checked against the schema too."""
-    operation = open_schema[path][method]
     image = image_bytes()
     body = {"file": [image] if path == "/classify" else image}  # /classify takes a list
-
-    @EXAMPLES
-    @given(case=operation.as_strategy(body=body))
-    def fuzz(case: schemathesis.Case) -> None:
-        case.call_and_validate(checks=CONFORMANCE)
-
-    fuzz()
+    every_case_conforms(open_schema[path][method].as_strategy(body=body))
 
 
 @pytest.mark.parametrize(("method", "path"), GUARDED)
