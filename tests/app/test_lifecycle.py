@@ -18,26 +18,17 @@ import pytest
 
 from tests.app.conftest import BATCH_WAIT_MS, logged_errors, started
 from tests.app.samples import image_bytes
+from tests.perf.payloads import multipart_body
 from tests.perf.servers import UvicornServer
 
 ENDPOINTS = ("/classify", "/denoise", "/similar")
-BOUNDARY = "lifecycle"
 
 
 def multipart_request(path: str, host: str, data: bytes) -> tuple[bytes, bytes]:
-    """``(request head, body)`` of one ``file`` upload, written by hand for raw sockets."""
-    body = (
-        (
-            f"--{BOUNDARY}\r\n"
-            'Content-Disposition: form-data; name="file"; filename="x.png"\r\n'
-            "Content-Type: image/png\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
+    """``(request head, body)`` of one ``file`` upload, apart so a client can send part of it."""
+    body, content_type = multipart_body([data])
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
     return head, body
