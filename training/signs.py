@@ -67,7 +67,7 @@ def train_signs(
     image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
     if epochs is not None and epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
-    smallest = 2 ** len(ClassifierConfig().filters)  # each stage halves the image
+    smallest = ClassifierConfig().downscale
     if image_size < smallest:
         raise ValueError(f"--image-size must be at least {smallest}, got {image_size}")
     tf.keras.utils.set_random_seed(seed)

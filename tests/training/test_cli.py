@@ -123,7 +123,7 @@ def test_signs_quick_end_to_end_exports_a_loadable_version(tmp_path: Path) -> No
 
 def test_too_small_image_size_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     assert cli.main(["signs", "--image-size", "8", "--data", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == "error: --image-size must be at least 16, got 8"
+    assert capsys.readouterr().err.strip() == "error: --image-size must be at least 32, got 8"
 
 
 def test_interrupt_exits_130_and_says_how_to_resume(tmp_path: Path, capsys) -> None:
