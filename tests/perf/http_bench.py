@@ -16,6 +16,7 @@ import httpx
 from tests.perf.loadgen import LoadSpec, run_load
 from tests.perf.payloads import malaria_images, multipart_body, signs_images, write_requests
 from tests.perf.servers import UvicornServer, rss_mib
+from tests.perf.stub_model import stub_models_folder
 
 PAIRED_ROUNDS = 2
 SINGLE_UPLOADS = 16  # distinct images cycled through, so no response is a repeat of the last
@@ -216,20 +217,33 @@ def product_benchmarks(plan: HttpPlan, uploads: Uploads, models: Path, work: Pat
 def ceiling_benchmarks(plan: HttpPlan, uploads: Uploads, models: Path, work: Path) -> dict:
     """The same stack plus ``/noop``. At the top concurrency ``/noop`` and ``/classify``
     alternate on this server (``PAIRED_ROUNDS`` times each), so the headline ratio compares
-    cells measured seconds apart under the same conditions."""
+    cells measured seconds apart under the same conditions. A second server does the same
+    with the stub classifier (:mod:`tests.perf.stub_model`): the serving path's own ceiling."""
     top = max(plan.concurrencies)
     with start("tests.perf.ceiling_app:app", models, work, "ceiling") as server:
         bench = Bench(server, plan, uploads, work)
         bench.check("noop")
         noop = [bench.measure("noop", concurrency) for concurrency in plan.concurrencies[:-1]]
-        pairs = [
-            (bench.measure("noop", top), bench.measure("classify", top))
-            for _ in range(PAIRED_ROUNDS)
-        ]
+        pairs = _alternate(bench, top)
+    stub_models = stub_models_folder(models, work / "stub-models")
+    with start("tests.perf.ceiling_app:app", stub_models, work, "ceiling-stub") as server:
+        stub_pairs = _alternate(Bench(server, plan, uploads, work), top)
+    for _, classify_row in stub_pairs:
+        classify_row["endpoint"] = "classify, stub model"
     return {
         "noop": noop + [noop_row for noop_row, _ in pairs],
         "classify_same_server": [classify_row for _, classify_row in pairs],
+        "stub_noop": [noop_row for noop_row, _ in stub_pairs],
+        "stub_classify": [classify_row for _, classify_row in stub_pairs],
     }
+
+
+def _alternate(bench: Bench, concurrency: int) -> list[tuple[dict, dict]]:
+    bench.check("classify")
+    return [
+        (bench.measure("noop", concurrency), bench.measure("classify", concurrency))
+        for _ in range(PAIRED_ROUNDS)
+    ]
 
 
 def naive_benchmarks(plan: HttpPlan, uploads: Uploads, models: Path, work: Path) -> dict:

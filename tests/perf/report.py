@@ -164,6 +164,10 @@ def _headlines(results: dict[str, Any]) -> list[str]:
 def _http(results: dict[str, Any]) -> list[str]:
     http = results["http"]
     ceiling = http["ceiling"]["noop"] + http["ceiling"]["classify_same_server"]
+    stub = http["ceiling"]["stub_noop"] + http["ceiling"]["stub_classify"]
+    stub_ratio = _mean_rps(http["ceiling"]["stub_classify"]) / _mean_rps(
+        http["ceiling"]["stub_noop"]
+    )
     return [
         "## HTTP endpoints",
         "",
@@ -178,6 +182,14 @@ def _http(results: dict[str, Any]) -> list[str]:
         " on this server (noop, classify, noop, classify).",
         "",
         _load_table(ceiling),
+        "",
+        "A second server of the same app serves a stub classifier instead (`tests.perf.stub_model`:"
+        " global average pooling and one Dense layer, so the network costs almost nothing) and"
+        " alternates the same way. Decoding, batching, the signature call and the response are"
+        " unchanged, so its ratio is the most the serving path allows on this machine:"
+        f" **{stub_ratio:.3f}** of `/noop`.",
+        "",
+        _load_table(stub),
         "",
         "## Naive baseline",
         "",

@@ -39,6 +39,7 @@ def test_quick_benchmark_writes_every_section(quick_models: Path, tmp_path: Path
     cells += (
         ceiling["noop"] + ceiling["classify_same_server"] + results["http"]["naive"]["classify"]
     )
+    cells += ceiling["stub_noop"] + ceiling["stub_classify"]
     assert {row["endpoint"] for row in product["matrix"]} == {"classify", "denoise", "similar"}
     assert all(row["requests_ok"] > 0 and row["errors"] == 0 for row in cells)
     assert product["memory"]["rss_mib_after_startup"] > 0
