@@ -16,7 +16,7 @@ from typing import Any
 
 from app.errors import InvalidModelError
 from app.index import GalleryIndex, check_matches_encoder, load_index
-from app.runtime import LoadedModel, load_autoencoder, load_classifier
+from app.runtime import LoadedModel, load_autoencoder, load_classifier, settle_heap
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,8 @@ class ModelRegistry:
                 logger.info("models now serving: %s", ", ".join(changes))
                 if self._on_change is not None:
                     self._on_change(new)
+                del old  # in-flight requests may still hold it; otherwise it is reclaimed now
+                settle_heap()
             return changes
 
     def _newest(

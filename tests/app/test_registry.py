@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,18 @@ def test_newer_version_is_picked_up_and_older_objects_stay_usable(model_dir: Pat
     assert registry.current.autoencoder is old.autoencoder  # untouched components are kept
     batch = np.zeros((1, 64, 64, 3), np.float32)
     assert old.classifier.run("serving_default", batch).shape[0] == 1  # in-flight work finishes
+
+
+def test_loaded_models_are_frozen_and_a_swapped_out_one_is_reclaimed(model_dir: Path) -> None:
+    registry = ModelRegistry(model_dir, CPU)
+    registry.reload()
+    first = registry.current.classifier
+    assert not any(tracked is first for tracked in gc.get_objects())  # frozen: never walked
+    swapped_out = weakref.ref(first)
+    del first
+    clone_version(model_dir, CLASSIFIER, 1, 2)
+    registry.reload()
+    assert swapped_out() is None  # its reference cycles were collected at the swap
 
 
 def test_broken_new_version_is_refused_and_the_old_one_keeps_serving(model_dir: Path) -> None:
