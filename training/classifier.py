@@ -20,8 +20,9 @@ class ClassifierConfig:
     dropout: float = 0.2
     l2: float = 1e-4
     batch_norm_momentum: float = 0.9  # Keras' 0.99 lags far behind with ~25 steps per epoch
-    # A stride-2 first convolution cuts inference CPU per image 2.6-2.9x at batch 16-32 for
-    # the same validation accuracy on SIGNS (README, "Choosing the classifier's stem").
+    # A stride-2 first convolution cuts inference CPU per image 2.6-2.9x at batch 16-32, with
+    # validation accuracy within two images of 162 over three seeds (README, "Choosing the
+    # classifier's stem").
     stem_stride: int = 2
 
     @property
