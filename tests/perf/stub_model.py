@@ -19,8 +19,6 @@ from pathlib import Path
 
 from tests.perf import REPO_ROOT
 
-CLASSIFIER = "signs_classifier"
-
 
 def stub_models_folder(models: Path, target: Path) -> Path:
     """``write_stub_models`` in a child process; returns ``target``."""
@@ -36,13 +34,11 @@ def write_stub_models(models: Path, target: Path) -> Path:
     name, version, input and class names); the other models are linked, not copied."""
     import tensorflow as tf  # here, not above: only the child process needs TensorFlow
 
-    from training.export import METADATA_FILE, existing_versions
+    from tests.perf.model_bench import CLASSIFIER, newest_version
+    from training.export import METADATA_FILE
     from training.signs import export_saved_model
 
-    versions = existing_versions(models / CLASSIFIER)
-    if not versions:
-        raise ValueError(f"{models}: no {CLASSIFIER} version to stand in for")
-    real = models / CLASSIFIER / str(versions[-1])
+    real = newest_version(models, CLASSIFIER)
     metadata = json.loads((real / METADATA_FILE).read_text())
     size = metadata["input"]["height"]
     if metadata["input"]["width"] != size:
