@@ -32,28 +32,24 @@ def examples(count: int, rows: int = 1) -> list[np.ndarray]:
     return [np.full((rows, 2, 2), value, np.float32) for value in range(count)]
 
 
-async def test_concurrent_requests_share_one_call_and_get_their_own_rows() -> None:
+@pytest.mark.parametrize(
+    ("requests", "rows", "batch_size"),
+    [(5, 1, 5), (2, 3, 6)],
+    ids=["one image each", "several images each"],
+)
+async def test_concurrent_requests_share_one_call_and_get_their_own_rows(
+    requests: int, rows: int, batch_size: int
+) -> None:
     recorder = Recorder()
     batcher = MicroBatcher("test", max_size=8, max_wait_s=0.2)
     try:
-        results = await asyncio.gather(*(batcher.submit(recorder, x) for x in examples(5)))
+        pending = (batcher.submit(recorder, x) for x in examples(requests, rows))
+        results = await asyncio.gather(*pending)
     finally:
         batcher.close()
-    assert recorder.batch_sizes == [5]
+    assert recorder.batch_sizes == [batch_size]
     for value, result in enumerate(results):
-        assert np.array_equal(result, np.full((1, 2, 2), 2 * value))
-
-
-async def test_a_request_with_several_images_is_one_unit_and_gets_its_own_rows() -> None:
-    recorder = Recorder()
-    batcher = MicroBatcher("test", max_size=8, max_wait_s=0.2)
-    try:
-        results = await asyncio.gather(*(batcher.submit(recorder, x) for x in examples(2, rows=3)))
-    finally:
-        batcher.close()
-    assert recorder.batch_sizes == [6]
-    for value, result in enumerate(results):
-        assert np.array_equal(result, np.full((3, 2, 2), 2 * value))
+        assert np.array_equal(result, np.full((rows, 2, 2), 2 * value))
 
 
 async def test_a_request_larger_than_max_size_is_cut_into_chunks_in_order() -> None:
