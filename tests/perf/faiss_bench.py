@@ -72,8 +72,11 @@ def _build(kind: str, codes: np.ndarray, metric: int, budget_s: float) -> tuple[
     else:
         index = faiss.IndexHNSWFlat(dimension, HNSW_NEIGHBOURS, metric)
         index.hnsw.efSearch = HNSW_EF_SEARCH
-        params = {"M": HNSW_NEIGHBOURS, "efConstruction": index.hnsw.efConstruction}
-        params["efSearch"] = HNSW_EF_SEARCH
+        params = {
+            "M": HNSW_NEIGHBOURS,
+            "efConstruction": index.hnsw.efConstruction,
+            "efSearch": HNSW_EF_SEARCH,
+        }
     start = time.perf_counter()
     for chunk_start in range(0, count, ADD_CHUNK):  # chunked so a slow build can stop early
         index.add(codes[chunk_start : chunk_start + ADD_CHUNK])
