@@ -15,15 +15,12 @@ from anyio import to_thread
 from fastapi import FastAPI, Security
 from fastapi.staticfiles import StaticFiles
 
-from app.auth import API_KEY_SCHEME, ApiKeyMiddleware
-from app.batching import MicroBatcher
-from app.deps import ServiceState
-from app.errors import install_error_handlers
-from app.imaging import set_pixel_limit
-from app.limits import RequestSizeLimitMiddleware
-from app.metrics import RequestMetricsMiddleware, ServiceMetrics
-from app.registry import ModelRegistry
-from app.routes import (
+from app.api.auth import API_KEY_SCHEME, ApiKeyMiddleware
+from app.api.deps import ServiceState
+from app.api.errors import install_error_handlers
+from app.api.limits import RequestSizeLimitMiddleware
+from app.api.metrics import RequestMetricsMiddleware, ServiceMetrics
+from app.api.routes import (
     AUTH_ERRORS,
     admin,
     classify,
@@ -34,8 +31,11 @@ from app.routes import (
     page,
     similar,
 )
-from app.routes.page import STATIC_DIR
-from app.runtime import select_device
+from app.api.routes.page import STATIC_DIR
+from app.core.batching import MicroBatcher
+from app.core.imaging import set_pixel_limit
+from app.core.registry import ModelRegistry
+from app.core.runtime import select_device
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,13 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder with every model trained by ``python -m training all --quick``."""
+    """A models folder with every model trained by ``python -m training all --quick``.
+
+    ``QUICK_MODELS=DIR`` reuses such a folder instead (trained earlier with the same command),
+    which saves the training when running a few tests by hand; CI always trains afresh.
+    """
+    if os.environ.get("QUICK_MODELS"):
+        return Path(os.environ["QUICK_MODELS"])
     if not SHARED_DATA.is_dir():
         pytest.skip(f"training data not found at {SHARED_DATA}")
     from training.cli import main

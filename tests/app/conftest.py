@@ -14,8 +14,8 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from app.settings import Settings
+from benchmarks.servers import UvicornServer
 from tests.app.model_files import copy_models
-from tests.perf.servers import UvicornServer
 
 BATCH_WAIT_MS = 3000  # a request waits this long in the batcher: long enough to SIGTERM it
 

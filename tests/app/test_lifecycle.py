@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.payloads import multipart_body
+from benchmarks.servers import UvicornServer
 from tests.app.conftest import BATCH_WAIT_MS, logged_errors, started
 from tests.app.samples import image_bytes
-from tests.perf.payloads import multipart_body
-from tests.perf.servers import UvicornServer
 
 ENDPOINTS = ("/classify", "/denoise", "/similar")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.registry import available_versions
+from app.core.registry import available_versions
 from training.export import METADATA_FILE, existing_versions, next_version, write_version
 
 NAME = "signs_classifier"

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.servers import UvicornServer
 from tests.conftest import REPO_ROOT, SHARED_DATA
-from tests.perf.servers import UvicornServer
 
 pytestmark = pytest.mark.browser
 

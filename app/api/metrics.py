@@ -1,0 +1,93 @@
+"""Prometheus metrics, kept in a registry per app so several apps (tests) never collide."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.registry import AUTOENCODER, CLASSIFIER, INDEX, ModelSet
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cellsign_requests",
+            "HTTP requests by route template, method and status code.",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "cellsign_request_duration_seconds",
+            "Time from request start to the end of the response, by route template.",
+            ["endpoint", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "cellsign_batch_size",
+            "Examples per model call made by each micro-batcher.",
+            ["batcher"],
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_version = Gauge(
+            "cellsign_model_version",
+            "Version currently serving (0 when none is loaded).",
+            ["model"],
+            registry=self.registry,
+        )
+        for name in (CLASSIFIER, AUTOENCODER, INDEX):
+            self.model_version.labels(model=name).set(0)
+
+    def batch_observer(self, batcher: str) -> Callable[[int], None]:
+        histogram = self.batch_size.labels(batcher=batcher)
+        return histogram.observe
+
+    def observe_models(self, models: ModelSet) -> None:
+        for name, model in (
+            (CLASSIFIER, models.classifier),
+            (AUTOENCODER, models.autoencoder),
+            (INDEX, models.index),
+        ):
+            self.model_version.labels(model=name).set(model.version if model else 0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMetricsMiddleware:
+    """Counts and times every HTTP request, labelled by route template (``/gallery/{id}.png``,
+    never the raw path, so the label set stays small)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.requests.labels(endpoint, method, str(status)).inc()
+            self.metrics.latency.labels(endpoint, method).observe(time.perf_counter() - start)

@@ -1,0 +1,54 @@
+"""POST /classify: SIGNS hand gestures -> digit, one prediction per uploaded file."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, File, UploadFile
+
+from app.api.deps import ModelsDep, ServiceDep
+from app.api.routes import UPLOAD_ERRORS
+from app.api.schemas import ClassifyResponse, ModelRef, Prediction
+from app.api.uploads import read_uploads
+from app.core.errors import ModelUnavailableError
+from app.core.registry import CLASSIFIER
+
+router = APIRouter(tags=["inference"])
+
+
+@router.post("/classify", response_model=ClassifyResponse, responses=UPLOAD_ERRORS)
+async def classify(
+    files: Annotated[
+        list[UploadFile],
+        File(alias="file", description="One image, or several: repeat the `file` field."),
+    ],
+    service: ServiceDep,
+    models: ModelsDep,
+) -> ClassifyResponse:
+    """Classify each uploaded image (any common format; resized to the model's input)."""
+    model = models.classifier
+    if model is None:
+        raise ModelUnavailableError(service.registry.missing_reason(CLASSIFIER))
+    inputs = await read_uploads(files, service.settings, model.height, model.width)
+    rows = await service.batchers["classify"].submit(
+        model.caller("serving_default"), np.stack([item.pixels for item in inputs])
+    )
+    class_names: list[str] = model.metadata["class_names"]
+    predictions = []
+    for item, probabilities in zip(inputs, rows, strict=True):
+        class_id = int(probabilities.argmax())
+        predictions.append(
+            Prediction(
+                filename=item.filename,
+                label=class_names[class_id],
+                class_id=class_id,
+                confidence=float(probabilities[class_id]),
+                probabilities={
+                    name: float(p) for name, p in zip(class_names, probabilities, strict=True)
+                },
+            )
+        )
+    return ClassifyResponse(
+        model=ModelRef(name=model.name, version=model.version), predictions=predictions
+    )

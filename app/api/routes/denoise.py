@@ -1,0 +1,76 @@
+"""POST /denoise: a malaria cell through the autoencoder, returned as PNG (or JSON)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Header, Query, UploadFile
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import ModelsDep, ServiceDep
+from app.api.routes import UPLOAD_ERRORS
+from app.api.schemas import DenoiseResponse, ModelRef
+from app.api.uploads import read_uploads, require_one_file
+from app.core.errors import ModelUnavailableError
+from app.core.imaging import to_png
+from app.core.registry import AUTOENCODER
+
+router = APIRouter(tags=["inference"])
+
+_RESPONSES = {
+    **UPLOAD_ERRORS,
+    200: {
+        "description": "The denoised cell: PNG by default, JSON with `Accept: application/json`.",
+        "model": DenoiseResponse,
+        "content": {"image/png": {}},
+    },
+}
+
+
+def prefers_json(accept: str | None) -> bool:
+    """True when the Accept header names application/json before image/png."""
+    for media_range in (accept or "").split(","):
+        media_type = media_range.split(";")[0].strip().lower()
+        if media_type == "application/json":
+            return True
+        if media_type in ("image/png", "image/*"):
+            return False
+    return False
+
+
+@router.post(
+    "/denoise",
+    response_class=Response,
+    responses=_RESPONSES,
+    dependencies=[Depends(require_one_file)],
+)
+async def denoise(
+    file: Annotated[UploadFile, File(description="One image of a cell.")],
+    service: ServiceDep,
+    models: ModelsDep,
+    size: Annotated[
+        Literal["model", "original"],
+        Query(description="`model`: the model's input size; `original`: the upload's size."),
+    ] = "model",
+    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Response:
+    """Reconstruct the cell with the autoencoder, which removes noise it never learned."""
+    model = models.autoencoder
+    if model is None:
+        raise ModelUnavailableError(service.registry.missing_reason(AUTOENCODER))
+    (item,) = await read_uploads([file], service.settings, model.height, model.width)
+    (output,) = await service.batchers["denoise"].submit(model.caller("denoise"), item.pixels[None])
+    output_size = item.original_size if size == "original" else (model.width, model.height)
+    png = await run_in_threadpool(to_png, output, output_size)
+    width, height = output_size
+    if prefers_json(accept):
+        body = DenoiseResponse(
+            model=ModelRef(name=model.name, version=model.version),
+            width=width,
+            height=height,
+            image_base64=base64.b64encode(png).decode("ascii"),
+        )
+        return Response(body.model_dump_json(), media_type="application/json")
+    return Response(png, media_type="image/png")

@@ -1,0 +1,32 @@
+"""GET /models (what serves, on which device) and GET /metrics (Prometheus text)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from app.api.deps import ServiceDep
+from app.api.schemas import ModelsResponse
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/models", response_model=ModelsResponse)
+async def models(service: ServiceDep) -> ModelsResponse:
+    """Versions, input shapes, training metrics, refused versions and the device in use."""
+    return ModelsResponse(
+        device=service.device.removeprefix("/"),
+        device_requested=service.settings.device,
+        **service.registry.describe(),
+    )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."}},
+)
+async def metrics(service: ServiceDep) -> Response:
+    """Requests and latency per endpoint, micro-batch sizes, model versions serving."""
+    return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,62 @@
+"""Read multipart uploads within the limits and turn them into model inputs off the event loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import HTTPException, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app.core.errors import PayloadTooLargeError
+from app.core.imaging import decode_for_model, to_model_input
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    filename: str
+    original_size: tuple[int, int]  # (width, height) after EXIF orientation
+    pixels: np.ndarray  # (height, width, 3) float32 in [0, 1] at the model's input size
+
+
+def prepare(data: bytes, filename: str, settings: Settings, height: int, width: int) -> ModelInput:
+    """Decode and resize one upload (Pillow work: run it in a worker thread)."""
+    decoded = decode_for_model(
+        data, filename, settings.max_upload_bytes, settings.max_image_pixels, (width, height)
+    )
+    return ModelInput(filename, decoded.original_size, to_model_input(decoded.image, height, width))
+
+
+async def require_one_file(request: Request) -> None:
+    """Dependency of the one-image endpoints: several ``file`` parts are refused (422) instead
+    of all but one being silently ignored. FastAPI has already parsed and cached the form."""
+    count = len((await request.form()).getlist("file"))
+    if count > 1:
+        raise HTTPException(
+            422, detail=f"this endpoint takes exactly one file, got {count} `file` parts"
+        )
+
+
+async def read_uploads(
+    files: list[UploadFile], settings: Settings, height: int, width: int
+) -> list[ModelInput]:
+    """Refuse too many files, then read and prepare every part in one worker-thread call."""
+    if len(files) > settings.max_files_per_request:
+        raise PayloadTooLargeError(
+            f"{len(files)} files in one request; at most {settings.max_files_per_request} allowed"
+        )
+    return await run_in_threadpool(_read_and_prepare_all, files, settings, height, width)
+
+
+def _read_and_prepare_all(
+    files: list[UploadFile], settings: Settings, height: int, width: int
+) -> list[ModelInput]:
+    """Read each part (at most ``max_upload_bytes + 1`` bytes, so an oversized one is detected
+    without holding it all) and prepare it; one thread hop per request, not one per file."""
+    inputs = []
+    for position, upload in enumerate(files):
+        data = upload.file.read(settings.max_upload_bytes + 1)
+        filename = upload.filename or f"file {position + 1}"
+        inputs.append(prepare(data, filename, settings, height, width))
+    return inputs

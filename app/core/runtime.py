@@ -1,0 +1,224 @@
+"""TensorFlow side of serving: pick the device, load one SavedModel version, call signatures.
+
+Only the SavedModel and its ``metadata.json`` are read (the training code is never imported).
+A version is validated before it may serve: metadata sane, signatures present, and a dummy
+batch through every signature yields the shapes the metadata promises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from app.core.errors import InvalidModelError
+
+logger = logging.getLogger(__name__)
+
+METADATA_FILE = "metadata.json"
+_VALIDATION_BATCH = 2
+
+
+def select_device(requested: str) -> str:
+    """Return the TensorFlow device to run on (``"/GPU:0"`` or ``"/CPU:0"``).
+
+    ``auto`` and ``gpu`` use the first GPU when TensorFlow sees one (with memory growth, so
+    one process does not grab the whole card); ``cpu`` forces the CPU.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if requested == "cpu" or not gpus:
+        if requested == "gpu":
+            logger.warning("DEVICE=gpu but TensorFlow sees no GPU; serving on the CPU")
+        return "/CPU:0"
+    for gpu in gpus:
+        # RuntimeError: already initialised by an earlier app in this process.
+        with contextlib.suppress(RuntimeError):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    return "/GPU:0"
+
+
+def settle_heap() -> None:
+    """Keep the cyclic garbage collector off the request path once models have changed.
+
+    TensorFlow and the loaded models leave ~400k long-lived objects. A full collection walks
+    all of them while holding the GIL, stalling every request ~190 ms (that set the p99 at
+    concurrency 32); frozen objects are skipped by every later collection. Unfreezing first
+    lets this one collection reclaim a swapped-out model, whose objects form reference cycles.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+def read_metadata(folder: Path) -> dict[str, Any]:
+    path = folder / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise InvalidModelError(f"{folder}: {METADATA_FILE} is missing") from error
+    except (OSError, ValueError) as error:
+        raise InvalidModelError(f"{path}: unreadable JSON: {error}") from error
+    if not isinstance(metadata, dict):
+        raise InvalidModelError(f"{path}: expected a JSON object")
+    return metadata
+
+
+def input_size(metadata: dict[str, Any], folder: Path) -> tuple[int, int]:
+    """``(height, width)`` from the metadata's ``input`` block, checked against the contract."""
+    spec = metadata.get("input")
+    if not isinstance(spec, dict):
+        raise InvalidModelError(f"{folder}: metadata has no 'input' object")
+    height, width = spec.get("height"), spec.get("width")
+    if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
+        raise InvalidModelError(f"{folder}: input height/width must be positive integers")
+    if spec.get("channels", 3) != 3:
+        raise InvalidModelError(f"{folder}: input channels must be 3, got {spec.get('channels')}")
+    return height, width
+
+
+@dataclass
+class LoadedModel:
+    """One validated model version; ``run`` is what the micro-batcher calls."""
+
+    name: str
+    version: int
+    folder: Path
+    metadata: dict[str, Any]
+    height: int
+    width: int
+    device: str
+    signatures: dict[str, Any] = field(repr=False)  # name -> concrete function
+    outputs: dict[str, str] = field(repr=False)  # name -> key of its output tensor
+    _saved_model: Any = field(repr=False)  # keeps the variables the signatures use alive
+    _callers: dict[str, Callable[[np.ndarray], np.ndarray]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._callers = {signature: partial(self.run, signature) for signature in self.outputs}
+
+    def caller(self, signature: str) -> Callable[[np.ndarray], np.ndarray]:
+        """A stable callable per signature: the micro-batcher batches requests that share it."""
+        return self._callers[signature]
+
+    def run(self, signature: str, images: np.ndarray) -> np.ndarray:
+        """Call ``signature`` on a ``[batch, H, W, 3]`` float32 batch; returns its output array."""
+        with tf.device(self.device):
+            result = self.signatures[signature](images=tf.convert_to_tensor(images, tf.float32))
+        return result[self.outputs[signature]].numpy()
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/models`` shows: identity, input shape, signatures and training metrics."""
+        extra_keys = ("class_names", "code_dim")
+        extra = {key: self.metadata[key] for key in extra_keys if key in self.metadata}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "input_shape": [self.height, self.width, 3],
+            "signatures": sorted(self.signatures),
+            "metrics": self.metadata.get("metrics", {}),
+            "created": self.metadata.get("created"),
+            **extra,
+        }
+
+
+def load_model(folder: Path, device: str, required_signatures: dict[str, str]) -> LoadedModel:
+    """Load and validate ``folder``; ``required_signatures`` maps signature -> output key."""
+    metadata = read_metadata(folder)
+    name, version = folder.parent.name, int(folder.name)
+    if metadata.get("name") != name or metadata.get("version") != version:
+        raise InvalidModelError(
+            f"{folder}: metadata names {metadata.get('name')!r} version "
+            f"{metadata.get('version')!r}, expected {name!r} version {version}"
+        )
+    height, width = input_size(metadata, folder)
+    declared = metadata.get("signatures") or {}
+    outputs = {
+        signature: (declared.get(signature) or {}).get("output", default_output)
+        for signature, default_output in required_signatures.items()
+    }
+    try:
+        with tf.device(device):
+            saved_model = tf.saved_model.load(str(folder))
+    except Exception as error:  # TF raises many types for a corrupt SavedModel
+        raise InvalidModelError(f"{folder}: cannot load SavedModel: {error}") from error
+    missing = sorted(set(outputs) - set(saved_model.signatures))
+    if missing:
+        raise InvalidModelError(f"{folder}: SavedModel lacks signature(s) {', '.join(missing)}")
+    return LoadedModel(
+        name=name,
+        version=version,
+        folder=folder,
+        metadata=metadata,
+        height=height,
+        width=width,
+        device=device,
+        signatures={signature: saved_model.signatures[signature] for signature in outputs},
+        outputs=outputs,
+        _saved_model=saved_model,
+    )
+
+
+def dummy_outputs(model: LoadedModel) -> dict[str, np.ndarray]:
+    """Run every signature on a zero batch; a version that cannot do this never serves."""
+    batch = np.zeros((_VALIDATION_BATCH, model.height, model.width, 3), np.float32)
+    results: dict[str, np.ndarray] = {}
+    for signature in model.outputs:
+        try:
+            results[signature] = model.run(signature, batch)
+        except Exception as error:  # wrong input name, dtype or shape in the SavedModel
+            raise InvalidModelError(
+                f"{model.folder}: signature {signature} fails on a dummy batch: {error}"
+            ) from error
+        if results[signature].shape[0] != _VALIDATION_BATCH:
+            raise InvalidModelError(
+                f"{model.folder}: signature {signature} returned shape "
+                f"{results[signature].shape} for a batch of {_VALIDATION_BATCH}"
+            )
+    return results
+
+
+def load_classifier(folder: Path, device: str) -> LoadedModel:
+    """A classifier version: ``serving_default`` gives one probability row per image."""
+    model = load_model(folder, device, {"serving_default": "probabilities"})
+    class_names = model.metadata.get("class_names")
+    if not (
+        isinstance(class_names, list)
+        and class_names
+        and all(isinstance(name, str) for name in class_names)
+    ):
+        raise InvalidModelError(f"{folder}: metadata class_names must be a list of strings")
+    probabilities = dummy_outputs(model)["serving_default"]
+    if probabilities.shape[1:] != (len(class_names),):
+        raise InvalidModelError(
+            f"{folder}: {probabilities.shape[1:]} outputs for {len(class_names)} class names"
+        )
+    if not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3):
+        raise InvalidModelError(f"{folder}: serving_default outputs do not sum to 1")
+    return model
+
+
+def load_autoencoder(folder: Path, device: str) -> LoadedModel:
+    """An autoencoder version: ``denoise`` keeps the input shape, ``encode`` gives code_dim."""
+    model = load_model(folder, device, {"denoise": "images", "encode": "codes"})
+    code_dim = model.metadata.get("code_dim")
+    if not (isinstance(code_dim, int) and code_dim > 0):
+        raise InvalidModelError(f"{folder}: metadata code_dim must be a positive integer")
+    outputs = dummy_outputs(model)
+    if outputs["denoise"].shape[1:] != (model.height, model.width, 3):
+        raise InvalidModelError(
+            f"{folder}: denoise returns {outputs['denoise'].shape[1:]}, "
+            f"expected {(model.height, model.width, 3)}"
+        )
+    if outputs["encode"].shape[1:] != (code_dim,):
+        raise InvalidModelError(
+            f"{folder}: encode returns {outputs['encode'].shape[1:]}, metadata code_dim {code_dim}"
+        )
+    return model

@@ -1,0 +1,109 @@
+"""Start a real ``uvicorn`` subprocess on 127.0.0.1 and read its memory and CPU from /proc."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from benchmarks import REPO_ROOT
+
+READY_TIMEOUT_S = 180.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of ``pid`` (Linux ``/proc``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class UvicornServer:
+    """``uvicorn APP`` with one worker, as a context manager that waits for readiness.
+
+    The access log is off for every server measured here, so none of them pays for
+    printing a line per request; everything else is the app's own configuration.
+    """
+
+    def __init__(self, app: str, env: dict[str, str], log_path: Path, ready_path: str) -> None:
+        self.app = app
+        self.port = free_port()
+        self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}
+        self.log_path = log_path
+        self.ready_path = ready_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.startup_s = 0.0
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError("server not started")
+        return self.process.pid
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> UvicornServer:
+        command = [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            start = time.perf_counter()
+            self.process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.perf_counter() - start
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.app} exited; see {self.log_path}:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.base_url + self.ready_path, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        raise TimeoutError(f"{self.app} not ready after {READY_TIMEOUT_S:.0f} s")
+
+    def log_tail(self, characters: int = 2000) -> str:
+        return self.log_path.read_text(errors="replace")[-characters:]
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,138 @@
+"""Upload decoding without HTTP: formats, modes, orientation and every limit."""
+
+from __future__ import annotations
+
+import io
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.core.errors import BadImageError, PayloadTooLargeError, UnsupportedImageError
+from app.core.imaging import decode_for_model, decode_upload, to_model_input, to_png
+from tests.app.samples import gradient_image, image_bytes
+
+LIMITS = {"max_bytes": 1_000_000, "max_pixels": 1_000_000}
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF"])
+def test_every_supported_format_decodes_to_rgb_at_its_size(image_format: str) -> None:
+    image = decode_upload(image_bytes(image_format, size=(40, 30)), "x", **LIMITS)
+    assert image.mode == "RGB"
+    assert image.size == (40, 30)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "1"])
+def test_every_colour_mode_becomes_rgb(mode: str) -> None:
+    image_format = "TIFF" if mode in ("CMYK", "I") else "PNG"
+    image = decode_upload(image_bytes(image_format, mode=mode), "x", **LIMITS)
+    assert image.mode == "RGB"
+    assert image.size == (64, 64)
+
+
+def test_sixteen_bit_grey_is_scaled_to_eight_bits() -> None:
+    grey = Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16))
+    buffer = io.BytesIO()
+    grey.save(buffer, format="PNG")
+    pixels = np.asarray(decode_upload(buffer.getvalue(), "x", **LIMITS))
+    assert pixels.min() == 255
+
+
+def test_transparent_pixels_are_composited_over_black() -> None:
+    image = Image.new("RGBA", (4, 4), (255, 255, 255, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    assert np.asarray(decode_upload(buffer.getvalue(), "x", **LIMITS)).max() == 0
+
+
+def test_exif_orientation_is_applied() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: viewers turn it 90 degrees clockwise
+    data = image_bytes("JPEG", size=(40, 20), exif=exif.tobytes())
+    assert decode_upload(data, "x", **LIMITS).size == (20, 40)
+
+
+def test_animated_gif_gives_its_first_frame() -> None:
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=50)
+    red, green, blue = np.asarray(decode_upload(buffer.getvalue(), "x", **LIMITS))[0, 0]
+    assert red > 200 and blue < 50
+
+
+def test_too_many_bytes_is_refused_before_decoding() -> None:
+    with pytest.raises(PayloadTooLargeError, match="bytes"):
+        decode_upload(b"\0" * 101, "big.png", max_bytes=100, max_pixels=10**6)
+
+
+def test_too_many_pixels_is_refused() -> None:
+    with pytest.raises(PayloadTooLargeError, match="50x50"):
+        decode_upload(
+            image_bytes("PNG", size=(50, 50)), "wide.png", max_bytes=10**6, max_pixels=2499
+        )
+
+
+def test_pixel_limit_is_read_from_the_header_without_decoding() -> None:
+    """A PNG whose header claims 20000 x 20000 pixels is refused; its data is never read."""
+    data = image_bytes("PNG", size=(100, 100))
+    # PNG: 8-byte signature, then IHDR = length (4), type (4), 13 bytes of fields, CRC (4).
+    fields = (20_000).to_bytes(4, "big") * 2 + data[24:29]
+    ihdr = data[8:12] + b"IHDR" + fields + zlib.crc32(b"IHDR" + fields).to_bytes(4, "big")
+    with pytest.raises(PayloadTooLargeError, match="pixel limit"):
+        decode_upload(data[:8] + ihdr + data[33:], "bomb.png", **LIMITS)
+
+
+@pytest.mark.parametrize(
+    "data", [b"hello, I am text", b"%PDF-1.4 not an image", image_bytes("ICO", size=(16, 16))]
+)
+def test_non_images_and_unsupported_formats_are_415(data: bytes) -> None:
+    with pytest.raises(UnsupportedImageError, match="supported format"):
+        decode_upload(data, "x.bin", **LIMITS)
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_truncated_images_are_400(image_format: str) -> None:
+    data = image_bytes(image_format, size=(64, 64))
+    with pytest.raises(BadImageError, match="x.img"):
+        decode_upload(data[: len(data) // 2], "x.img", **LIMITS)
+
+
+def test_empty_upload_is_400() -> None:
+    with pytest.raises(BadImageError, match="empty"):
+        decode_upload(b"", "empty.png", **LIMITS)
+
+
+def test_model_input_is_float_in_unit_range_at_the_requested_size() -> None:
+    pixels = to_model_input(gradient_image((100, 50)), height=48, width=32)
+    assert pixels.shape == (48, 32, 3)
+    assert pixels.dtype == np.float32
+    assert pixels.min() >= 0.0 and pixels.max() <= 1.0
+    assert pixels.max() > 0.9  # the gradient reaches white: values were scaled, not clipped
+
+
+def test_png_round_trip_keeps_pixels_and_resizes_on_request() -> None:
+    pixels = to_model_input(gradient_image((16, 16)), 16, 16)
+    decoded = Image.open(io.BytesIO(to_png(pixels)))
+    assert decoded.format == "PNG"
+    assert np.abs(np.asarray(decoded, np.float32) / 255 - pixels).max() <= 1 / 255
+    assert Image.open(io.BytesIO(to_png(pixels, size=(30, 20)))).size == (30, 20)
+
+
+def test_large_jpeg_decodes_reduced_for_the_model_but_reports_its_full_size() -> None:
+    data = image_bytes("JPEG", size=(2000, 1200))
+    decoded = decode_for_model(data, "x", 10**7, 10**7, target_size=(64, 64))
+    assert decoded.original_size == (2000, 1200)
+    assert min(decoded.image.size) >= 64 and decoded.image.size[0] < 2000
+    reduced = to_model_input(decoded.image, 64, 64)
+    full = to_model_input(decode_upload(data, "x", 10**7, 10**7), 64, 64)
+    assert np.abs(reduced - full).mean() < 0.02  # same picture, slightly different filtering
+
+
+def test_original_size_follows_the_exif_orientation() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    data = image_bytes("JPEG", size=(800, 400), exif=exif.tobytes())
+    decoded = decode_for_model(data, "x", 10**7, 10**7, target_size=(48, 48))
+    assert decoded.original_size == (400, 800)
+    assert decoded.image.size[0] < decoded.image.size[1]

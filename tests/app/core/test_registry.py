@@ -1,0 +1,149 @@
+"""Version discovery, validation and hot swaps without HTTP, on real trained models."""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.core.registry import AUTOENCODER, CLASSIFIER, INDEX, ModelRegistry, available_versions
+from tests.app.model_files import (
+    clone_version,
+    corrupt_saved_model,
+    edit_metadata,
+    rebuild_index_with_dimension,
+)
+
+CPU = "/CPU:0"
+
+
+def test_available_versions_are_numeric_folders_newest_first(tmp_path: Path) -> None:
+    for name in ("1", "10", "2", ".tmp-3-123", "notes"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "7").write_text("a file, not a version")
+    assert available_versions(tmp_path) == [10, 2, 1]
+    assert available_versions(tmp_path / "missing") == []
+
+
+def test_loads_every_component_and_serves_through_the_signatures(quick_models: Path) -> None:
+    registry = ModelRegistry(quick_models, CPU)
+    registry.reload()
+    assert registry.missing() == {}
+    models = registry.current
+    classifier = models.classifier
+    probabilities = classifier.run(
+        "serving_default", np.zeros((3, classifier.height, classifier.width, 3), np.float32)
+    )
+    assert probabilities.shape == (3, len(classifier.metadata["class_names"]))
+    encoder = models.encoder
+    code = encoder.run("encode", np.zeros((1, encoder.height, encoder.width, 3), np.float32))[0]
+    neighbours = models.index.search(code, 4)
+    assert len(neighbours) == 4
+    assert [n.distance for n in neighbours] == sorted(n.distance for n in neighbours)
+    assert models.index.image_png(neighbours[0].id).startswith(b"\x89PNG")
+
+
+def test_empty_model_dir_names_every_missing_component(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path, CPU)
+    assert registry.reload() == []
+    missing = registry.missing()
+    assert set(missing) == {CLASSIFIER, AUTOENCODER, INDEX}
+    assert "no version folder" in missing[CLASSIFIER]
+
+
+def test_newer_version_is_picked_up_and_older_objects_stay_usable(model_dir: Path) -> None:
+    registry = ModelRegistry(model_dir, CPU)
+    registry.reload()
+    old = registry.current
+    clone_version(model_dir, CLASSIFIER, 1, 2)
+    assert registry.reload() == [f"{CLASSIFIER} 1 -> 2"]
+    assert registry.current.classifier.version == 2
+    assert registry.current.autoencoder is old.autoencoder  # untouched components are kept
+    batch = np.zeros((1, 64, 64, 3), np.float32)
+    assert old.classifier.run("serving_default", batch).shape[0] == 1  # in-flight work finishes
+
+
+def test_loaded_models_are_frozen_and_a_swapped_out_one_is_reclaimed(model_dir: Path) -> None:
+    registry = ModelRegistry(model_dir, CPU)
+    registry.reload()
+    first = registry.current.classifier
+    assert not any(tracked is first for tracked in gc.get_objects())  # frozen: never walked
+    swapped_out = weakref.ref(first)
+    del first
+    clone_version(model_dir, CLASSIFIER, 1, 2)
+    registry.reload()
+    assert swapped_out() is None  # its reference cycles were collected at the swap
+
+
+def test_broken_new_version_is_refused_and_the_old_one_keeps_serving(model_dir: Path) -> None:
+    registry = ModelRegistry(model_dir, CPU)
+    registry.reload()
+    corrupt_saved_model(clone_version(model_dir, CLASSIFIER, 1, 2))
+    assert registry.reload() == []
+    assert registry.current.classifier.version == 1
+    assert 2 in registry.refused[CLASSIFIER]
+    assert registry.missing() == {}
+    assert registry.reload() == []  # refused once, not retried on every poll
+
+
+def test_a_refused_folder_that_changes_on_disk_gets_another_try(model_dir: Path) -> None:
+    """E.g. a version copied in by hand and caught half-written by a poll."""
+    registry = ModelRegistry(model_dir, CPU)
+    registry.reload()
+    folder = clone_version(model_dir, CLASSIFIER, 1, 2)
+    good_graph = (folder / "saved_model.pb").read_bytes()
+    corrupt_saved_model(folder)
+    registry.reload()
+    assert 2 in registry.refused[CLASSIFIER]
+    (folder / "saved_model.pb").write_bytes(good_graph)
+    later = time.time() + 10
+    os.utime(folder / "saved_model.pb", (later, later))
+    assert registry.reload() == [f"{CLASSIFIER} 1 -> 2"]
+    assert registry.refused[CLASSIFIER] == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"class_names": ["only", "two"]}, "class names"),
+        ({"version": 7}, "version 7"),
+        ({"input": {"height": 0, "width": 64, "channels": 3}}, "positive integers"),
+    ],
+)
+def test_insane_metadata_is_refused(model_dir: Path, change: dict, reason: str) -> None:
+    edit_metadata(model_dir / CLASSIFIER / "1", **change)
+    registry = ModelRegistry(model_dir, CPU)
+    registry.reload()
+    assert reason in registry.missing()[CLASSIFIER]
+
+
+def test_corrupt_only_version_leaves_the_component_missing_with_the_cause(model_dir: Path) -> None:
+    corrupt_saved_model(model_dir / AUTOENCODER / "1")
+    registry = ModelRegistry(model_dir, CPU)
+    registry.reload()
+    missing = registry.missing()
+    assert "cannot load SavedModel" in missing[AUTOENCODER]
+    assert AUTOENCODER in missing[INDEX]  # the index cannot be checked without its encoder
+    assert registry.current.classifier is not None
+
+
+def test_index_with_a_dimension_other_than_the_encoders_is_refused(model_dir: Path) -> None:
+    folder = clone_version(model_dir, INDEX, 1, 2)
+    rebuild_index_with_dimension(folder, 5)
+    registry = ModelRegistry(model_dir, CPU)
+    registry.reload()
+    assert registry.current.index.version == 1
+    assert "index dimension 5 does not match" in registry.refused[INDEX][2]
+
+
+def test_index_is_paired_with_the_encoder_version_it_was_built_with(model_dir: Path) -> None:
+    clone_version(model_dir, AUTOENCODER, 1, 2)
+    registry = ModelRegistry(model_dir, CPU)
+    registry.reload()
+    assert registry.current.autoencoder.version == 2  # /denoise uses the newest
+    assert registry.current.encoder.version == 1  # /similar uses the index's own encoder
