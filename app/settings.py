@@ -21,9 +21,41 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Per uploaded file.")
     max_image_pixels: int = Field(
-        25_000_000,
+        16_000_000,
         gt=0,
-        description="Width x height above which an upload is refused (24 MP photos pass).",
+        description=(
+            "Width x height above which any upload is refused. A baseline JPEG is decoded at "
+            "1/8 scale for these small models, so 16 MP phone photos pass cheaply."
+        ),
+    )
+    max_full_decode_pixels: int = Field(
+        4_000_000,
+        gt=0,
+        description=(
+            "Width x height above which an image decoded at full size is refused: PNG, GIF, "
+            "WebP, BMP, TIFF and progressive JPEG (about 0.1 s of CPU at this size)."
+        ),
+    )
+    max_request_pixels: int = Field(
+        16_000_000,
+        gt=0,
+        description="Width x height summed over the files of one request, checked before decoding.",
+    )
+    max_jpeg_scans: int = Field(
+        32,
+        gt=0,
+        description=(
+            "Scans above which a JPEG is refused: each is decoded over the whole image, and "
+            "common encoders write at most 10."
+        ),
+    )
+    denoise_max_side: int = Field(
+        1024,
+        gt=0,
+        description=(
+            "Longest side of a /denoise?size=original result; larger uploads are answered "
+            "at their aspect ratio scaled to fit (the model sees 48 px anyway)."
+        ),
     )
     max_files_per_request: int = Field(64, gt=0)
     max_k: int = Field(100, gt=0, description="Upper bound of k on /similar.")

@@ -9,7 +9,7 @@ from fastapi import HTTPException, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app.core.errors import PayloadTooLargeError
-from app.core.imaging import decode_for_model, to_model_input
+from app.core.imaging import DecodeLimits, claimed_pixels, decode_for_model, to_model_input
 from app.settings import Settings
 
 
@@ -20,11 +20,18 @@ class ModelInput:
     pixels: np.ndarray  # (height, width, 3) float32 in [0, 1] at the model's input size
 
 
+def decode_limits(settings: Settings) -> DecodeLimits:
+    return DecodeLimits(
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_image_pixels,
+        max_full_decode_pixels=settings.max_full_decode_pixels,
+        max_jpeg_scans=settings.max_jpeg_scans,
+    )
+
+
 def prepare(data: bytes, filename: str, settings: Settings, height: int, width: int) -> ModelInput:
     """Decode and resize one upload (Pillow work: run it in a worker thread)."""
-    decoded = decode_for_model(
-        data, filename, settings.max_upload_bytes, settings.max_image_pixels, (width, height)
-    )
+    decoded = decode_for_model(data, filename, decode_limits(settings), (width, height))
     return ModelInput(filename, decoded.original_size, to_model_input(decoded.image, height, width))
 
 
@@ -53,10 +60,22 @@ def _read_and_prepare_all(
     files: list[UploadFile], settings: Settings, height: int, width: int
 ) -> list[ModelInput]:
     """Read each part (at most ``max_upload_bytes + 1`` bytes, so an oversized one is detected
-    without holding it all) and prepare it; one thread hop per request, not one per file."""
+    without holding it all) and prepare it; one thread hop per request, not one per file.
+
+    The pixels every file claims in its header count against ``max_request_pixels`` before
+    that file is decoded, so one request's decoding work stays bounded however many files
+    it carries.
+    """
     inputs = []
+    pixels = 0
     for position, upload in enumerate(files):
         data = upload.file.read(settings.max_upload_bytes + 1)
         filename = upload.filename or f"file {position + 1}"
+        pixels += claimed_pixels(data) if len(data) <= settings.max_upload_bytes else 0
+        if pixels > settings.max_request_pixels:
+            raise PayloadTooLargeError(
+                f"{filename}: the files up to this one hold {pixels} pixels together, over "
+                f"the {settings.max_request_pixels} pixel limit of one request"
+            )
         inputs.append(prepare(data, filename, settings, height, width))
     return inputs

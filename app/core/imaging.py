@@ -7,6 +7,7 @@ so the robustness tests and benchmarks can call them directly.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -16,8 +17,15 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from app.core.errors import BadImageError, PayloadTooLargeError, UnsupportedImageError
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+_JPEG_FORMATS = ("JPEG", "MPO")  # Pillow opens a multi-picture phone photo as MPO
 _AXIS_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF: transposed or rotated by 90 degrees
 _HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# JPEG markers that stand alone (no length field): TEM and the restart markers RST0-RST7.
+_STANDALONE_MARKERS = frozenset((0x01, *range(0xD0, 0xD8)))
+_START_OF_SCAN, _END_OF_IMAGE = 0xDA, 0xD9
+# Inside entropy-coded data a 0xFF byte is followed by 0x00 (stuffing) or a restart marker;
+# anything else is the next marker, where the scan ends.
+_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 # How each supported format begins: a file that starts like one but cannot be opened is a
 # damaged image (400), not an unsupported one (415).
 _SIGNATURES = {
@@ -41,21 +49,48 @@ def set_pixel_limit(max_pixels: int) -> None:
 
 
 @dataclass(frozen=True)
+class DecodeLimits:
+    """What one upload may cost, all checked from its headers before any pixel is decoded.
+
+    A baseline JPEG bound for a small model is decoded at 1/8 scale by libjpeg, so it may
+    be as large as a phone photo (``max_pixels``). Every other image is decoded at full size
+    first, a progressive JPEG included (each of its scans covers the whole image), so those
+    get the smaller ``max_full_decode_pixels``; and a JPEG's scans are counted.
+    """
+
+    max_bytes: int
+    max_pixels: int
+    max_full_decode_pixels: int
+    max_jpeg_scans: int
+
+
+@dataclass(frozen=True)
 class DecodedImage:
     image: Image.Image  # RGB, EXIF orientation applied
     original_size: tuple[int, int]  # (width, height) of the full upload, orientation applied
 
 
-def decode_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) -> Image.Image:
+def decode_upload(data: bytes, filename: str, limits: DecodeLimits) -> Image.Image:
     """Return the upload's first frame, full size, as an RGB image (see ``decode_for_model``)."""
-    return decode_for_model(data, filename, max_bytes, max_pixels, target_size=None).image
+    return decode_for_model(data, filename, limits, target_size=None).image
+
+
+def claimed_pixels(data: bytes) -> int:
+    """Width x height from the image header alone, so that a request's pixel budget is
+    checked before decoding. 0 when the header cannot be read or Pillow's bomb guard refuses
+    it: the decode that follows reports why."""
+    try:
+        with Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS) as image:
+            width, height = image.size
+    except Exception:  # any unreadable header: decode_for_model gives the proper error
+        return 0
+    return width * height
 
 
 def decode_for_model(
     data: bytes,
     filename: str,
-    max_bytes: int,
-    max_pixels: int,
+    limits: DecodeLimits,
     target_size: tuple[int, int] | None,
 ) -> DecodedImage:
     """Decode the upload's first frame as RGB, EXIF orientation applied.
@@ -64,11 +99,14 @@ def decode_for_model(
     1/8, never smaller than the target) by libjpeg itself: a 12-megapixel photo bound for a
     64x64 model then decodes about ten times faster.
 
-    Raises 413 for too many bytes or pixels (checked from the header, before decoding),
-    415 for anything that is not a supported image and 400 for a truncated or corrupt one.
+    Raises 413 for too many bytes, pixels or JPEG scans (all read from the headers, before
+    decoding), 415 for anything that is not a supported image and 400 for a truncated or
+    corrupt one.
     """
-    if len(data) > max_bytes:
-        raise PayloadTooLargeError(f"{filename}: {len(data)} bytes exceeds the {max_bytes} limit")
+    if len(data) > limits.max_bytes:
+        raise PayloadTooLargeError(
+            f"{filename}: {len(data)} bytes exceeds the {limits.max_bytes} limit"
+        )
     if not data:
         raise BadImageError(f"{filename}: the file is empty")
     try:
@@ -85,19 +123,18 @@ def decode_for_model(
             f"{filename}: not an image in a supported format ({supported})"
         ) from error
     except Image.DecompressionBombError as error:
-        raise _too_many_pixels(filename, max_pixels, error) from error
+        raise _too_many_pixels(filename, limits.max_pixels, error) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImageError(f"{filename}: cannot read image header: {error}") from error
     with image:
+        _check_cost(image, data, filename, limits, reduced_jpeg=target_size is not None)
         width, height = image.size
-        if width * height > max_pixels:
-            raise _too_many_pixels(filename, max_pixels, f"{width}x{height}")
         try:
             image.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
             orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
             turned = orientation in _AXIS_SWAPPING_ORIENTATIONS
             original_size = (height, width) if turned else (width, height)
-            if target_size is not None and image.format == "JPEG":
+            if target_size is not None and image.format in _JPEG_FORMATS:
                 side = max(target_size)  # square: the orientation may still swap the axes
                 image.draft(image.mode, (side, side))
             image.load()
@@ -105,9 +142,65 @@ def decode_for_model(
                 image = ImageOps.exif_transpose(image)
             return DecodedImage(_to_rgb(image), original_size)
         except Image.DecompressionBombError as error:
-            raise _too_many_pixels(filename, max_pixels, error) from error
+            raise _too_many_pixels(filename, limits.max_pixels, error) from error
         except (OSError, SyntaxError, ValueError, EOFError, ZeroDivisionError) as error:
             raise BadImageError(f"{filename}: truncated or corrupt image: {error}") from error
+
+
+def _check_cost(
+    image: Image.Image, data: bytes, filename: str, limits: DecodeLimits, reduced_jpeg: bool
+) -> None:
+    """Refuse (413) an image whose decode would cost more than the limits allow;
+    ``reduced_jpeg``: a baseline JPEG will be decoded at reduced scale."""
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise _too_many_pixels(filename, limits.max_pixels, f"{width}x{height}")
+    is_jpeg = image.format in _JPEG_FORMATS
+    progressive = bool(image.info.get("progressive"))
+    reduced = reduced_jpeg and is_jpeg and not progressive
+    if not reduced and width * height > limits.max_full_decode_pixels:
+        kind = "progressive JPEG" if is_jpeg and progressive else image.format
+        raise _too_many_pixels(
+            filename,
+            limits.max_full_decode_pixels,
+            f"{width}x{height}; a {kind} is decoded at full size",
+        )
+    if is_jpeg:
+        scans = count_jpeg_scans(data, stop_after=limits.max_jpeg_scans)
+        if scans > limits.max_jpeg_scans:
+            raise PayloadTooLargeError(
+                f"{filename}: JPEG with more than {limits.max_jpeg_scans} scans "
+                "(each scan is decoded over the whole image; ordinary files have at most 10)"
+            )
+
+
+def count_jpeg_scans(data: bytes, stop_after: int) -> int:
+    """Count the start-of-scan markers of a JPEG by walking its segments, without decoding.
+
+    A progressive JPEG may hold any number of scans and libjpeg decodes every one over the
+    whole image, so the decode cost is pixels x scans: a 133 KB file with 2,000 empty scans
+    costs seconds of CPU. Stops counting at ``stop_after + 1``. Entropy-coded data is skipped
+    by one regular-expression search per scan, so even a file of stuffed ``0xFF 0x00`` bytes
+    is walked at C speed. A malformed marker stream ends the count; Pillow reports it.
+    """
+    scans, position, end = 0, 2, len(data)  # after SOI
+    while position + 1 < end and scans <= stop_after:
+        if data[position] != 0xFF:
+            break
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+        elif marker in _STANDALONE_MARKERS:
+            position += 2
+        elif marker == _END_OF_IMAGE:
+            break
+        else:
+            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+            if marker == _START_OF_SCAN:
+                scans += 1
+                found = _MARKER_AFTER_SCAN.search(data, position)
+                position = found.start() if found else end
+    return scans
 
 
 def _claimed_format(data: bytes) -> str | None:
@@ -122,11 +215,17 @@ def _too_many_pixels(filename: str, max_pixels: int, cause: object) -> PayloadTo
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any mode to RGB the way training does: 16-bit scaled down, alpha over black."""
+    """Any mode to RGB the way training does: 16-bit scaled down, alpha over black.
+
+    16-bit and 32-bit integer pixels are scaled by integer division (``x // 257`` equals the
+    truncated ``x / 257``) in place, so no float64 copy of a large image is ever made.
+    """
     if image.mode in _HIGH_BIT_DEPTH_MODES:
-        scale = 1.0 if image.mode == "F" else 257.0
-        array = np.asarray(image, dtype=np.float64) / scale
-        image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+        array = np.array(image)  # one copy, in the image's own integer or float32 type
+        if image.mode != "F":
+            array //= 257
+        np.clip(array, 0, 255, out=array)
+        image = Image.fromarray(array.astype(np.uint8))
     has_transparency = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         image.mode == "P" and "transparency" in image.info
     )
@@ -144,12 +243,23 @@ def to_model_input(image: Image.Image, height: int, width: int) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
+def fit_within(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """``size`` scaled down, aspect ratio kept, so that neither side exceeds ``max_side``."""
+    width, height = size
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def to_png(pixels: np.ndarray, size: tuple[int, int] | None = None) -> bytes:
-    """Encode ``(H, W, 3)`` pixels in ``[0, 1]`` as PNG, resized when ``size=(width, height)``."""
+    """Encode ``(H, W, 3)`` pixels in ``[0, 1]`` as PNG, resized when ``size=(width, height)``.
+
+    zlib level 1: at 1024x1024 it encodes in a quarter of the time of Pillow's default level
+    (measured 0.14 s against 0.59 s) for a file about a fifth larger.
+    """
     array = np.clip(np.rint(np.asarray(pixels) * 255.0), 0, 255).astype(np.uint8)
     image = Image.fromarray(array)
     if size is not None and image.size != size:
         image = image.resize(size, Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()

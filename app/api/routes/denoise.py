@@ -14,7 +14,7 @@ from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import DenoiseResponse, ModelRef
 from app.api.uploads import read_uploads, require_one_file
 from app.core.errors import ModelUnavailableError
-from app.core.imaging import to_png
+from app.core.imaging import fit_within, to_png
 from app.core.registry import AUTOENCODER
 
 router = APIRouter(tags=["inference"])
@@ -52,7 +52,10 @@ async def denoise(
     models: ModelsDep,
     size: Annotated[
         Literal["model", "original"],
-        Query(description="`model`: the model's input size; `original`: the upload's size."),
+        Query(
+            description="`model`: the model's input size; `original`: the upload's size, "
+            "scaled down to fit DENOISE_MAX_SIDE (1024 px by default) when larger."
+        ),
     ] = "model",
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
@@ -62,7 +65,11 @@ async def denoise(
         raise ModelUnavailableError(service.registry.missing_reason(AUTOENCODER))
     (item,) = await read_uploads([file], service.settings, model.height, model.width)
     (output,) = await service.batchers["denoise"].submit(model.caller("denoise"), item.pixels[None])
-    output_size = item.original_size if size == "original" else (model.width, model.height)
+    output_size = (
+        fit_within(item.original_size, service.settings.denoise_max_side)
+        if size == "original"
+        else (model.width, model.height)
+    )
     png = await run_in_threadpool(to_png, output, output_size)
     width, height = output_size
     if prefers_json(accept):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import time
 import zlib
 
 import numpy as np
@@ -10,15 +12,28 @@ import pytest
 from PIL import Image
 
 from app.core.errors import BadImageError, PayloadTooLargeError, UnsupportedImageError
-from app.core.imaging import decode_for_model, decode_upload, to_model_input, to_png
+from app.core.imaging import (
+    DecodeLimits,
+    claimed_pixels,
+    count_jpeg_scans,
+    decode_for_model,
+    decode_upload,
+    fit_within,
+    to_model_input,
+    to_png,
+)
+from benchmarks.hostile_inputs import flat_png, progressive_jpeg
 from tests.app.samples import gradient_image, image_bytes
 
-LIMITS = {"max_bytes": 1_000_000, "max_pixels": 1_000_000}
+LIMITS = DecodeLimits(
+    max_bytes=1_000_000, max_pixels=1_000_000, max_full_decode_pixels=1_000_000, max_jpeg_scans=32
+)
+LARGE = DecodeLimits(10**7, 10**7, 10**7, 32)
 
 
 @pytest.mark.parametrize("image_format", ["JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF"])
 def test_every_supported_format_decodes_to_rgb_at_its_size(image_format: str) -> None:
-    image = decode_upload(image_bytes(image_format, size=(40, 30)), "x", **LIMITS)
+    image = decode_upload(image_bytes(image_format, size=(40, 30)), "x", LIMITS)
     assert image.mode == "RGB"
     assert image.size == (40, 30)
 
@@ -26,7 +41,7 @@ def test_every_supported_format_decodes_to_rgb_at_its_size(image_format: str) ->
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "1"])
 def test_every_colour_mode_becomes_rgb(mode: str) -> None:
     image_format = "TIFF" if mode in ("CMYK", "I") else "PNG"
-    image = decode_upload(image_bytes(image_format, mode=mode), "x", **LIMITS)
+    image = decode_upload(image_bytes(image_format, mode=mode), "x", LIMITS)
     assert image.mode == "RGB"
     assert image.size == (64, 64)
 
@@ -35,7 +50,7 @@ def test_sixteen_bit_grey_is_scaled_to_eight_bits() -> None:
     grey = Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16))
     buffer = io.BytesIO()
     grey.save(buffer, format="PNG")
-    pixels = np.asarray(decode_upload(buffer.getvalue(), "x", **LIMITS))
+    pixels = np.asarray(decode_upload(buffer.getvalue(), "x", LIMITS))
     assert pixels.min() == 255
 
 
@@ -43,33 +58,35 @@ def test_transparent_pixels_are_composited_over_black() -> None:
     image = Image.new("RGBA", (4, 4), (255, 255, 255, 0))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    assert np.asarray(decode_upload(buffer.getvalue(), "x", **LIMITS)).max() == 0
+    assert np.asarray(decode_upload(buffer.getvalue(), "x", LIMITS)).max() == 0
 
 
 def test_exif_orientation_is_applied() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # stored rotated: viewers turn it 90 degrees clockwise
     data = image_bytes("JPEG", size=(40, 20), exif=exif.tobytes())
-    assert decode_upload(data, "x", **LIMITS).size == (20, 40)
+    assert decode_upload(data, "x", LIMITS).size == (20, 40)
 
 
 def test_animated_gif_gives_its_first_frame() -> None:
     frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=50)
-    red, green, blue = np.asarray(decode_upload(buffer.getvalue(), "x", **LIMITS))[0, 0]
+    red, green, blue = np.asarray(decode_upload(buffer.getvalue(), "x", LIMITS))[0, 0]
     assert red > 200 and blue < 50
 
 
 def test_too_many_bytes_is_refused_before_decoding() -> None:
     with pytest.raises(PayloadTooLargeError, match="bytes"):
-        decode_upload(b"\0" * 101, "big.png", max_bytes=100, max_pixels=10**6)
+        decode_upload(b"\0" * 101, "big.png", dataclasses.replace(LIMITS, max_bytes=100))
 
 
 def test_too_many_pixels_is_refused() -> None:
     with pytest.raises(PayloadTooLargeError, match="50x50"):
         decode_upload(
-            image_bytes("PNG", size=(50, 50)), "wide.png", max_bytes=10**6, max_pixels=2499
+            image_bytes("PNG", size=(50, 50)),
+            "wide.png",
+            dataclasses.replace(LIMITS, max_pixels=2499),
         )
 
 
@@ -80,7 +97,7 @@ def test_pixel_limit_is_read_from_the_header_without_decoding() -> None:
     fields = (20_000).to_bytes(4, "big") * 2 + data[24:29]
     ihdr = data[8:12] + b"IHDR" + fields + zlib.crc32(b"IHDR" + fields).to_bytes(4, "big")
     with pytest.raises(PayloadTooLargeError, match="pixel limit"):
-        decode_upload(data[:8] + ihdr + data[33:], "bomb.png", **LIMITS)
+        decode_upload(data[:8] + ihdr + data[33:], "bomb.png", LIMITS)
 
 
 @pytest.mark.parametrize(
@@ -88,19 +105,19 @@ def test_pixel_limit_is_read_from_the_header_without_decoding() -> None:
 )
 def test_non_images_and_unsupported_formats_are_415(data: bytes) -> None:
     with pytest.raises(UnsupportedImageError, match="supported format"):
-        decode_upload(data, "x.bin", **LIMITS)
+        decode_upload(data, "x.bin", LIMITS)
 
 
 @pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
 def test_truncated_images_are_400(image_format: str) -> None:
     data = image_bytes(image_format, size=(64, 64))
     with pytest.raises(BadImageError, match="x.img"):
-        decode_upload(data[: len(data) // 2], "x.img", **LIMITS)
+        decode_upload(data[: len(data) // 2], "x.img", LIMITS)
 
 
 def test_empty_upload_is_400() -> None:
     with pytest.raises(BadImageError, match="empty"):
-        decode_upload(b"", "empty.png", **LIMITS)
+        decode_upload(b"", "empty.png", LIMITS)
 
 
 def test_model_input_is_float_in_unit_range_at_the_requested_size() -> None:
@@ -121,11 +138,11 @@ def test_png_round_trip_keeps_pixels_and_resizes_on_request() -> None:
 
 def test_large_jpeg_decodes_reduced_for_the_model_but_reports_its_full_size() -> None:
     data = image_bytes("JPEG", size=(2000, 1200))
-    decoded = decode_for_model(data, "x", 10**7, 10**7, target_size=(64, 64))
+    decoded = decode_for_model(data, "x", LARGE, target_size=(64, 64))
     assert decoded.original_size == (2000, 1200)
     assert min(decoded.image.size) >= 64 and decoded.image.size[0] < 2000
     reduced = to_model_input(decoded.image, 64, 64)
-    full = to_model_input(decode_upload(data, "x", 10**7, 10**7), 64, 64)
+    full = to_model_input(decode_upload(data, "x", LARGE), 64, 64)
     assert np.abs(reduced - full).mean() < 0.02  # same picture, slightly different filtering
 
 
@@ -133,6 +150,58 @@ def test_original_size_follows_the_exif_orientation() -> None:
     exif = Image.Exif()
     exif[0x0112] = 8
     data = image_bytes("JPEG", size=(800, 400), exif=exif.tobytes())
-    decoded = decode_for_model(data, "x", 10**7, 10**7, target_size=(48, 48))
+    decoded = decode_for_model(data, "x", LARGE, target_size=(48, 48))
     assert decoded.original_size == (400, 800)
     assert decoded.image.size[0] < decoded.image.size[1]
+
+
+def test_sixteen_bit_values_scale_as_training_does_without_floats() -> None:
+    """Integer division by 257 equals training's truncated float division for every value."""
+    values = np.arange(0, 65536, dtype=np.uint16).reshape(256, 256)
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format="PNG")
+    pixels = np.asarray(decode_upload(buffer.getvalue(), "x", LIMITS))[..., 0]
+    expected = np.clip(values.astype(np.float64) / 257.0, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(pixels, expected)
+
+
+def test_jpeg_scans_are_counted_from_the_markers() -> None:
+    assert count_jpeg_scans(image_bytes("JPEG"), stop_after=100) == 1
+    assert count_jpeg_scans(image_bytes("JPEG", progressive=True), stop_after=100) == 10
+    assert count_jpeg_scans(progressive_jpeg(64, 300), stop_after=100) == 101  # stops early
+
+
+def test_a_jpeg_over_the_scan_limit_is_refused_before_decoding() -> None:
+    """300 scans over 1000 x 1000 take about 1 s of CPU to decode; the refusal takes none."""
+    data = progressive_jpeg(1000, 300)
+    started = time.process_time()
+    with pytest.raises(PayloadTooLargeError, match="more than 32 scans"):
+        decode_for_model(data, "scans.jpg", LIMITS, target_size=(64, 64))
+    assert time.process_time() - started < 0.1
+    at_limit = decode_for_model(progressive_jpeg(1000, 32), "ok.jpg", LIMITS, (64, 64))
+    assert at_limit.original_size == (1000, 1000)
+
+
+def test_images_decoded_at_full_size_have_the_smaller_pixel_limit() -> None:
+    limits = dataclasses.replace(LIMITS, max_full_decode_pixels=100 * 100)
+    baseline = image_bytes("JPEG", size=(200, 200))
+    assert decode_for_model(baseline, "photo.jpg", limits, (64, 64)).original_size == (200, 200)
+    for data, kind in (
+        (image_bytes("JPEG", size=(200, 200), progressive=True), "progressive JPEG"),
+        (flat_png(200, 200), "PNG"),
+    ):
+        with pytest.raises(PayloadTooLargeError, match=f"a {kind} is decoded at full size"):
+            decode_for_model(data, "x", limits, (64, 64))
+    with pytest.raises(PayloadTooLargeError, match="pixel limit"):
+        decode_upload(baseline, "full.jpg", limits)  # no model size: decoded in full
+
+
+def test_claimed_pixels_reads_only_the_header() -> None:
+    assert claimed_pixels(flat_png(3000, 2000)) == 6_000_000
+    assert claimed_pixels(b"not an image") == 0
+
+
+def test_fit_within_keeps_the_aspect_ratio() -> None:
+    assert fit_within((4000, 3000), 1024) == (1024, 768)
+    assert fit_within((300, 200), 1024) == (300, 200)
+    assert fit_within((1, 5000), 1024) == (1, 1024)
