@@ -180,7 +180,7 @@ class ModelRegistry:
         root = self.model_dir / name
         versions = available_versions(root)
         if not versions and loaded is None:
-            self.problems[name] = f"no version folder under {root}"
+            self.problems[name] = f"no version folder under MODEL_DIR/{name}"
         newer = [v for v in versions if loaded is None or v > loaded.version]
         return [v for v in newer if not self._still_refused(name, v)]
 
@@ -191,11 +191,21 @@ class ModelRegistry:
         return stamp is not None and stamp == _folder_stamp(self.model_dir / name / str(version))
 
     def _refuse(self, name: str, version: int, error: Exception) -> None:
-        reason = str(error) if isinstance(error, InvalidModelError) else repr(error)
+        """Log the full reason; keep a public one (``/readyz``, ``/models``, 503 details)
+        that names files relative to MODEL_DIR and holds no library error text."""
+        if isinstance(error, InvalidModelError):
+            logger.error("refusing %s version %d: %s", name, version, error)
+            reason = self._public(str(error))
+        else:
+            logger.error("refusing %s version %d", name, version, exc_info=error)
+            reason = f"unexpected {type(error).__name__} while loading; see the server log"
         self.refused[name][version] = reason
         self._refused_stamps[(name, version)] = _folder_stamp(self.model_dir / name / str(version))
         self.problems[name] = f"version {version} refused: {reason}"
-        logger.error("refusing %s version %d: %s", name, version, reason)
+
+    def _public(self, text: str) -> str:
+        """``text`` with the absolute MODEL_DIR prefix dropped from the paths it names."""
+        return text.replace(f"{self.model_dir.resolve()}/", "").replace(f"{self.model_dir}/", "")
 
     def describe(self) -> dict[str, Any]:
         """For ``/models``: what serves, what is missing and which versions were refused."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import op_def_registry
 
 from app.core.errors import InvalidModelError
 
@@ -26,6 +27,30 @@ logger = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.json"
 _VALIDATION_BATCH = 2
+# Bounds checked before anything is loaded or allocated: a dummy batch at the declared input
+# size runs through every signature, and 8000x8000 took 28 s and 6 GB to validate.
+MAX_INPUT_SIDE = 1024
+MAX_METADATA_BYTES = 1024 * 1024
+# What a serving signature's graph may contain besides stateless maths: reading its
+# variables, calling its own functions, branching, looping and asserting. Any other stateful
+# op (file writes, checkpoint save/restore, prints, readers, datasets, tables, variable
+# assignment, Python calls) refuses the version, and so do the stateless ops that read
+# files. MODEL_DIR stays trusted code (docs/security-model-dir.md); this catches a signature
+# that does file IO, not every way a graph could misbehave.
+_ALLOWED_STATEFUL_OPS = frozenset(
+    (
+        "ReadVariableOp",
+        "StatefulPartitionedCall",
+        "PartitionedCall",
+        "If",
+        "While",
+        "Case",
+        "Assert",
+    )
+)
+_FILE_READING_OPS = frozenset(
+    ("ReadFile", "MatchingFiles", "ImmutableConst", "DecodeProtoV2", "EncodeProto")
+)
 
 
 def select_device(requested: str) -> str:
@@ -62,7 +87,11 @@ def settle_heap() -> None:
 def read_metadata(folder: Path) -> dict[str, Any]:
     path = folder / METADATA_FILE
     try:
-        metadata = json.loads(path.read_text())
+        with path.open("rb") as file:
+            text = file.read(MAX_METADATA_BYTES + 1)
+        if len(text) > MAX_METADATA_BYTES:
+            raise InvalidModelError(f"{path}: larger than {MAX_METADATA_BYTES} bytes")
+        metadata = json.loads(text)
     except FileNotFoundError as error:
         raise InvalidModelError(f"{folder}: {METADATA_FILE} is missing") from error
     except (OSError, ValueError) as error:
@@ -80,6 +109,10 @@ def input_size(metadata: dict[str, Any], folder: Path) -> tuple[int, int]:
     height, width = spec.get("height"), spec.get("width")
     if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
         raise InvalidModelError(f"{folder}: input height/width must be positive integers")
+    if max(height, width) > MAX_INPUT_SIDE:
+        raise InvalidModelError(
+            f"{folder}: input {height}x{width} is over the {MAX_INPUT_SIDE} px limit per side"
+        )
     if spec.get("channels", 3) != 3:
         raise InvalidModelError(f"{folder}: input channels must be 3, got {spec.get('channels')}")
     return height, width
@@ -148,10 +181,20 @@ def load_model(folder: Path, device: str, required_signatures: dict[str, str]) -
         with tf.device(device):
             saved_model = tf.saved_model.load(str(folder))
     except Exception as error:  # TF raises many types for a corrupt SavedModel
-        raise InvalidModelError(f"{folder}: cannot load SavedModel: {error}") from error
+        logger.error("%s: cannot load SavedModel: %s", folder, error)
+        raise InvalidModelError(
+            f"{folder}: cannot load SavedModel ({type(error).__name__}; see the server log)"
+        ) from error
     missing = sorted(set(outputs) - set(saved_model.signatures))
     if missing:
         raise InvalidModelError(f"{folder}: SavedModel lacks signature(s) {', '.join(missing)}")
+    for signature in outputs:
+        forbidden = forbidden_ops(saved_model.signatures[signature])
+        if forbidden:
+            raise InvalidModelError(
+                f"{folder}: signature {signature} uses ops a serving model may not: "
+                + ", ".join(forbidden)
+            )
     return LoadedModel(
         name=name,
         version=version,
@@ -166,6 +209,26 @@ def load_model(folder: Path, device: str, required_signatures: dict[str, str]) -
     )
 
 
+def forbidden_ops(function: Any) -> list[str]:
+    """Op types in a concrete function's graph, nested functions included, that a serving
+    signature may not use (see ``_ALLOWED_STATEFUL_OPS``); unknown op types count too."""
+    graph = function.graph.as_graph_def()
+    own_functions = {library.signature.name for library in graph.library.function}
+    op_types = {node.op for node in graph.node}
+    for library in graph.library.function:
+        op_types.update(node.op for node in library.node_def)
+    forbidden = set()
+    for op_type in op_types - own_functions:
+        definition = op_def_registry.get(op_type)
+        if (
+            definition is None
+            or op_type in _FILE_READING_OPS
+            or (definition.is_stateful and op_type not in _ALLOWED_STATEFUL_OPS)
+        ):
+            forbidden.add(op_type)
+    return sorted(forbidden)
+
+
 def dummy_outputs(model: LoadedModel) -> dict[str, np.ndarray]:
     """Run every signature on a zero batch; a version that cannot do this never serves."""
     batch = np.zeros((_VALIDATION_BATCH, model.height, model.width, 3), np.float32)
@@ -174,8 +237,12 @@ def dummy_outputs(model: LoadedModel) -> dict[str, np.ndarray]:
         try:
             results[signature] = model.run(signature, batch)
         except Exception as error:  # wrong input name, dtype or shape in the SavedModel
+            logger.error(
+                "%s: signature %s fails on a dummy batch: %s", model.folder, signature, error
+            )
             raise InvalidModelError(
-                f"{model.folder}: signature {signature} fails on a dummy batch: {error}"
+                f"{model.folder}: signature {signature} fails on a dummy batch "
+                f"({type(error).__name__}; see the server log)"
             ) from error
         if results[signature].shape[0] != _VALIDATION_BATCH:
             raise InvalidModelError(
