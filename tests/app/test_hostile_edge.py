@@ -42,9 +42,9 @@ def served(quick_models: Path, tmp_path: Path) -> Iterator[tuple[UvicornServer, 
 def test_a_jpeg_with_thousands_of_scans_is_refused_cheaply(
     served: tuple[UvicornServer, Path],
 ) -> None:
-    """2,000 scans over 2048x2048 (94 KB) cost about 7 s of CPU to decode; refused, 413."""
+    """2,000 scans over 1984x1984 (90 KB) cost about 7 s of CPU to decode; refused, 413."""
     server, _ = served
-    hostile = progressive_jpeg(2048, 2000)
+    hostile = progressive_jpeg(1984, 2000)
     before = cpu_seconds(server.pid)
     response = httpx.post(
         f"{server.base_url}/classify", files={"file": ("scans.jpg", hostile)}, timeout=60

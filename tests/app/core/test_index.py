@@ -9,8 +9,14 @@ import faiss
 import numpy as np
 import pytest
 
-from app.core.errors import InvalidModelError
-from app.core.index import check_matches_encoder, load_index
+from app.core.errors import InvalidModelError, ModelUnavailableError
+from app.core.index import (
+    check_gallery_archive,
+    check_index_file,
+    check_matches_encoder,
+    load_index,
+)
+from tests.app.model_files import claim_huge_flat_index, zip_bomb_gallery
 
 CODES = np.array([[1, 0, 0], [0, 1, 0], [0.6, 0.8, 0]], np.float32)
 PNGS = [b"\x89PNG-a", b"\x89PNG-bb", b"\x89PNG-ccc"]
@@ -91,3 +97,55 @@ def test_encoder_dimension_check(tmp_path: Path) -> None:
     check_matches_encoder(gallery, 3, "encoder v1")
     with pytest.raises(InvalidModelError, match="index dimension 3 does not match encoder v1"):
         check_matches_encoder(gallery, 64, "encoder v1")
+
+
+def test_an_index_header_claiming_more_than_the_file_holds_is_refused(tmp_path: Path) -> None:
+    """faiss would allocate the claimed 200M x 3 floats (2.4 GB) before reading them."""
+    folder = cosine_index(tmp_path)
+    claim_huge_flat_index(folder, 200_000_000)
+    with pytest.raises(InvalidModelError, match="header claims 2400000000 bytes"):
+        load_index(folder)
+
+
+def test_index_headers_of_every_type_training_writes_pass(tmp_path: Path) -> None:
+    codes = np.random.default_rng(0).random((50, 8), dtype=np.float32)
+    for name, index in (
+        ("flat-ip", faiss.IndexFlatIP(8)),
+        ("flat-l2", faiss.IndexFlatL2(8)),
+        ("hnsw", faiss.IndexHNSWFlat(8, 4, faiss.METRIC_INNER_PRODUCT)),
+    ):
+        index.add(codes)
+        faiss.write_index(index, str(tmp_path / name))
+        check_index_file(tmp_path / name)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(8), 8, 2)
+    ivf.train(codes)
+    faiss.write_index(ivf, str(tmp_path / "ivf"))
+    with pytest.raises(InvalidModelError, match="unsupported index type"):
+        check_index_file(tmp_path / "ivf")
+    hnsw = (tmp_path / "hnsw").read_bytes()
+    (tmp_path / "cut").write_bytes(hnsw[: len(hnsw) // 2])
+    with pytest.raises(InvalidModelError, match="header claims|truncated"):
+        check_index_file(tmp_path / "cut")
+
+
+def test_a_gallery_zip_bomb_is_refused_from_its_directory(tmp_path: Path) -> None:
+    folder = cosine_index(tmp_path)
+    zip_bomb_gallery(folder, "labels.npy", 20)
+    with pytest.raises(InvalidModelError, match="larger than 3 entries can need"):
+        load_index(folder)
+    check_gallery_archive(folder / "gallery.npz", 30_000)  # 20 MB of labels fit 30k entries
+    with pytest.raises(InvalidModelError, match="labels.npy unpacks to 20971"):
+        check_gallery_archive(folder / "gallery.npz", 10_000)
+
+
+def test_a_gallery_file_changed_on_disk_is_a_503_not_a_crash(tmp_path: Path) -> None:
+    folder = cosine_index(tmp_path)
+    gallery = load_index(folder)
+    images = folder / "gallery_images.bin"
+    images.write_bytes(PNGS[0])  # truncated in place: the same inode, shorter
+    assert gallery.image_png(10) == PNGS[0]
+    with pytest.raises(ModelUnavailableError, match="changed on disk"):
+        gallery.image_png(30)
+    images.write_bytes(b"garbage!" * 4)  # overwritten in place with other bytes
+    with pytest.raises(ModelUnavailableError, match="changed on disk"):
+        gallery.image_png(10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import time
 import weakref
@@ -113,6 +114,7 @@ def test_a_refused_folder_that_changes_on_disk_gets_another_try(model_dir: Path)
         ({"class_names": ["only", "two"]}, "class names"),
         ({"version": 7}, "version 7"),
         ({"input": {"height": 0, "width": 64, "channels": 3}}, "positive integers"),
+        ({"input": {"height": 8000, "width": 8000, "channels": 3}}, "over the 1024 px limit"),
     ],
 )
 def test_insane_metadata_is_refused(model_dir: Path, change: dict, reason: str) -> None:
@@ -130,6 +132,22 @@ def test_corrupt_only_version_leaves_the_component_missing_with_the_cause(model_
     assert "cannot load SavedModel" in missing[AUTOENCODER]
     assert AUTOENCODER in missing[INDEX]  # the index cannot be checked without its encoder
     assert registry.current.classifier is not None
+
+
+def test_public_reasons_name_no_absolute_path_and_no_tensorflow_text(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log keeps the whole error; /readyz and /models show a short relative reason."""
+    corrupt_saved_model(model_dir / CLASSIFIER / "1")
+    registry = ModelRegistry(model_dir, CPU)
+    with caplog.at_level(logging.ERROR):
+        registry.reload()
+    reason = registry.missing()[CLASSIFIER]
+    assert reason.startswith(f"version 1 refused: {CLASSIFIER}/1: cannot load SavedModel (")
+    assert str(model_dir) not in reason and len(reason) < 200
+    assert "see the server log" in reason
+    assert f"{model_dir}/{CLASSIFIER}/1: cannot load SavedModel: " in caplog.text
+    assert str(model_dir) not in str(registry.describe())
 
 
 def test_index_with_a_dimension_other_than_the_encoders_is_refused(model_dir: Path) -> None:

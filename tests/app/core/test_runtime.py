@@ -1,13 +1,16 @@
-"""Device selection: the GPU when TensorFlow sees one, unless DEVICE=cpu."""
+"""Device selection, metadata bounds and the ops a serving signature may use."""
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import pytest
 import tensorflow as tf
 
-from app.core.runtime import select_device
+from app.core.errors import InvalidModelError
+from app.core.runtime import MAX_METADATA_BYTES, forbidden_ops, read_metadata, select_device
 
 HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
 
@@ -27,3 +30,25 @@ def test_asking_for_a_missing_gpu_falls_back_to_cpu_with_a_warning(
     with caplog.at_level(logging.WARNING):
         assert select_device("gpu") == "/CPU:0"
     assert "no GPU" in caplog.text
+
+
+def test_oversized_metadata_is_refused_without_parsing(tmp_path: Path) -> None:
+    (tmp_path / "metadata.json").write_text(json.dumps({"pad": "x" * MAX_METADATA_BYTES}))
+    with pytest.raises(InvalidModelError, match="larger than"):
+        read_metadata(tmp_path)
+
+
+def test_signatures_that_touch_files_are_named_and_plain_maths_is_not(tmp_path: Path) -> None:
+    path = str(tmp_path / "f.txt")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    def touches_files(images: tf.Tensor) -> tf.Tensor:
+        tf.io.write_file(path, "x")
+        return images * tf.cast(tf.strings.length(tf.io.read_file(path)), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    def maths(images: tf.Tensor) -> tf.Tensor:
+        return tf.nn.softmax(tf.cond(tf.reduce_sum(images) > 0, lambda: images, lambda: -images))
+
+    assert forbidden_ops(touches_files.get_concrete_function()) == ["ReadFile", "WriteFile"]
+    assert forbidden_ops(maths.get_concrete_function()) == []
