@@ -82,6 +82,19 @@ async def test_denoise_original_size_and_json(client: httpx.AsyncClient) -> None
     assert Image.open(io.BytesIO(base64.b64decode(body["image_base64"]))).size == (120, 90)
 
 
+async def test_denoise_original_size_is_capped_at_the_aspect_ratio(
+    client: httpx.AsyncClient,
+) -> None:
+    """A 3000x1500 upload comes back at 1024x512 (DENOISE_MAX_SIDE), not 4.5 MP of PNG."""
+    response = await client.post(
+        "/denoise",
+        params={"size": "original"},
+        files=upload(image_bytes("JPEG", size=(3000, 1500))),
+    )
+    assert response.status_code == 200
+    assert Image.open(io.BytesIO(response.content)).size == (1024, 512)
+
+
 async def test_similar_returns_k_neighbours_whose_images_can_be_fetched(
     client: httpx.AsyncClient,
 ) -> None:
