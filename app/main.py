@@ -14,12 +14,15 @@ from collections.abc import AsyncIterator
 from anyio import to_thread
 from fastapi import FastAPI, Security
 from fastapi.staticfiles import StaticFiles
+from opentelemetry.trace import TracerProvider
 
 from app.api.auth import API_KEY_SCHEME, ApiKeyMiddleware
+from app.api.cors import install_cors
 from app.api.deps import ServiceState
 from app.api.errors import install_error_handlers
 from app.api.limits import RequestSizeLimitMiddleware
 from app.api.metrics import RequestMetricsMiddleware, ServiceMetrics
+from app.api.request_context import RequestContextMiddleware, fastapi_telemetry
 from app.api.routes import (
     AUTH_ERRORS,
     admin,
@@ -36,6 +39,8 @@ from app.core.batching import MicroBatcher
 from app.core.imaging import set_pixel_limit
 from app.core.registry import ModelRegistry
 from app.core.runtime import select_device
+from app.core.tracing import build_tracer_provider
+from app.logging_config import configure_logging
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -73,13 +78,21 @@ async def _reload_logged(registry: ModelRegistry) -> None:
         logger.exception("loading models from %s failed", registry.model_dir)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """``tracer_provider``: spans go there instead of to the one the settings describe (tests
+    pass one with an in-memory exporter; an embedding program may pass its own)."""
     settings = settings or get_settings()
+    if tracer_provider is None:
+        tracer_provider = build_tracer_provider(
+            settings.otel_exporter_otlp_endpoint, settings.otel_service_name
+        )
     metrics = ServiceMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        logging.basicConfig(level=settings.log_level.upper())
+        configure_logging(settings.log_level, settings.log_format, settings.access_log)
         set_pixel_limit(settings.max_image_pixels)
         device = select_device(settings.device)
         registry = ModelRegistry(settings.model_dir, device, on_change=metrics.observe_models)
@@ -113,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        telemetry=fastapi_telemetry(tracer_provider),
         form_limits={"max_files": max(1000, settings.max_files_per_request + 1)},
     )
     install_error_handlers(app)
@@ -126,6 +140,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestSizeLimitMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, guarded_routes=guarded_routes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    install_cors(app, settings.cors_origins)
+    app.add_middleware(  # outermost: every response, the 401 and 413 included, gets the ID
+        RequestContextMiddleware, tracer_provider=tracer_provider, access_log=settings.access_log
+    )
 
     documented_key = [Security(API_KEY_SCHEME)]  # the check itself is ApiKeyMiddleware
     app.include_router(health.router)

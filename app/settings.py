@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -72,6 +73,25 @@ class Settings(BaseSettings):
         "admin", description="Which endpoints the API key guards."
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: readable lines; json: one JSON object per line."
+    )
+    access_log: bool = Field(
+        True,
+        description="One log line per request (ID, endpoint, status, timings) from the app; "
+        "uvicorn's own access line, which lacks the request ID, is then silenced.",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        description="Base URL of an OTLP/HTTP collector (spans go to {URL}/v1/traces); "
+        "unset: no tracing at all.",
+    )
+    otel_service_name: str = Field("cellsign", description="service.name of exported spans.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins whose browser pages may call the API (comma-separated, or * for "
+        "any); empty: CORS off.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -83,6 +103,40 @@ class Settings(BaseSettings):
     def _empty_key_means_none(cls, value: str | None) -> str | None:
         """``API_KEY=`` (empty) turns the check off rather than accepting an empty header."""
         return value or None
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _endpoint_is_a_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        """CORS_ORIGINS=https://a.example,https://b.example; a list given in code passes as is."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, origins: list[str]) -> list[str]:
+        """A browser's Origin is scheme://host[:port] exactly: "https://a.example/" (with a
+        path) would never match, so it is refused here instead of failing silently."""
+        for origin in origins:
+            parts = urlsplit(origin)
+            is_origin = (
+                parts.scheme in ("http", "https")
+                and parts.netloc
+                and not (parts.path or parts.query or parts.fragment)
+            )
+            if origin != "*" and not is_origin:
+                raise ValueError(f"not an origin (scheme://host[:port]) or *: {origin!r}")
+        return origins
 
     @model_validator(mode="after")
     def _default_k_within_max_k(self) -> Settings:

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -15,6 +16,8 @@ import httpx
 from benchmarks import REPO_ROOT
 
 READY_TIMEOUT_S = 180.0
+# uvicorn's access log off, its own messages at warning and above.
+QUIET_UVICORN_ARGS = ("--no-access-log", "--log-level", "warning")
 
 
 def free_port() -> int:
@@ -40,14 +43,23 @@ def cpu_seconds(pid: int) -> float:
 class UvicornServer:
     """``uvicorn APP`` with one worker, as a context manager that waits for readiness.
 
-    The access log is off for every server measured here, so none of them pays for
-    printing a line per request; everything else is the app's own configuration.
+    The access logs (uvicorn's and the app's, ``ACCESS_LOG``) are off for every server
+    measured here, so none of them pays for printing a line per request; everything else is
+    the app's own configuration. ``env`` and ``uvicorn_args`` may turn them back on.
     """
 
-    def __init__(self, app: str, env: dict[str, str], log_path: Path, ready_path: str) -> None:
+    def __init__(
+        self,
+        app: str,
+        env: dict[str, str],
+        log_path: Path,
+        ready_path: str,
+        uvicorn_args: Sequence[str] = QUIET_UVICORN_ARGS,
+    ) -> None:
         self.app = app
         self.port = free_port()
-        self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}
+        self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "ACCESS_LOG": "false", **env}
+        self.uvicorn_args = list(uvicorn_args)
         self.log_path = log_path
         self.ready_path = ready_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -65,7 +77,7 @@ class UvicornServer:
 
     def __enter__(self) -> UvicornServer:
         command = [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
+        command += ["--port", str(self.port), *self.uvicorn_args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             start = time.perf_counter()

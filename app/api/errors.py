@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from app.api.request_context import REQUEST_ID_HEADER, request_id_of
 from app.core.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -17,9 +18,22 @@ async def _service_error_handler(request: Request, error: ServiceError) -> JSONR
 
 
 async def _unexpected_error_handler(request: Request, error: Exception) -> JSONResponse:
-    """Genuine bugs only: log the traceback, answer a plain JSON 500 and keep serving."""
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse({"detail": "internal server error"}, status_code=500)
+    """Genuine bugs only: log the traceback, answer a plain JSON 500 and keep serving.
+
+    Starlette sends this response outside every middleware, so it names the request ID itself.
+    """
+    request_id = request_id_of(request)
+    logger.exception(
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        extra={"fields": {"request_id": request_id}},
+    )
+    return JSONResponse(
+        {"detail": "internal server error", "request_id": request_id},
+        status_code=500,
+        headers={REQUEST_ID_HEADER: request_id},
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import HTTPException, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from app.core import tracing
 from app.core.errors import PayloadTooLargeError
 from app.core.imaging import DecodeLimits, claimed_pixels, decode_for_model, to_model_input
 from app.settings import Settings
@@ -68,14 +69,15 @@ def _read_and_prepare_all(
     """
     inputs = []
     pixels = 0
-    for position, upload in enumerate(files):
-        data = upload.file.read(settings.max_upload_bytes + 1)
-        filename = upload.filename or f"file {position + 1}"
-        pixels += claimed_pixels(data) if len(data) <= settings.max_upload_bytes else 0
-        if pixels > settings.max_request_pixels:
-            raise PayloadTooLargeError(
-                f"{filename}: the files up to this one hold {pixels} pixels together, over "
-                f"the {settings.max_request_pixels} pixel limit of one request"
-            )
-        inputs.append(prepare(data, filename, settings, height, width))
+    with tracing.stage("decode", files=len(files)):
+        for position, upload in enumerate(files):
+            data = upload.file.read(settings.max_upload_bytes + 1)
+            filename = upload.filename or f"file {position + 1}"
+            pixels += claimed_pixels(data) if len(data) <= settings.max_upload_bytes else 0
+            if pixels > settings.max_request_pixels:
+                raise PayloadTooLargeError(
+                    f"{filename}: the files up to this one hold {pixels} pixels together, over "
+                    f"the {settings.max_request_pixels} pixel limit of one request"
+                )
+            inputs.append(prepare(data, filename, settings, height, width))
     return inputs

@@ -16,9 +16,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from app.core import tracing
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ class _Pending:
     examples: np.ndarray  # (rows, ...)
     future: asyncio.Future[np.ndarray]
     loop: asyncio.AbstractEventLoop
+    # Built in submit(), inside the request: its timings and trace context, for the worker.
+    work: tracing.QueuedWork | None = field(default_factory=tracing.queued)
 
 
 class MicroBatcher:
@@ -138,7 +142,8 @@ class MicroBatcher:
         if self._on_batch is not None:
             self._on_batch(rows)
         try:
-            outputs = np.asarray(function(np.concatenate([item.examples for item in live])))
+            with tracing.batch_call(self.name, rows, [item.work for item in live]):
+                outputs = np.asarray(function(np.concatenate([item.examples for item in live])))
             if outputs.shape[0] != rows:
                 raise RuntimeError(f"{self.name}: {outputs.shape[0]} outputs for {rows} inputs")
         except Exception as error:  # every waiter must hear about the failure

@@ -13,6 +13,7 @@ from app.api.deps import ModelsDep, ServiceDep
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import DenoiseResponse, ModelRef
 from app.api.uploads import read_uploads, require_one_file
+from app.core import tracing
 from app.core.errors import ModelUnavailableError
 from app.core.imaging import fit_within, to_png
 from app.core.registry import AUTOENCODER
@@ -70,14 +71,15 @@ async def denoise(
         if size == "original"
         else (model.width, model.height)
     )
-    png = await run_in_threadpool(to_png, output, output_size)
     width, height = output_size
-    if prefers_json(accept):
-        body = DenoiseResponse(
-            model=ModelRef(name=model.name, version=model.version),
-            width=width,
-            height=height,
-            image_base64=base64.b64encode(png).decode("ascii"),
-        )
-        return Response(body.model_dump_json(), media_type="application/json")
+    with tracing.stage("encode"):
+        png = await run_in_threadpool(to_png, output, output_size)
+        if prefers_json(accept):
+            body = DenoiseResponse(
+                model=ModelRef(name=model.name, version=model.version),
+                width=width,
+                height=height,
+                image_base64=base64.b64encode(png).decode("ascii"),
+            )
+            return Response(body.model_dump_json(), media_type="application/json")
     return Response(png, media_type="image/png")
