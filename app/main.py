@@ -33,6 +33,7 @@ from app.api.routes import (
     info,
     page,
     similar,
+    v2,
 )
 from app.api.routes.page import STATIC_DIR
 from app.core.batching import MicroBatcher
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 BATCHERS = ("classify", "denoise", "encode")
 # Routers behind the API key with API_KEY_SCOPE=all (admin is behind it whenever API_KEY is set).
-SCOPE_ALL_MODULES = (classify, denoise, similar, gallery, info)
+SCOPE_ALL_MODULES = (classify, denoise, similar, gallery, info, v2)
 _MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 DESCRIPTION = """
@@ -56,6 +57,10 @@ Serves two TensorFlow models trained offline and exported as versioned SavedMode
 * **SIGNS classifier**: hand-gesture photo -> digit 0-5 (`POST /classify`).
 * **Malaria autoencoder**: denoises a cell image (`POST /denoise`) and its encoder's codes
   find similar gallery cells through a FAISS index (`POST /similar`, `GET /gallery/{id}.png`).
+
+The same models speak the Open Inference Protocol (KServe v2) under `/v2` (e.g. with
+`tritonclient`). `?version=N` or `?label=stable` pins a loaded version (see `/models`);
+every inference response names its version in `X-Model-Version`.
 
 Uploads: JPEG, PNG, BMP, GIF (first frame), WebP or TIFF, any colour mode, EXIF orientation
 honoured. Errors are JSON `{"detail": ...}`. When `API_KEY` is set, `/admin/*` needs the
@@ -95,7 +100,12 @@ def create_app(
         configure_logging(settings.log_level, settings.log_format, settings.access_log)
         set_pixel_limit(settings.max_image_pixels)
         device = select_device(settings.device)
-        registry = ModelRegistry(settings.model_dir, device, on_change=metrics.observe_models)
+        registry = ModelRegistry(
+            settings.model_dir,
+            device,
+            on_change=metrics.observe_models,
+            versions_kept=settings.model_versions_kept,
+        )
         batchers = {
             name: MicroBatcher(
                 name,
@@ -147,6 +157,7 @@ def create_app(
 
     documented_key = [Security(API_KEY_SCHEME)]  # the check itself is ApiKeyMiddleware
     app.include_router(health.router)
+    app.include_router(v2.probes)
     for module in (admin, *SCOPE_ALL_MODULES):
         app.include_router(module.router, dependencies=documented_key, responses=AUTH_ERRORS)
     app.include_router(page.router)

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(
         10.0, ge=0, description="Seconds between scans for new versions; 0 turns polling off."
     )
+    model_versions_kept: int = Field(
+        2,
+        ge=1,
+        description="Newest valid versions of each model kept loaded (clients may pin any of "
+        "them); versions named by a label are kept in addition.",
+    )
     api_key: str | None = Field(None, description="When set, admin endpoints need X-API-Key.")
     api_key_scope: Literal["admin", "all"] = Field(
         "admin", description="Which endpoints the API key guards."

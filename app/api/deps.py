@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Query, Request
 
 from app.api.metrics import ServiceMetrics
 from app.core.batching import MicroBatcher
+from app.core.errors import ModelUnavailableError
 from app.core.registry import ModelRegistry, ModelSet
 from app.settings import Settings
 
@@ -34,5 +35,41 @@ async def get_models(request: Request) -> ModelSet:
     return (await get_service(request)).registry.current
 
 
+@dataclass(frozen=True)
+class Pin:
+    """Which version a request asks for: a number, a label, or neither (the default, or
+    the canary for its share of requests)."""
+
+    version: int | None = None
+    label: str | None = None
+
+
+async def get_pin(
+    version: Annotated[
+        int | None, Query(ge=1, description="Use this loaded version (see /models).")
+    ] = None,
+    label: Annotated[
+        str | None,
+        Query(max_length=32, description="Use the version this label names, e.g. `stable`."),
+    ] = None,
+) -> Pin:
+    if version is not None and label is not None:
+        raise HTTPException(422, detail="give either version or label, not both")
+    return Pin(version, label)
+
+
+def choose(service: ServiceState, models: ModelSet, name: str, pin: Pin) -> Any:
+    """The version of ``name`` this request uses: 503 when none is loaded, 404 when the
+    pinned version or label is not loaded."""
+    model = models.select(name, pin.version, pin.label)
+    if model is None:
+        raise ModelUnavailableError(service.registry.missing_reason(name))
+    return model
+
+
 ServiceDep = Annotated[ServiceState, Depends(get_service)]
 ModelsDep = Annotated[ModelSet, Depends(get_models)]
+PinDep = Annotated[Pin, Depends(get_pin)]
+
+MODEL_VERSION_HEADER = "X-Model-Version"
+INDEX_VERSION_HEADER = "X-Index-Version"

@@ -60,10 +60,39 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
 
 
+class ModelReadiness(BaseModel):
+    ready: bool
+    version: int | None = Field(examples=[3], description="The default version, if any.")
+    loaded: list[int] = Field(examples=[[3, 2]], description="Loaded versions, newest first.")
+    reason: str | None = Field(None, description="Why the model is not ready.")
+
+
 class Ready(BaseModel):
     status: str = Field(examples=["ready"])
     models: dict[str, int] = Field(
         examples=[{"signs_classifier": 3, "malaria_autoencoder": 2, "malaria_index": 2}]
+    )
+    components: dict[str, ModelReadiness] = Field(
+        description="Per model: ready or not (its endpoints answer 503 while not)."
+    )
+
+
+class NotReady(BaseModel):
+    detail: str = Field(examples=["not ready: malaria_autoencoder: no version folder"])
+    components: dict[str, ModelReadiness]
+
+
+class ModelVersionsInfo(BaseModel):
+    loaded: list[int] = Field(examples=[[4, 3]], description="Newest first.")
+    default: int | None = Field(
+        examples=[3], description="What requests without a pin get (`stable` label, or newest)."
+    )
+    labels: dict[str, int] = Field(examples=[{"stable": 3, "canary": 4}])
+    canary_share: float = Field(
+        examples=[0.1], description="Share of unpinned requests sent to the `canary` version."
+    )
+    labels_problem: str | None = Field(
+        None, description="Why labels.json is ignored (the labels in use stay), if it is."
     )
 
 
@@ -81,6 +110,36 @@ class ModelsResponse(BaseModel):
     refused: dict[str, list[dict[str, Any]]] = Field(
         description="Versions on disk that failed validation, with the reason."
     )
+    versions: dict[str, ModelVersionsInfo] = Field(
+        description="Per model: loaded versions (each can be pinned), labels, canary share."
+    )
+
+
+class LabelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, examples=[4])
+    canary_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        examples=[0.1],
+        description="Only with the `canary` label: share of unpinned requests it gets.",
+    )
+
+
+class LabelsResponse(BaseModel):
+    name: str = Field(examples=["signs_classifier"])
+    versions: ModelVersionsInfo
+    persisted: bool = Field(
+        description="False when labels.json could not be written (read-only models folder): "
+        "the change holds until the server restarts."
+    )
+
+
+class RollbackResponse(LabelsResponse):
+    rolled_back_from: int = Field(examples=[4])
+    serving: int = Field(examples=[3])
 
 
 class ReloadResponse(BaseModel):
@@ -90,3 +149,34 @@ class ReloadResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: Any = Field(examples=["hand.gif: not an image in a supported format"])
+
+
+class V2Error(BaseModel):
+    """Open Inference Protocol errors carry ``error`` (what v2 clients read)."""
+
+    error: str = Field(examples=["signs_classifier version 9 is not loaded (loaded: 2, 1)"])
+
+
+class V2ServerMetadata(BaseModel):
+    name: str = Field(examples=["cellsign"])
+    version: str = Field(examples=["0.1.0"])
+    extensions: list[str] = Field(examples=[["binary_tensor_data"]])
+
+
+class V2Tensor(BaseModel):
+    name: str = Field(examples=["images"])
+    datatype: str = Field(examples=["FP32"])
+    shape: list[int] = Field(examples=[[-1, 64, 64, 3]])
+
+
+class V2ModelMetadata(BaseModel):
+    name: str = Field(examples=["signs_classifier"])
+    versions: list[str] = Field(examples=[["2", "1"]], description="Loaded versions.")
+    platform: str = Field(examples=["tensorflow_savedmodel"])
+    inputs: list[V2Tensor]
+    outputs: list[V2Tensor]
+
+
+class V2ModelReady(BaseModel):
+    name: str = Field(examples=["signs_classifier"])
+    ready: bool

@@ -43,3 +43,15 @@ class ModelUnavailableError(ServiceError):
 
 class InvalidModelError(ServiceError):
     """A model or index version on disk breaks the contract; it is refused, never served."""
+
+
+class NotFoundError(ServiceError):
+    """A model, version or label that is not loaded (or does not exist) was asked for."""
+
+    status_code = 404
+
+
+class ConflictError(ServiceError):
+    """An admin change that cannot apply to the current state (e.g. nothing to roll back to)."""
+
+    status_code = 409

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, File, Response, UploadFile
 
-from app.api.deps import ModelsDep, ServiceDep
+from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, PinDep, ServiceDep, choose
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import ClassifyResponse, ModelRef, Prediction
 from app.api.uploads import read_uploads
-from app.core.errors import ModelUnavailableError
 from app.core.registry import CLASSIFIER
 
 router = APIRouter(tags=["inference"])
@@ -25,11 +24,12 @@ async def classify(
     ],
     service: ServiceDep,
     models: ModelsDep,
+    pin: PinDep,
+    response: Response,
 ) -> ClassifyResponse:
     """Classify each uploaded image (any common format; resized to the model's input)."""
-    model = models.classifier
-    if model is None:
-        raise ModelUnavailableError(service.registry.missing_reason(CLASSIFIER))
+    model = choose(service, models, CLASSIFIER, pin)
+    response.headers[MODEL_VERSION_HEADER] = str(model.version)
     inputs = await read_uploads(files, service.settings, model.height, model.width)
     rows = await service.batchers["classify"].submit(
         model.caller("serving_default"), np.stack([item.pixels for item in inputs])

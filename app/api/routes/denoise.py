@@ -9,12 +9,11 @@ from fastapi import APIRouter, Depends, File, Header, Query, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ModelsDep, ServiceDep
+from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, PinDep, ServiceDep, choose
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import DenoiseResponse, ModelRef
 from app.api.uploads import read_uploads, require_one_file
 from app.core import tracing
-from app.core.errors import ModelUnavailableError
 from app.core.imaging import fit_within, to_png
 from app.core.registry import AUTOENCODER
 
@@ -51,6 +50,7 @@ async def denoise(
     file: Annotated[UploadFile, File(description="One image of a cell.")],
     service: ServiceDep,
     models: ModelsDep,
+    pin: PinDep,
     size: Annotated[
         Literal["model", "original"],
         Query(
@@ -61,9 +61,7 @@ async def denoise(
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
     """Reconstruct the cell with the autoencoder, which removes noise it never learned."""
-    model = models.autoencoder
-    if model is None:
-        raise ModelUnavailableError(service.registry.missing_reason(AUTOENCODER))
+    model = choose(service, models, AUTOENCODER, pin)
     (item,) = await read_uploads([file], service.settings, model.height, model.width)
     (output,) = await service.batchers["denoise"].submit(model.caller("denoise"), item.pixels[None])
     output_size = (
@@ -72,6 +70,7 @@ async def denoise(
         else (model.width, model.height)
     )
     width, height = output_size
+    headers = {MODEL_VERSION_HEADER: str(model.version)}
     with tracing.stage("encode"):
         png = await run_in_threadpool(to_png, output, output_size)
         if prefers_json(accept):
@@ -81,5 +80,5 @@ async def denoise(
                 height=height,
                 image_base64=base64.b64encode(png).decode("ascii"),
             )
-            return Response(body.model_dump_json(), media_type="application/json")
-    return Response(png, media_type="image/png")
+            return Response(body.model_dump_json(), media_type="application/json", headers=headers)
+    return Response(png, media_type="image/png", headers=headers)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 
-from app.api.deps import ModelsDep, ServiceDep
+from app.api.deps import INDEX_VERSION_HEADER, ModelsDep, Pin, ServiceDep, choose
 from app.api.schemas import ErrorResponse
-from app.core.errors import ModelUnavailableError
 from app.core.registry import INDEX
 
 router = APIRouter(tags=["gallery"])
@@ -27,10 +26,12 @@ async def gallery_image(
     item_id: Annotated[int, Path(description="An `id` from a /similar result.")],
     service: ServiceDep,
     models: ModelsDep,
+    version: Annotated[
+        int | None, Query(ge=1, description="The malaria_index version (default: the default).")
+    ] = None,
 ) -> Response:
-    if models.index is None:
-        raise ModelUnavailableError(service.registry.missing_reason(INDEX))
-    png = models.index.image_png(item_id)
+    index = choose(service, models, INDEX, Pin(version=version))
+    png = index.image_png(item_id)
     if png is None:
         raise HTTPException(404, detail=f"no gallery cell with id {item_id}")
-    return Response(png, media_type="image/png")
+    return Response(png, media_type="image/png", headers={INDEX_VERSION_HEADER: str(index.version)})

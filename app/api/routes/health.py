@@ -6,8 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.deps import ServiceDep
-from app.api.schemas import ErrorResponse, Health, Ready
-from app.core.registry import AUTOENCODER, CLASSIFIER, INDEX
+from app.api.schemas import Health, NotReady, Ready
 
 router = APIRouter(tags=["operations"])
 
@@ -21,21 +20,24 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Ready,
-    responses={503: {"model": ErrorResponse, "description": "Not ready; `detail` says why."}},
+    responses={503: {"model": NotReady, "description": "Not ready; `detail` says why."}},
 )
 async def readyz(service: ServiceDep) -> Ready | JSONResponse:
-    """200 once both models and the index serve; 503 naming each missing piece otherwise."""
-    missing = service.registry.missing()
+    """200 once both models and the index serve; 503 naming each missing piece otherwise.
+
+    `components` says per model whether it is ready: a model that is not gives its own
+    endpoints 503 while the others keep serving.
+    """
+    components = service.registry.readiness()
+    missing = {name: state["reason"] for name, state in components.items() if not state["ready"]}
     if missing:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in missing.items())
-        return JSONResponse({"detail": f"not ready: {reasons}"}, status_code=503)
-    current = service.registry.current
-    serving = {
-        CLASSIFIER: current.classifier,
-        AUTOENCODER: current.autoencoder,
-        INDEX: current.index,
-    }
-    return Ready(
-        status="ready",
-        models={name: model.version for name, model in serving.items() if model is not None},
+        body = {"detail": f"not ready: {reasons}", "components": components}
+        return JSONResponse(NotReady.model_validate(body).model_dump(), status_code=503)
+    return Ready.model_validate(
+        {
+            "status": "ready",
+            "models": {name: state["version"] for name, state in components.items()},
+            "components": components,
+        }
     )

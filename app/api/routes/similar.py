@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ModelsDep, ServiceDep
+from app.api.deps import (
+    INDEX_VERSION_HEADER,
+    MODEL_VERSION_HEADER,
+    ModelsDep,
+    PinDep,
+    ServiceDep,
+    choose,
+)
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import IndexRef, ModelRef, Neighbour, SimilarResponse
 from app.api.uploads import read_uploads, require_one_file
-from app.core.errors import ModelUnavailableError
 from app.core.registry import INDEX
 
 router = APIRouter(tags=["inference"])
@@ -27,26 +33,38 @@ async def similar(
     file: Annotated[UploadFile, File(description="One image of a cell.")],
     service: ServiceDep,
     models: ModelsDep,
+    pin: PinDep,
+    response: Response,
     k: Annotated[
         int | None,
         Query(ge=1, description="How many neighbours: 1..MAX_K (default DEFAULT_K)."),
     ] = None,
 ) -> SimilarResponse:
-    """Encode the upload and search the FAISS gallery index."""
+    """Encode the upload and search the FAISS gallery index.
+
+    `version` and `label` pin a malaria_index version; each index version is searched with
+    the autoencoder version it was built with (`X-Model-Version`; `X-Index-Version` is the
+    index's own version).
+    """
     settings = service.settings
     if k is None:
         k = settings.default_k
     if k > settings.max_k:
         raise HTTPException(422, detail=f"k must be between 1 and {settings.max_k}, got {k}")
-    index, encoder = models.index, models.encoder
-    if index is None or encoder is None:
-        raise ModelUnavailableError(service.registry.missing_reason(INDEX))
+    index = choose(service, models, INDEX, pin)
+    encoder = models.encoders[index.version]
+    response.headers[MODEL_VERSION_HEADER] = str(encoder.version)
+    response.headers[INDEX_VERSION_HEADER] = str(index.version)
+    # A gallery id means a cell of this index version; link to that version unless default.
+    query = "" if index is models.index else f"?version={index.version}"
     (item,) = await read_uploads([file], settings, encoder.height, encoder.width)
     (code,) = await service.batchers["encode"].submit(encoder.caller("encode"), item.pixels[None])
     neighbours = await run_in_threadpool(index.search, code, k)
     return SimilarResponse(
         results=[
-            Neighbour(id=n.id, label=n.label, distance=n.distance, image_url=f"/gallery/{n.id}.png")
+            Neighbour(
+                id=n.id, label=n.label, distance=n.distance, image_url=f"/gallery/{n.id}.png{query}"
+            )
             for n in neighbours
         ],
         index=IndexRef(size=index.size, type=index.index_type, version=index.version),

@@ -1,0 +1,194 @@
+"""Open Inference Protocol (KServe v2) REST endpoints, beside the task endpoints.
+
+Clients such as ``tritonclient.http`` and KServe's v2 client work unchanged. Inference goes
+through the same micro-batchers as ``/classify`` and ``/denoise``, so both kinds of request
+share model calls. Errors are ``{"error": ...}`` as the protocol says (never a 5xx for bad
+input). See docs/v2-protocol.md.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+
+from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, ServiceDep
+from app.api.schemas import V2Error, V2ModelMetadata, V2ModelReady, V2ServerMetadata
+from app.api.v2_models import MODELS, PLATFORM, model_batch, requested_outputs, tensor_metadata
+from app.api.v2_protocol import HEADER_LENGTH, encode_infer_response, parse_infer_request
+from app.core.errors import ModelUnavailableError, NotFoundError, ServiceError
+from app.core.registry import ModelSet
+from app.core.runtime import LoadedModel
+
+SERVER_NAME = "cellsign"
+EXTENSIONS = ["binary_tensor_data"]
+
+
+def v2_error(message: str, status_code: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status_code)
+
+
+class V2Route(APIRoute):
+    """Answers this router's errors as ``{"error": ...}`` instead of ``{"detail": ...}``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ServiceError as error:
+                return v2_error(error.detail, error.status_code)
+            except HTTPException as error:
+                return v2_error(str(error.detail), error.status_code)
+            except RequestValidationError as error:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}"
+                    for problem in error.errors()
+                )
+                return v2_error(problems, 400)
+
+        return handle
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": V2Error, "description": description}
+    for code, description in (
+        (400, "Malformed request or tensors that do not fit the model."),
+        (404, "Unknown model, or a version that is not loaded."),
+        (503, "The model is not loaded (see /readyz)."),
+    )
+}
+
+# Probes stay outside the API key, like /healthz and /readyz.
+probes = APIRouter(route_class=V2Route, tags=["open inference protocol"])
+router = APIRouter(route_class=V2Route, tags=["open inference protocol"], responses=_ERRORS)
+
+
+@probes.get("/v2/health/live")
+async def live() -> dict[str, bool]:
+    """The process is up (even when no model could be loaded)."""
+    return {"live": True}
+
+
+@probes.get("/v2/health/ready", responses={503: {"model": V2Error}})
+async def ready(service: ServiceDep) -> Response:
+    """200 when every model serves (as /readyz); 503 naming what is missing otherwise."""
+    missing = service.registry.missing()
+    if missing:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in missing.items())
+        return v2_error(f"not ready: {reasons}", 503)
+    return JSONResponse({"ready": True})
+
+
+@router.get("/v2", response_model=V2ServerMetadata)
+async def server_metadata(request: Request) -> V2ServerMetadata:
+    return V2ServerMetadata(name=SERVER_NAME, version=request.app.version, extensions=EXTENSIONS)
+
+
+def _model(
+    service: ServiceDep, models: ModelSet, name: str, version: str | None, canary: bool = False
+) -> LoadedModel:
+    """The version of ``name`` to use: 404 for an unknown model or unloaded version, 503 when
+    none is loaded. Only inference without a version takes the canary share."""
+    if name not in MODELS:
+        raise NotFoundError(f"unknown model {name!r}; models: {', '.join(MODELS)}")
+    if version is not None and not (version.isdigit() and int(version) > 0):
+        raise NotFoundError(f"{name} has no version {version!r}: versions are positive integers")
+    pinned = None if version is None else int(version)
+    model = models.select(name, pinned, draw=random.random if canary else _never_canary)
+    if model is None:
+        raise ModelUnavailableError(service.registry.missing_reason(name))
+    return model
+
+
+def _never_canary() -> float:
+    return 1.0
+
+
+async def _metadata(
+    service: ServiceDep, models: ModelsDep, name: str, version: str | None
+) -> V2ModelMetadata:
+    model = _model(service, models, name, version)
+    inputs, outputs = tensor_metadata(model)
+    return V2ModelMetadata(
+        name=name,
+        versions=[str(v) for v in models.versions[name].loaded],
+        platform=PLATFORM,
+        inputs=inputs,  # type: ignore[arg-type]
+        outputs=outputs,  # type: ignore[arg-type]
+    )
+
+
+@router.get("/v2/models/{name}", response_model=V2ModelMetadata)
+async def model_metadata(name: str, service: ServiceDep, models: ModelsDep) -> V2ModelMetadata:
+    """Name, loaded versions, platform, and the input/output tensors of the default version."""
+    return await _metadata(service, models, name, None)
+
+
+@router.get("/v2/models/{name}/versions/{version}", response_model=V2ModelMetadata)
+async def version_metadata(
+    name: str, version: str, service: ServiceDep, models: ModelsDep
+) -> V2ModelMetadata:
+    return await _metadata(service, models, name, version)
+
+
+@router.get("/v2/models/{name}/ready", response_model=V2ModelReady)
+async def model_ready(name: str, service: ServiceDep, models: ModelsDep) -> V2ModelReady:
+    """200 when the model serves; 503 (with the reason) when it is not loaded."""
+    _model(service, models, name, None)
+    return V2ModelReady(name=name, ready=True)
+
+
+@router.get("/v2/models/{name}/versions/{version}/ready", response_model=V2ModelReady)
+async def version_ready(
+    name: str, version: str, service: ServiceDep, models: ModelsDep
+) -> V2ModelReady:
+    _model(service, models, name, version)
+    return V2ModelReady(name=name, ready=True)
+
+
+async def _infer(
+    request: Request, service: ServiceDep, models: ModelsDep, name: str, version: str | None
+) -> Response:
+    model = _model(service, models, name, version, canary=version is None)
+    parsed = parse_infer_request(await request.body(), request.headers.get(HEADER_LENGTH))
+    outputs = requested_outputs(name, parsed)
+    batch = await model_batch(model, parsed, service.settings)
+    results = [
+        (
+            output.name,
+            await service.batchers[output.batcher].submit(model.caller(output.signature), batch),
+            binary,
+        )
+        for output, binary in outputs
+    ]
+    body, headers = encode_infer_response(name, model.version, parsed.id, results)
+    return Response(body, headers={**headers, MODEL_VERSION_HEADER: str(model.version)})
+
+
+_INFER_BODY = {
+    "description": "An Open Inference Protocol request: JSON, or with the binary tensor "
+    "extension a JSON header (length in `Inference-Header-Content-Length`) then raw tensors.",
+    "content": {"application/json": {}, "application/octet-stream": {}},
+}
+_INFER_DOC = {"requestBody": _INFER_BODY}
+
+
+@router.post("/v2/models/{name}/infer", openapi_extra=_INFER_DOC)
+async def infer(request: Request, name: str, service: ServiceDep, models: ModelsDep) -> Response:
+    """Run the model on an `image` (BYTES, encoded files) or `images` (FP32 pixels) input;
+    requests without a version take the canary share like the task endpoints."""
+    return await _infer(request, service, models, name, None)
+
+
+@router.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=_INFER_DOC)
+async def infer_version(
+    request: Request, name: str, version: str, service: ServiceDep, models: ModelsDep
+) -> Response:
+    return await _infer(request, service, models, name, version)

@@ -1,0 +1,125 @@
+"""How the models look through the Open Inference Protocol: their tensors, and turning the
+input tensor into the ``[N, H, W, 3]`` batch they take.
+
+Each model has two alternative inputs (send exactly one): ``image``, BYTES ``[N]`` (or
+``[N, 1]``) holding encoded image files, decoded and resized like an upload to the task
+endpoints; or ``images``, FP32 ``[N, H, W, 3]`` pixels in [0, 1] at the model's input size.
+The gallery index is not a tensor model and is not exposed here (use ``/similar``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from app.api.uploads import prepare
+from app.api.v2_protocol import InferRequest, ProtocolError
+from app.core.errors import PayloadTooLargeError
+from app.core.registry import AUTOENCODER, CLASSIFIER
+from app.core.runtime import LoadedModel
+from app.settings import Settings
+
+IMAGE_INPUT = "image"
+PIXELS_INPUT = "images"
+PLATFORM = "tensorflow_savedmodel"
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output tensor: which micro-batcher runs which signature of the model."""
+
+    name: str
+    batcher: str
+    signature: str
+
+
+OUTPUTS: dict[str, tuple[Output, ...]] = {
+    CLASSIFIER: (Output("probabilities", "classify", "serving_default"),),
+    AUTOENCODER: (
+        Output("denoised", "denoise", "denoise"),
+        Output("codes", "encode", "encode"),
+    ),
+}
+MODELS = tuple(OUTPUTS)
+
+
+def tensor_metadata(model: LoadedModel) -> tuple[list[dict], list[dict]]:
+    """``(inputs, outputs)`` as the metadata endpoint lists them (-1: any batch size)."""
+    pixels = [-1, model.height, model.width, 3]
+    inputs = [
+        {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]},
+        {"name": PIXELS_INPUT, "datatype": "FP32", "shape": pixels},
+    ]
+    shapes = {
+        "probabilities": [-1, len(model.metadata.get("class_names", []))],
+        "denoised": pixels,
+        "codes": [-1, model.metadata.get("code_dim")],
+    }
+    outputs = [
+        {"name": output.name, "datatype": "FP32", "shape": shapes[output.name]}
+        for output in OUTPUTS[model.name]
+    ]
+    return inputs, outputs
+
+
+def requested_outputs(model_name: str, request: InferRequest) -> list[tuple[Output, bool]]:
+    """The outputs to compute, each with whether it goes back as binary data."""
+    known = {output.name: output for output in OUTPUTS[model_name]}
+    if request.outputs is None:
+        return [(output, request.binary_outputs) for output in known.values()]
+    chosen = []
+    for wanted in request.outputs:
+        if wanted.name not in known:
+            raise ProtocolError(
+                f"{model_name} has no output {wanted.name!r}; outputs: {', '.join(known)}"
+            )
+        chosen.append((known[wanted.name], wanted.binary or request.binary_outputs))
+    return chosen
+
+
+async def model_batch(model: LoadedModel, request: InferRequest, settings: Settings) -> np.ndarray:
+    """The request's input as a float32 ``[N, H, W, 3]`` batch for ``model``."""
+    if len(request.inputs) != 1:
+        raise ProtocolError(
+            f"send exactly one input, {IMAGE_INPUT!r} (BYTES) or {PIXELS_INPUT!r} (FP32)"
+        )
+    (tensor,) = request.inputs
+    expected = {IMAGE_INPUT: "BYTES", PIXELS_INPUT: "FP32"}
+    if tensor.name not in expected:
+        raise ProtocolError(
+            f"unknown input {tensor.name!r}; {model.name} takes {IMAGE_INPUT!r} (BYTES) "
+            f"or {PIXELS_INPUT!r} (FP32 [-1, {model.height}, {model.width}, 3])"
+        )
+    if tensor.datatype != expected[tensor.name]:
+        raise ProtocolError(
+            f"input {tensor.name!r} must be {expected[tensor.name]}, got {tensor.datatype}"
+        )
+    count = tensor.shape[0] if tensor.shape else 0
+    if count > settings.max_files_per_request:
+        raise PayloadTooLargeError(
+            f"{count} images in one request; at most {settings.max_files_per_request} allowed"
+        )
+    if isinstance(tensor.data, list):
+        if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ((), (1,)) or not count:
+            raise ProtocolError(f"input {IMAGE_INPUT!r} must have shape [N] or [N, 1], N >= 1")
+        return await run_in_threadpool(_decode_all, tensor.data, settings, model)
+    if tensor.shape[1:] != (model.height, model.width, 3) or not count:
+        raise ProtocolError(
+            f"input {PIXELS_INPUT!r} must have shape [N, {model.height}, {model.width}, 3] "
+            f"with N >= 1, got {list(tensor.shape)}"
+        )
+    if not np.isfinite(tensor.data).all():
+        raise ProtocolError(f"input {PIXELS_INPUT!r} holds NaN or infinite values")
+    return tensor.data
+
+
+def _decode_all(images: list[bytes], settings: Settings, model: LoadedModel) -> np.ndarray:
+    """Decode every image in one worker-thread call (errors name the element)."""
+    return np.stack(
+        [
+            prepare(data, f"image {position}", settings, model.height, model.width).pixels
+            for position, data in enumerate(images)
+        ]
+    )

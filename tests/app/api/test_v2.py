@@ -1,0 +1,260 @@
+"""Open Inference Protocol conformance: the official tritonclient against a real uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from app.core.imaging import to_model_input
+from app.core.registry import AUTOENCODER, CLASSIFIER
+from benchmarks.servers import UvicornServer
+from tests.app.conftest import AppClientFactory
+from tests.app.model_files import clone_version, copy_models
+from tests.app.samples import gradient_image, image_bytes
+
+PNG = image_bytes(size=(80, 60))
+JPEG = image_bytes("JPEG", size=(64, 64))
+
+
+@pytest.fixture(scope="module")
+def server(quick_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """uvicorn on a copy of the quick models with two classifier versions; yields host:port."""
+    folder = tmp_path_factory.mktemp("v2")
+    model_dir = copy_models(quick_models, folder / "models")
+    clone_version(model_dir, CLASSIFIER, 1, 2)
+    env = {"MODEL_DIR": str(model_dir), "DEVICE": "cpu", "RELOAD_INTERVAL_S": "0"}
+    with UvicornServer("app.main:app", env, folder / "uvicorn.log", "/v2/health/ready") as running:
+        yield running.base_url.removeprefix("http://")
+
+
+@pytest.fixture
+def client(server: str) -> Iterator[triton.InferenceServerClient]:
+    with triton.InferenceServerClient(server) as triton_client:
+        yield triton_client
+
+
+def image_input(images: list[bytes], binary: bool) -> triton.InferInput:
+    tensor = triton.InferInput("image", [len(images)], "BYTES")
+    if binary:
+        tensor.set_data_from_numpy(np.array(images, dtype=np.object_), binary_data=True)
+    else:  # JSON carries BYTES as strings: the image goes base64
+        encoded = [base64.b64encode(image) for image in images]
+        tensor.set_data_from_numpy(np.array(encoded, dtype=np.object_), binary_data=False)
+    return tensor
+
+
+def pixels_input(pixels: np.ndarray, binary: bool = True) -> triton.InferInput:
+    tensor = triton.InferInput("images", list(pixels.shape), "FP32")
+    tensor.set_data_from_numpy(pixels.astype(np.float32), binary_data=binary)
+    return tensor
+
+
+def output(name: str, binary: bool) -> triton.InferRequestedOutput:
+    return triton.InferRequestedOutput(name, binary_data=binary)
+
+
+def test_server_is_live_and_ready_and_describes_itself(client: triton.InferenceServerClient):
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    metadata = client.get_server_metadata()
+    assert metadata["name"] == "cellsign"
+    assert "binary_tensor_data" in metadata["extensions"]
+
+
+def test_model_metadata_lists_versions_and_tensors(client: triton.InferenceServerClient) -> None:
+    metadata = client.get_model_metadata(CLASSIFIER)
+    assert metadata["name"] == CLASSIFIER
+    assert metadata["versions"] == ["2", "1"]
+    assert metadata["platform"] == "tensorflow_savedmodel"
+    assert metadata["inputs"] == [
+        {"name": "image", "datatype": "BYTES", "shape": [-1]},
+        {"name": "images", "datatype": "FP32", "shape": [-1, 64, 64, 3]},
+    ]
+    assert metadata["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 6]}]
+    autoencoder = client.get_model_metadata(AUTOENCODER, "1")
+    assert [tensor["name"] for tensor in autoencoder["outputs"]] == ["denoised", "codes"]
+    assert autoencoder["outputs"][1]["shape"] == [-1, 64]
+
+
+def test_model_readiness_per_model_and_version(client: triton.InferenceServerClient) -> None:
+    assert client.is_model_ready(CLASSIFIER)
+    assert client.is_model_ready(CLASSIFIER, "1")
+    assert client.is_model_ready(AUTOENCODER)
+    assert not client.is_model_ready(CLASSIFIER, "9")
+    assert not client.is_model_ready("malaria_index")  # not a tensor model: /similar serves it
+    assert not client.is_model_ready("no_such_model")
+
+
+def test_binary_and_json_bytes_and_fp32_inputs_give_the_same_probabilities(
+    client: triton.InferenceServerClient, server: str
+) -> None:
+    binary = client.infer(CLASSIFIER, [image_input([PNG, JPEG], binary=True)])  # binary out
+    probabilities = binary.as_numpy("probabilities")
+    assert probabilities.dtype == np.float32 and probabilities.shape == (2, 6)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    assert binary.get_response()["model_version"] == "2"
+
+    as_json = client.infer(
+        CLASSIFIER,
+        [image_input([PNG, JPEG], binary=False)],
+        outputs=[output("probabilities", binary=False)],
+    )
+    assert "data" in as_json.get_response()["outputs"][0]  # the output came back as JSON
+    np.testing.assert_allclose(as_json.as_numpy("probabilities"), probabilities, atol=1e-6)
+
+    pixels = np.stack([to_model_input(gradient_image((80, 60)), 64, 64)])
+    for binary_input in (True, False):
+        fp32 = client.infer(CLASSIFIER, [pixels_input(pixels, binary_input)])
+        np.testing.assert_allclose(fp32.as_numpy("probabilities"), probabilities[:1], atol=1e-5)
+
+    classify = httpx.post(f"http://{server}/classify", files={"file": ("x.png", PNG)})
+    expected = list(classify.json()["predictions"][0]["probabilities"].values())
+    np.testing.assert_allclose(probabilities[0], expected, atol=1e-5)  # same as the task API
+
+
+def test_pinned_version_and_its_header(client: triton.InferenceServerClient, server: str) -> None:
+    result = client.infer(CLASSIFIER, [image_input([PNG], True)], model_version="1")
+    assert result.get_response()["model_version"] == "1"
+    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [_b64(PNG)]}]}
+    response = httpx.post(f"http://{server}/v2/models/{CLASSIFIER}/versions/1/infer", json=body)
+    assert response.status_code == 200
+    assert response.headers["X-Model-Version"] == "1"
+
+
+def test_autoencoder_outputs_are_chosen_by_the_request(
+    client: triton.InferenceServerClient,
+) -> None:
+    inputs = [image_input([PNG], binary=True)]
+    codes_only = client.infer(AUTOENCODER, inputs, outputs=[output("codes", binary=True)])
+    assert codes_only.as_numpy("codes").shape == (1, 64)
+    assert codes_only.as_numpy("denoised") is None
+    both = client.infer(AUTOENCODER, inputs)
+    denoised = both.as_numpy("denoised")
+    assert denoised.shape == (1, 48, 48, 3)
+    assert denoised.min() >= 0.0 and denoised.max() <= 1.0
+    np.testing.assert_allclose(both.as_numpy("codes"), codes_only.as_numpy("codes"), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "model", "version", "message"),
+    [
+        (lambda: [pixels_input(np.zeros((1, 10, 10, 3)))], CLASSIFIER, "", "must have shape"),
+        (lambda: [_int32_images()], CLASSIFIER, "", "datatype 'INT32' is not supported"),
+        (lambda: [image_input([b"not an image"], True)], CLASSIFIER, "", "not an image"),
+        (lambda: [image_input([PNG], True)], "no_such_model", "", "unknown model"),
+        (lambda: [image_input([PNG], True)], CLASSIFIER, "9", "version 9 is not loaded"),
+    ],
+    ids=["wrong-shape", "wrong-datatype", "not-an-image", "unknown-model", "unloaded-version"],
+)
+def test_bad_requests_are_refused_with_a_v2_error(
+    client: triton.InferenceServerClient, inputs, model: str, version: str, message: str
+) -> None:
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer(model, inputs(), model_version=version)
+    assert message in raised.value.message()
+    assert raised.value.status() in ("400", "404", "415")
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "message"),
+    [
+        (b"{not json", {}, 400, "not JSON"),
+        (b'{"inputs": []}', {}, 400, "non-empty list"),
+        (b'{"inputs": [{"name": "image"}]}', {"Inference-Header-Content-Length": "999"}, 400, ""),
+        (
+            json.dumps(
+                {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["%"]}]}
+            ).encode(),
+            {},
+            400,
+            "base64",
+        ),
+        (
+            json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "image",
+                            "datatype": "BYTES",
+                            "shape": [1],
+                            "parameters": {"binary_data_size": 4},
+                        }
+                    ]
+                }
+            ).encode()
+            + b"\xff\xff\xff\x7f",
+            {"Inference-Header-Content-Length": "-"},
+            400,
+            "Inference-Header-Content-Length",
+        ),
+    ],
+    ids=["not-json", "no-inputs", "header-length-past-body", "json-bytes-not-base64", "bad-len"],
+)
+def test_malformed_bodies_get_400_json_errors(
+    server: str, body: bytes, headers: dict, status: int, message: str
+) -> None:
+    response = httpx.post(
+        f"http://{server}/v2/models/{CLASSIFIER}/infer", content=body, headers=headers
+    )
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+def test_truncated_bytes_element_is_refused(server: str) -> None:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": 8},
+                }
+            ]
+        }
+    ).encode()
+    body = header + (1000).to_bytes(4, "little") + b"abcd"  # claims 1000 bytes, has 4
+    response = httpx.post(
+        f"http://{server}/v2/models/{CLASSIFIER}/infer",
+        content=body,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert response.status_code == 400
+    assert "runs past its data" in response.json()["error"]
+
+
+@pytest.mark.anyio
+async def test_v2_and_task_requests_share_a_micro_batch(
+    make_client: AppClientFactory, model_dir: Path
+) -> None:
+    async with make_client(model_dir, batch_max_wait_ms=1000) as app_client:
+        body = {
+            "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [_b64(PNG)]}]
+        }
+        v2, task = await asyncio.gather(
+            app_client.post(f"/v2/models/{CLASSIFIER}/infer", json=body),
+            app_client.post("/classify", files={"file": ("x.png", PNG)}),
+        )
+        assert v2.status_code == task.status_code == 200
+        metrics = (await app_client.get("/metrics")).text
+        assert 'cellsign_batch_size_count{batcher="classify"} 1.0' in metrics
+        assert 'cellsign_batch_size_sum{batcher="classify"} 2.0' in metrics
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _int32_images() -> triton.InferInput:
+    tensor = triton.InferInput("images", [1, 64, 64, 3], "INT32")
+    tensor.set_data_from_numpy(np.zeros((1, 64, 64, 3), np.int32))
+    return tensor
