@@ -1,8 +1,8 @@
 """How the models look through the Open Inference Protocol: their tensors, and turning the
 input tensor into the ``[N, H, W, 3]`` batch they take.
 
-Each model has two alternative inputs (send exactly one): ``image``, BYTES ``[N]`` (or
-``[N, 1]``) holding encoded image files, decoded and resized like an upload to the task
+Each model has two alternative inputs (send exactly one): ``image``, BYTES ``[N, 1]`` (or
+``[N]``) holding encoded image files, decoded and resized like an upload to the task
 endpoints; or ``images``, FP32 ``[N, H, W, 3]`` pixels in [0, 1] at the model's input size.
 The gallery index is not a tensor model and is not exposed here (use ``/similar``).
 """
@@ -10,6 +10,7 @@ The gallery index is not a tensor model and is not exposed here (use ``/similar`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +25,7 @@ from app.settings import Settings
 IMAGE_INPUT = "image"
 PIXELS_INPUT = "images"
 PLATFORM = "tensorflow_savedmodel"
+_CONFIG_TYPES = {"BYTES": "TYPE_STRING", "FP32": "TYPE_FP32"}
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,11 @@ OUTPUTS: dict[str, tuple[Output, ...]] = {
 MODELS = tuple(OUTPUTS)
 
 
-def tensor_metadata(model: LoadedModel) -> tuple[list[dict], list[dict]]:
+def tensor_metadata(model: LoadedModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(inputs, outputs)`` as the metadata endpoint lists them (-1: any batch size)."""
     pixels = [-1, model.height, model.width, 3]
     inputs = [
-        {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]},
+        {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1, 1]},
         {"name": PIXELS_INPUT, "datatype": "FP32", "shape": pixels},
     ]
     shapes = {
@@ -62,6 +64,33 @@ def tensor_metadata(model: LoadedModel) -> tuple[list[dict], list[dict]]:
         for output in OUTPUTS[model.name]
     ]
     return inputs, outputs
+
+
+def model_config(model: LoadedModel, max_batch_size: int) -> dict[str, Any]:
+    """The subset of Triton's model configuration (its ``config`` extension) that load
+    generators such as perf_analyzer read: the batch limit, that requests are batched
+    dynamically, and that each input is optional (send one of the two)."""
+    inputs, outputs = tensor_metadata(model)
+
+    def tensors(specs: list[dict[str, Any]], optional: bool) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": spec["name"],
+                "data_type": _CONFIG_TYPES[spec["datatype"]],
+                "dims": spec["shape"][1:],
+                **({"optional": True} if optional else {}),
+            }
+            for spec in specs
+        ]
+
+    return {
+        "name": model.name,
+        "platform": PLATFORM,
+        "max_batch_size": max_batch_size,
+        "dynamic_batching": {},
+        "input": tensors(inputs, optional=True),
+        "output": tensors(outputs, optional=False),
+    }
 
 
 def requested_outputs(model_name: str, request: InferRequest) -> list[tuple[Output, bool]]:

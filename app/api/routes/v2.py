@@ -19,7 +19,14 @@ from fastapi.routing import APIRoute
 
 from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, ServiceDep
 from app.api.schemas import V2Error, V2ModelMetadata, V2ModelReady, V2ServerMetadata
-from app.api.v2_models import MODELS, PLATFORM, model_batch, requested_outputs, tensor_metadata
+from app.api.v2_models import (
+    MODELS,
+    PLATFORM,
+    model_batch,
+    model_config,
+    requested_outputs,
+    tensor_metadata,
+)
 from app.api.v2_protocol import HEADER_LENGTH, encode_infer_response, parse_infer_request
 from app.core.errors import ModelUnavailableError, NotFoundError, ServiceError
 from app.core.registry import ModelSet
@@ -151,6 +158,22 @@ async def version_ready(
 ) -> V2ModelReady:
     _model(service, models, name, version)
     return V2ModelReady(name=name, ready=True)
+
+
+@router.get("/v2/models/{name}/config")
+async def config(name: str, service: ServiceDep, models: ModelsDep) -> dict[str, Any]:
+    """Triton's model-configuration extension, the part load generators read (perf_analyzer
+    needs it): `max_batch_size` (MAX_FILES_PER_REQUEST), dynamic batching, optional inputs."""
+    model = _model(service, models, name, None)
+    return model_config(model, service.settings.max_files_per_request)
+
+
+@router.get("/v2/models/{name}/versions/{version}/config")
+async def version_config(
+    name: str, version: str, service: ServiceDep, models: ModelsDep
+) -> dict[str, Any]:
+    model = _model(service, models, name, version)
+    return model_config(model, service.settings.max_files_per_request)
 
 
 async def _infer(

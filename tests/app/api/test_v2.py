@@ -43,9 +43,12 @@ def client(server: str) -> Iterator[triton.InferenceServerClient]:
 
 
 def image_input(images: list[bytes], binary: bool) -> triton.InferInput:
-    tensor = triton.InferInput("image", [len(images)], "BYTES")
+    """Binary: shape [N, 1] as the metadata says; JSON: the flat [N] form, also accepted."""
+    shape = [len(images), 1] if binary else [len(images)]
+    tensor = triton.InferInput("image", shape, "BYTES")
     if binary:
-        tensor.set_data_from_numpy(np.array(images, dtype=np.object_), binary_data=True)
+        array = np.array(images, dtype=np.object_).reshape(shape)
+        tensor.set_data_from_numpy(array, binary_data=True)
     else:  # JSON carries BYTES as strings: the image goes base64
         encoded = [base64.b64encode(image) for image in images]
         tensor.set_data_from_numpy(np.array(encoded, dtype=np.object_), binary_data=False)
@@ -76,13 +79,25 @@ def test_model_metadata_lists_versions_and_tensors(client: triton.InferenceServe
     assert metadata["versions"] == ["2", "1"]
     assert metadata["platform"] == "tensorflow_savedmodel"
     assert metadata["inputs"] == [
-        {"name": "image", "datatype": "BYTES", "shape": [-1]},
+        {"name": "image", "datatype": "BYTES", "shape": [-1, 1]},
         {"name": "images", "datatype": "FP32", "shape": [-1, 64, 64, 3]},
     ]
     assert metadata["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 6]}]
     autoencoder = client.get_model_metadata(AUTOENCODER, "1")
     assert [tensor["name"] for tensor in autoencoder["outputs"]] == ["denoised", "codes"]
     assert autoencoder["outputs"][1]["shape"] == [-1, 64]
+
+
+def test_model_config_tells_load_generators_the_batch_limit_and_optional_inputs(
+    client: triton.InferenceServerClient,
+) -> None:
+    config = client.get_model_config(CLASSIFIER, "1")
+    assert config["max_batch_size"] == 64  # MAX_FILES_PER_REQUEST
+    assert config["input"] == [
+        {"name": "image", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
+        {"name": "images", "data_type": "TYPE_FP32", "dims": [64, 64, 3], "optional": True},
+    ]
+    assert config["output"] == [{"name": "probabilities", "data_type": "TYPE_FP32", "dims": [6]}]
 
 
 def test_model_readiness_per_model_and_version(client: triton.InferenceServerClient) -> None:
