@@ -8,6 +8,7 @@ _ERROR = {"model": ErrorResponse}
 
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {**_ERROR, "description": "Truncated or corrupt image."},
+    404: {**_ERROR, "description": "The pinned version or label is not loaded (see /models)."},
     413: {**_ERROR, "description": "Too many bytes, pixels or files."},
     415: {**_ERROR, "description": "Not an image in a supported format."},
     422: {**_ERROR, "description": "Missing `file` field or bad parameter."},

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path
 
 from app.api.deps import ServiceDep
 from app.api.schemas import (
+    ErrorResponse,
     LabelRequest,
     LabelsResponse,
     ModelVersionsInfo,
@@ -23,6 +24,12 @@ from app.core.labels import LABEL_PATTERN
 from app.core.registry import ModelRegistry
 
 router = APIRouter(tags=["operations"])
+
+_NOT_FOUND = {
+    "model": ErrorResponse,
+    "description": "Unknown model or label, or a version that cannot be loaded.",
+}
+_CONFLICT = {"model": ErrorResponse, "description": "The change does not fit the current state."}
 
 ModelName = Annotated[str, Path(description="signs_classifier, malaria_autoencoder, ...")]
 LabelName = Annotated[
@@ -40,7 +47,15 @@ async def reload_models(service: ServiceDep) -> ReloadResponse:
     return ReloadResponse(changes=changes, missing=service.registry.missing())
 
 
-@router.put("/admin/models/{name}/labels/{label}", response_model=LabelsResponse)
+@router.put(
+    "/admin/models/{name}/labels/{label}",
+    response_model=LabelsResponse,
+    responses={
+        400: {"model": ErrorResponse, "description": "The body is not JSON."},
+        404: _NOT_FOUND,
+        409: _CONFLICT,
+    },
+)
 async def set_label(
     name: ModelName, label: LabelName, body: LabelRequest, service: ServiceDep
 ) -> LabelsResponse:
@@ -55,14 +70,22 @@ async def set_label(
     return _labels_response(service.registry, name, persisted)
 
 
-@router.delete("/admin/models/{name}/labels/{label}", response_model=LabelsResponse)
+@router.delete(
+    "/admin/models/{name}/labels/{label}",
+    response_model=LabelsResponse,
+    responses={404: _NOT_FOUND},
+)
 async def remove_label(name: ModelName, label: LabelName, service: ServiceDep) -> LabelsResponse:
     """Drop a label. Removing `stable` after a rollback serves the newest version again."""
     persisted = await to_thread.run_sync(service.registry.remove_label, name, label)
     return _labels_response(service.registry, name, persisted)
 
 
-@router.post("/admin/rollback/{name}", response_model=RollbackResponse)
+@router.post(
+    "/admin/rollback/{name}",
+    response_model=RollbackResponse,
+    responses={404: _NOT_FOUND, 409: _CONFLICT},
+)
 async def rollback(name: ModelName, service: ServiceDep) -> RollbackResponse:
     """Serve the loaded version just below the current default, and stay there: `stable`
     is set to it and any canary is dropped. 409 when no older version is loaded."""

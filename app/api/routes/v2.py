@@ -201,16 +201,28 @@ _INFER_BODY = {
     "content": {"application/json": {}, "application/octet-stream": {}},
 }
 _INFER_DOC = {"requestBody": _INFER_BODY}
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The outputs: JSON, or a JSON header and binary tensors when asked.",
+        "content": {"application/json": {}, "application/octet-stream": {}},
+    },
+    413: {"model": V2Error, "description": "Too many images or pixels."},
+    415: {"model": V2Error, "description": "A BYTES element is not a supported image."},
+}
 
 
-@router.post("/v2/models/{name}/infer", openapi_extra=_INFER_DOC)
+@router.post("/v2/models/{name}/infer", openapi_extra=_INFER_DOC, responses=_INFER_RESPONSES)
 async def infer(request: Request, name: str, service: ServiceDep, models: ModelsDep) -> Response:
     """Run the model on an `image` (BYTES, encoded files) or `images` (FP32 pixels) input;
     requests without a version take the canary share like the task endpoints."""
     return await _infer(request, service, models, name, None)
 
 
-@router.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=_INFER_DOC)
+@router.post(
+    "/v2/models/{name}/versions/{version}/infer",
+    openapi_extra=_INFER_DOC,
+    responses=_INFER_RESPONSES,
+)
 async def infer_version(
     request: Request, name: str, version: str, service: ServiceDep, models: ModelsDep
 ) -> Response:

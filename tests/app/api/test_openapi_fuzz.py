@@ -22,6 +22,7 @@ from schemathesis.python.asgi import shutdown_lifespans
 from app.main import create_app
 from app.settings import Settings
 from tests.app.conftest import settings_for
+from tests.app.model_files import copy_models
 from tests.app.samples import image_bytes
 
 CONFORMANCE = [
@@ -71,9 +72,9 @@ def fuzz_targets() -> list[Any]:
     return targets
 
 
-def schema_of(quick_models: Path, **overrides: Any) -> Iterator[schemathesis.BaseSchema]:
+def schema_of(model_dir: Path, **overrides: Any) -> Iterator[schemathesis.BaseSchema]:
     """The schema as the running app serves it; schemathesis runs the app's lifespan."""
-    app = create_app(settings_for(quick_models, max_upload_bytes=100_000, **overrides))
+    app = create_app(settings_for(model_dir, max_upload_bytes=100_000, **overrides))
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     shutdown_lifespans()  # stop the app's batchers now rather than at interpreter exit
 
@@ -90,13 +91,19 @@ def every_case_conforms(strategy: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def open_schema(quick_models: Path) -> Iterator[schemathesis.BaseSchema]:
-    yield from schema_of(quick_models)
+def fuzzed_models(quick_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy: the fuzzed admin endpoints may write labels.json into it."""
+    return copy_models(quick_models, tmp_path_factory.mktemp("fuzz") / "models")
 
 
 @pytest.fixture(scope="module")
-def keyed_schema(quick_models: Path) -> Iterator[schemathesis.BaseSchema]:
-    yield from schema_of(quick_models, api_key=API_KEY, api_key_scope="all")
+def open_schema(fuzzed_models: Path) -> Iterator[schemathesis.BaseSchema]:
+    yield from schema_of(fuzzed_models)
+
+
+@pytest.fixture(scope="module")
+def keyed_schema(fuzzed_models: Path) -> Iterator[schemathesis.BaseSchema]:
+    yield from schema_of(fuzzed_models, api_key=API_KEY, api_key_scope="all")
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), fuzz_targets())
