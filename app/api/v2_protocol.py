@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from app.core.errors import ServiceError
+from app.core.errors import PayloadTooLargeError, ServiceError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_CONTENT_TYPE = "application/octet-stream"
@@ -56,14 +56,26 @@ class InferRequest:
     binary_outputs: bool  # the request-wide ``binary_data_output`` parameter
 
 
-def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
-    """The request as tensors; ``ProtocolError`` (400) for anything malformed."""
+def parse_infer_request(
+    body: bytes, header_length: str | None, max_json_bytes: int
+) -> InferRequest:
+    """The request as tensors; ``ProtocolError`` (400) for anything malformed.
+
+    The JSON part is refused (413) above ``max_json_bytes`` before it is parsed: a list of
+    numbers costs far more memory parsed than sent, and large tensors belong in the binary
+    part, which costs what it weighs.
+    """
     if header_length is None:
         json_size = len(body)
     elif header_length.isdigit() and int(header_length) <= len(body):
         json_size = int(header_length)
     else:
         raise ProtocolError(f"{HEADER_LENGTH} must be a byte count within the body")
+    if json_size > max_json_bytes:
+        raise PayloadTooLargeError(
+            f"the JSON part is {json_size} bytes, over the {max_json_bytes} byte limit; "
+            "send large tensors with the binary tensor extension"
+        )
     try:
         header = json.loads(body[:json_size])
     except ValueError as error:

@@ -180,7 +180,11 @@ async def _infer(
     request: Request, service: ServiceDep, models: ModelsDep, name: str, version: str | None
 ) -> Response:
     model = _model(service, models, name, version, canary=version is None)
-    parsed = parse_infer_request(await request.body(), request.headers.get(HEADER_LENGTH))
+    parsed = parse_infer_request(
+        await request.body(),
+        request.headers.get(HEADER_LENGTH),
+        max_json_bytes=service.settings.max_upload_bytes,
+    )
     outputs = requested_outputs(name, parsed)
     batch = await model_batch(model, parsed, service.settings)
     results = [
@@ -206,7 +210,7 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The outputs: JSON, or a JSON header and binary tensors when asked.",
         "content": {"application/json": {}, "application/octet-stream": {}},
     },
-    413: {"model": V2Error, "description": "Too many images or pixels."},
+    413: {"model": V2Error, "description": "Too many images or pixels, or too much JSON."},
     415: {"model": V2Error, "description": "A BYTES element is not a supported image."},
 }
 
