@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.uploads import prepare
 from app.api.v2_protocol import InferRequest, ProtocolError
+from app.core import tracing
 from app.core.errors import PayloadTooLargeError
 from app.core.registry import AUTOENCODER, CLASSIFIER
 from app.core.runtime import LoadedModel
@@ -133,7 +134,8 @@ async def model_batch(model: LoadedModel, request: InferRequest, settings: Setti
     if isinstance(tensor.data, list):
         if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ((), (1,)) or not count:
             raise ProtocolError(f"input {IMAGE_INPUT!r} must have shape [N] or [N, 1], N >= 1")
-        return await run_in_threadpool(_decode_all, tensor.data, settings, model)
+        with tracing.stage("decode", files=count):
+            return await run_in_threadpool(_decode_all, tensor.data, settings, model)
     if tensor.shape[1:] != (model.height, model.width, 3) or not count:
         raise ProtocolError(
             f"input {PIXELS_INPUT!r} must have shape [N, {model.height}, {model.width}, 3] "

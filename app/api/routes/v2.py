@@ -28,6 +28,7 @@ from app.api.v2_models import (
     tensor_metadata,
 )
 from app.api.v2_protocol import HEADER_LENGTH, encode_infer_response, parse_infer_request
+from app.core import tracing
 from app.core.errors import ModelUnavailableError, NotFoundError, ServiceError
 from app.core.registry import ModelSet
 from app.core.runtime import LoadedModel
@@ -195,7 +196,8 @@ async def _infer(
         )
         for output, binary in outputs
     ]
-    body, headers = encode_infer_response(name, model.version, parsed.id, results)
+    with tracing.stage("encode"):
+        body, headers = encode_infer_response(name, model.version, parsed.id, results)
     return Response(body, headers={**headers, MODEL_VERSION_HEADER: str(model.version)})
 
 
