@@ -24,7 +24,7 @@ ALLOWED_HEADERS = (
     "traceparent",
     "tracestate",
 )
-EXPOSED_HEADERS = ("X-Request-ID", "X-Model-Version")
+EXPOSED_HEADERS = ("X-Request-ID", "X-Model-Version", "X-Index-Version")
 
 
 class JsonCORSMiddleware(CORSMiddleware):
