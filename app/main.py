@@ -32,6 +32,7 @@ from app.api.routes import (
     health,
     info,
     page,
+    reports,
     similar,
 )
 from app.api.routes.page import STATIC_DIR
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 BATCHERS = ("classify", "denoise", "encode")
 # Routers behind the API key with API_KEY_SCOPE=all (admin is behind it whenever API_KEY is set).
-SCOPE_ALL_MODULES = (classify, denoise, similar, gallery, info)
+SCOPE_ALL_MODULES = (classify, denoise, similar, gallery, info, reports)
 _MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 DESCRIPTION = """

@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, File, UploadFile
 
 from app.api.deps import ModelsDep, ServiceDep
+from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import ClassifyResponse, ModelRef, Prediction
 from app.api.uploads import read_uploads
@@ -26,17 +27,21 @@ async def classify(
     service: ServiceDep,
     models: ModelsDep,
 ) -> ClassifyResponse:
-    """Classify each uploaded image (any common format; resized to the model's input)."""
+    """Classify each uploaded image (any common format; resized to the model's input).
+
+    ``in_distribution`` says whether the image looks like a SIGNS hand gesture at all.
+    """
     model = models.classifier
     if model is None:
         raise ModelUnavailableError(service.registry.missing_reason(CLASSIFIER))
     inputs = await read_uploads(files, service.settings, model.height, model.width)
     rows = await service.batchers["classify"].submit(
-        model.caller("serving_default"), np.stack([item.pixels for item in inputs])
+        model.inference_caller("serving_default"), np.stack([item.pixels for item in inputs])
     )
+    rows, verdicts = assess(service, model, [item.filename for item in inputs], rows)
     class_names: list[str] = model.metadata["class_names"]
     predictions = []
-    for item, probabilities in zip(inputs, rows, strict=True):
+    for item, probabilities, verdict in zip(inputs, rows, verdicts, strict=True):
         class_id = int(probabilities.argmax())
         predictions.append(
             Prediction(
@@ -47,6 +52,8 @@ async def classify(
                 probabilities={
                     name: float(p) for name, p in zip(class_names, probabilities, strict=True)
                 },
+                ood_score=verdict.ood_score,
+                in_distribution=verdict.in_distribution,
             )
         )
     return ClassifyResponse(

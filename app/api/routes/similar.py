@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ModelsDep, ServiceDep
+from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import IndexRef, ModelRef, Neighbour, SimilarResponse
 from app.api.uploads import read_uploads, require_one_file
@@ -32,7 +33,8 @@ async def similar(
         Query(ge=1, description="How many neighbours: 1..MAX_K (default DEFAULT_K)."),
     ] = None,
 ) -> SimilarResponse:
-    """Encode the upload and search the FAISS gallery index."""
+    """Encode the upload and search the FAISS gallery index; ``in_distribution`` says whether
+    the upload looks like a blood-smear cell."""
     settings = service.settings
     if k is None:
         k = settings.default_k
@@ -42,7 +44,10 @@ async def similar(
     if index is None or encoder is None:
         raise ModelUnavailableError(service.registry.missing_reason(INDEX))
     (item,) = await read_uploads([file], settings, encoder.height, encoder.width)
-    (code,) = await service.batchers["encode"].submit(encoder.caller("encode"), item.pixels[None])
+    rows = await service.batchers["encode"].submit(
+        encoder.inference_caller("encode"), item.pixels[None]
+    )
+    (code,), (verdict,) = assess(service, encoder, [item.filename], rows)
     neighbours = await run_in_threadpool(index.search, code, k)
     return SimilarResponse(
         results=[
@@ -51,4 +56,6 @@ async def similar(
         ],
         index=IndexRef(size=index.size, type=index.index_type, version=index.version),
         model=ModelRef(name=encoder.name, version=encoder.version),
+        ood_score=verdict.ood_score,
+        in_distribution=verdict.in_distribution,
     )
