@@ -133,7 +133,8 @@ def calibrate(
         calibration.softmax(test_logits, temperature), splits.test.labels
     )
     calibration_block = {
-        "method": "temperature scaling, fitted on validation (NLL)",
+        "method": "temperature scaling: validation NLL + N(0, sigma) prior on log T",
+        "log_t_prior_sigma": calibration.LOG_T_PRIOR_SIGMA,
         "temperature": temperature,
         "ece_bins": calibration.ECE_BINS,
         "test_ece_before": before["ece"],
