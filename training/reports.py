@@ -100,12 +100,13 @@ def plot_score_histograms(
     for name, values in scores.items():
         clipped = np.clip(np.asarray(values, dtype=np.float64), bins[0], bins[-1])
         label = f"{name} ({len(values)})"
-        axis.hist(clipped, bins=bins, histtype="step", density=True, label=label)
+        weights = np.full(len(clipped), 1 / max(1, len(clipped)))  # each set sums to 1
+        axis.hist(clipped, bins=bins, histtype="step", weights=weights, label=label)
     axis.axvline(threshold, color="black", linestyle="--", label="threshold")
     if log_bins:
         axis.set_xscale("log")
     axis.set_xlabel("OOD score (higher = less like the training data)")
-    axis.set_ylabel("density")
+    axis.set_ylabel("share of the set's images")
     axis.set_title(title, fontsize=9)
     axis.legend(fontsize=7)
     figure.tight_layout()

@@ -53,6 +53,10 @@ _FILE_READING_OPS = frozenset(
     ("ReadFile", "MatchingFiles", "ImmutableConst", "DecodeProtoV2", "EncodeProto")
 )
 OUTPUT_FIELD, SCORE_FIELD = "output", "ood_score"  # fields of a scored caller's rows
+_SUMMARY_KEYS = {
+    "ood": {"score", "threshold", "higher_is_ood", "auroc", "test_false_flag_rate"},
+    "calibration": {"temperature", "test_ece_before", "test_ece_after"},
+}
 
 
 def select_device(requested: str) -> str:
@@ -182,8 +186,12 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         """What ``/models`` shows: identity, input shape, signatures and training metrics."""
-        extra_keys = ("class_names", "code_dim", "ood", "calibration")
+        extra_keys = ("class_names", "code_dim")
         extra = {key: self.metadata[key] for key in extra_keys if key in self.metadata}
+        # The summaries; the full blocks are in GET /models/{name}/report.
+        for block, keys in _SUMMARY_KEYS.items():
+            if isinstance(self.metadata.get(block), dict):
+                extra[block] = {k: v for k, v in self.metadata[block].items() if k in keys}
         return {
             "name": self.name,
             "version": self.version,
