@@ -261,6 +261,9 @@ def test_every_control_is_labelled_and_usable_by_keyboard(
         "input, select, textarea", "els => els.filter(e => e.labels.length === 0).map(e => e.id)"
     )
     assert unlabelled == []
+    page.keyboard.press("Tab")  # the two view links in the header come first
+    assert page.evaluate("document.activeElement.textContent") == "Try the models"
+    page.keyboard.press("Tab")
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "classify-file"
     assert focus_outline(page) != "none"
