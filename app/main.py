@@ -32,6 +32,7 @@ from app.api.routes import (
     health,
     info,
     page,
+    reports,
     similar,
     v2,
 )
@@ -48,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 BATCHERS = ("classify", "denoise", "encode")
 # Routers behind the API key with API_KEY_SCOPE=all (admin is behind it whenever API_KEY is set).
-SCOPE_ALL_MODULES = (classify, denoise, similar, gallery, info, v2)
+SCOPE_ALL_MODULES = (classify, denoise, similar, gallery, info, reports, v2)
 _MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 DESCRIPTION = """

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     api_key_scope: Literal["admin", "all"] = Field(
         "admin", description="Which endpoints the API key guards."
     )
+    reject_ood: bool = Field(
+        False,
+        description="Answer 422 instead of a flagged result when an input does not look like"
+        " the model's training data (out-of-distribution score above its threshold).",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_format: Literal["text", "json"] = Field(
         "text", description="text: readable lines; json: one JSON object per line."

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training import reports
+from training import malaria_ood, malaria_report, reports
 from training.autoencoder import (
     SYMMETRIES,
     AutoencoderParts,
@@ -129,26 +129,39 @@ class AutoencoderModule(tf.Module):
 
     ``encode`` returns L2-normalised codes averaged over the 8 symmetries of each cell, so
     gallery and query codes are both rotation- and flip-invariant without the server knowing.
+    With a ``score`` both also output ``ood_score`` (see training/malaria_ood.py).
     """
 
-    def __init__(self, parts: AutoencoderParts, image_size: int) -> None:
+    def __init__(
+        self, parts: AutoencoderParts, image_size: int, score: malaria_ood.CellScore | None = None
+    ) -> None:
         super().__init__()
         self.autoencoder = parts.autoencoder
         self.embedder = parts.embedder
+        self.score = score
         spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
         # No autograph: these have no Python control flow to convert.
         self.denoise = tf.function(self._denoise, input_signature=[spec], autograph=False)
         self.encode = tf.function(self._encode, input_signature=[spec], autograph=False)
 
     def _denoise(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"images": self.autoencoder(images, training=False)}
+        reconstruction = self.autoencoder(images, training=False)
+        if self.score is None:
+            return {"images": reconstruction}
+        score = self.score.from_reconstruction(reconstruction)
+        return {"images": reconstruction, "ood_score": score}
 
     def _encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"codes": symmetry_averaged_codes(self.embedder, images)}
+        codes = symmetry_averaged_codes(self.embedder, images)
+        if self.score is None:
+            return {"codes": codes}
+        return {"codes": codes, "ood_score": self.score(images)}
 
 
-def save_autoencoder(parts: AutoencoderParts, image_size: int, path: Path) -> None:
-    module = AutoencoderModule(parts, image_size)
+def save_autoencoder(
+    parts: AutoencoderParts, image_size: int, path: Path, score: malaria_ood.CellScore | None = None
+) -> None:
+    module = AutoencoderModule(parts, image_size, score)
     signatures = {
         "serving_default": module.denoise,
         "denoise": module.denoise,
@@ -238,11 +251,14 @@ def train_malaria(
     metrics = denoising_metrics(parts, cells.splits["test"].images, seed)
     metrics["epochs_run"] = len(history.get("loss", []))
     metrics["best_val_images_loss"] = min(history.get(MONITOR, [float("nan")]))
+    score, ood_block, ood_scores = malaria_ood.calibrate(parts, cells, data, seed)
+    metrics["ood"] = malaria_ood.headline(ood_block)
 
     def write_payload(version_dir: Path) -> None:
-        save_autoencoder(parts, config.image_size, version_dir)
+        save_autoencoder(parts, config.image_size, version_dir, score)
         report_dir = version_dir / "report"
         write_report(report_dir, parts, cells, config, history, metrics, seed)
+        malaria_report.write_trust_plots(report_dir, parts, cells, seed, ood_block, ood_scores)
         if (work_dir / "tensorboard").exists():
             shutil.copytree(work_dir / "tensorboard", report_dir / "tensorboard")
 
@@ -269,6 +285,7 @@ def train_malaria(
         },
         "metrics": metrics,
         "experiments": list(EXPERIMENTS),
+        "ood": ood_block,
     }
     version_dir = write_version(out_dir, MODEL_NAME, write_payload, metadata)
     shutil.rmtree(work_dir, ignore_errors=True)

@@ -84,3 +84,73 @@ def plot_confusion_matrix(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_score_histograms(
+    scores: Mapping[str, np.ndarray], threshold: float, path: Path, title: str
+) -> None:
+    """One step histogram per image set on shared log-spaced bins, with the flag threshold."""
+    every = np.concatenate([np.asarray(s, dtype=np.float64) for s in scores.values()])
+    positive = every[every > 0]
+    low = positive.min() if positive.size else 1e-6
+    high = max(every.max(), threshold) * 1.05
+    log_bins = low > 0 and high / low > 100
+    bins = np.geomspace(low, high, 60) if log_bins else np.linspace(every.min(), high, 60)
+    figure, axis = plt.subplots(figsize=(8, 4))
+    for name, values in scores.items():
+        clipped = np.clip(np.asarray(values, dtype=np.float64), bins[0], bins[-1])
+        label = f"{name} ({len(values)})"
+        weights = np.full(len(clipped), 1 / max(1, len(clipped)))  # each set sums to 1
+        axis.hist(clipped, bins=bins, histtype="step", weights=weights, label=label)
+    axis.axvline(threshold, color="black", linestyle="--", label="threshold")
+    if log_bins:
+        axis.set_xscale("log")
+    axis.set_xlabel("OOD score (higher = less like the training data)")
+    axis.set_ylabel("share of the set's images")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_reliability_diagram(
+    curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path, title: str
+) -> None:
+    """Accuracy against mean confidence per confidence bin, one line per curve."""
+    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for name, curve in curves.items():
+        axis.plot(curve["confidence"], curve["accuracy"], marker="o", label=name)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("mean confidence in bin")
+    axis.set_ylabel("accuracy in bin")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_code_map(
+    codes: np.ndarray, labels: np.ndarray, label_names: Sequence[str], path: Path, title: str
+) -> None:
+    """The codes' first two principal components, one colour per label."""
+    centred = codes - codes.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    points = centred @ components[:2].T
+    figure, axis = plt.subplots(figsize=(5, 4.5))
+    for label, name in enumerate(label_names):
+        chosen = points[labels == label]
+        axis.scatter(chosen[:, 0], chosen[:, 1], s=4, alpha=0.5, label=f"{name} ({len(chosen)})")
+    axis.set_xlabel("principal component 1")
+    axis.set_ylabel("principal component 2")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=7, markerscale=3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

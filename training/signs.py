@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from training import reports
+from training import reports, signs_trust
 from training.classifier import ClassifierConfig, build_classifier
 from training.custom_loop import (
     LoopConfig,
@@ -91,12 +91,23 @@ def train_signs(
     probabilities = predict_probabilities(model, splits.test.images)
     metrics = evaluation_metrics(splits.test.labels, probabilities, result)
     log.info("held-out test accuracy %.4f on %d images", metrics["test_accuracy"], len(splits.test))
+    trust, calibration_block, ood_block, ood_scores = signs_trust.calibrate(
+        model, splits, data, seed
+    )
+    metrics["test_ece_before"] = calibration_block["test_ece_before"]
+    metrics["test_ece_after"] = calibration_block["test_ece_after"]
+    metrics["ood"] = signs_trust.headline(ood_block)
 
-    metadata = build_metadata(run, splits, metrics)
+    metadata = {
+        **build_metadata(run, splits, metrics),
+        "calibration": calibration_block,
+        "ood": ood_block,
+    }
 
     def write_payload(folder: Path) -> None:
-        export_saved_model(model, image_size, folder)
+        export_saved_model(model, image_size, folder, trust)
         write_report(folder / "report", metadata, metrics, result)
+        signs_trust.write_plots(folder / "report", calibration_block, ood_block, ood_scores)
 
     # In a multi-worker run only the chief exports into out_dir; the others into scratch.
     version_dir = write_version(
@@ -109,20 +120,42 @@ def train_signs(
 
 
 class ServingModule(tf.Module):
-    """What the SavedModel holds: the model and one fixed-shape signature."""
+    """What the SavedModel holds: the model and one fixed-shape signature.
 
-    def __init__(self, model: tf.keras.Model, image_size: int) -> None:
+    With ``trust`` the probabilities are temperature-scaled and an ``ood_score`` output is
+    added (training/signs_trust.py); without it the signature is the plain softmax.
+    """
+
+    def __init__(
+        self,
+        model: tf.keras.Model,
+        image_size: int,
+        trust: signs_trust.ClassifierTrust | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
+        self.trust = trust
         spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
         self.serve = tf.function(self._probabilities, input_signature=[spec])
 
     def _probabilities(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"probabilities": tf.nn.softmax(self.model(images, training=False))}
+        if self.trust is None:
+            return {"probabilities": tf.nn.softmax(self.model(images, training=False))}
+        maps = signs_trust.feature_maps(self.model, images)
+        logits = signs_trust.logits_from(self.model, maps)
+        return {
+            "probabilities": tf.nn.softmax(logits / self.trust.temperature),
+            "ood_score": self.trust.score(maps),
+        }
 
 
-def export_saved_model(model: tf.keras.Model, image_size: int, folder: Path) -> None:
-    module = ServingModule(model, image_size)
+def export_saved_model(
+    model: tf.keras.Model,
+    image_size: int,
+    folder: Path,
+    trust: signs_trust.ClassifierTrust | None = None,
+) -> None:
+    module = ServingModule(model, image_size, trust)
     tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
 
 

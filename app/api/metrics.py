@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -12,6 +13,9 @@ from app.core.registry import AUTOENCODER, CLASSIFIER, INDEX, ModelSet
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# OOD score / threshold: 1.0 is the flag boundary for every model, so the share above it is
+# the flag rate; the finer buckets below it show traffic creeping towards it.
+_OOD_RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 4.0, 10.0, 100.0)
 
 
 class ServiceMetrics:
@@ -45,6 +49,19 @@ class ServiceMetrics:
         )
         for name in (CLASSIFIER, AUTOENCODER, INDEX):
             self.model_version.labels(model=name).set(0)
+        self.ood_ratio = Histogram(
+            "cellsign_ood_score_ratio",
+            "Out-of-distribution score of each input divided by the model's threshold (above 1"
+            " = flagged as unlike the training data), by model name.",
+            ["model"],
+            buckets=_OOD_RATIO_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_ood(self, model: str, ratios: np.ndarray) -> None:
+        histogram = self.ood_ratio.labels(model=model)
+        for ratio in ratios:
+            histogram.observe(float(ratio))
 
     def batch_observer(self, batcher: str) -> Callable[[int], None]:
         histogram = self.batch_size.labels(batcher=batcher)

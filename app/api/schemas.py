@@ -12,6 +12,20 @@ class ModelRef(BaseModel):
     version: int = Field(examples=[3])
 
 
+_OOD_SCORE = Field(
+    None,
+    examples=[41.7],
+    description="Out-of-distribution score: higher means less like the model's training data."
+    " Absent (null) for model versions trained without one.",
+)
+_IN_DISTRIBUTION = Field(
+    None,
+    examples=[True],
+    description="False when the score is above the threshold fitted on validation data:"
+    " the input does not look like the training data, so the answer is a guess.",
+)
+
+
 class Prediction(BaseModel):
     filename: str = Field(examples=["hand.jpg"])
     label: str = Field(examples=["2"], description="Class name with the highest probability.")
@@ -20,6 +34,8 @@ class Prediction(BaseModel):
     probabilities: dict[str, float] = Field(
         examples=[{"0": 0.01, "1": 0.02, "2": 0.93, "3": 0.02, "4": 0.01, "5": 0.01}]
     )
+    ood_score: float | None = _OOD_SCORE
+    in_distribution: bool | None = _IN_DISTRIBUTION
 
 
 class ClassifyResponse(BaseModel):
@@ -32,6 +48,8 @@ class DenoiseResponse(BaseModel):
     width: int = Field(examples=[64])
     height: int = Field(examples=[64])
     image_base64: str = Field(description="The denoised cell as base64-encoded PNG.")
+    ood_score: float | None = _OOD_SCORE
+    in_distribution: bool | None = _IN_DISTRIBUTION
 
 
 class Neighbour(BaseModel):
@@ -54,6 +72,8 @@ class SimilarResponse(BaseModel):
     results: list[Neighbour]
     index: IndexRef
     model: ModelRef = Field(description="The encoder that made the query's code.")
+    ood_score: float | None = _OOD_SCORE
+    in_distribution: bool | None = _IN_DISTRIBUTION
 
 
 class Health(BaseModel):
@@ -140,6 +160,27 @@ class LabelsResponse(BaseModel):
 class RollbackResponse(LabelsResponse):
     rolled_back_from: int = Field(examples=[4])
     serving: int = Field(examples=[3])
+
+
+class ReportFileRef(BaseModel):
+    name: str = Field(examples=["reliability_diagram.png"])
+    url: str = Field(examples=["/models/signs_classifier/report/reliability_diagram.png"])
+    content_type: str = Field(examples=["image/png"])
+    bytes: int = Field(examples=[24187])
+
+
+class ReportResponse(BaseModel):
+    name: str = Field(examples=["signs_classifier"])
+    version: int = Field(examples=[3])
+    created: str | None = Field(None, examples=["2026-11-29T14:40:00+00:00"])
+    files: list[ReportFileRef]
+    metrics: dict[str, Any] = Field(description="Held-out test metrics from training.")
+    ood: dict[str, Any] | None = Field(
+        None, description="The out-of-distribution score, its threshold and how it was judged."
+    )
+    calibration: dict[str, Any] | None = Field(
+        None, description="Temperature scaling and the calibration error before and after."
+    )
 
 
 class ReloadResponse(BaseModel):

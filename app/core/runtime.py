@@ -22,6 +22,7 @@ import tensorflow as tf
 from tensorflow.python.framework import op_def_registry
 
 from app.core.errors import InvalidModelError
+from app.core.ood import OodCheck, read_ood_check
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ _ALLOWED_STATEFUL_OPS = frozenset(
 _FILE_READING_OPS = frozenset(
     ("ReadFile", "MatchingFiles", "ImmutableConst", "DecodeProtoV2", "EncodeProto")
 )
+OUTPUT_FIELD, SCORE_FIELD = "output", "ood_score"  # fields of a scored caller's rows
+_SUMMARY_KEYS = {
+    "ood": {"score", "threshold", "higher_is_ood", "auroc", "test_false_flag_rate"},
+    "calibration": {"temperature", "test_ece_before", "test_ece_after"},
+}
 
 
 def select_device(requested: str) -> str:
@@ -132,14 +138,45 @@ class LoadedModel:
     signatures: dict[str, Any] = field(repr=False)  # name -> concrete function
     outputs: dict[str, str] = field(repr=False)  # name -> key of its output tensor
     _saved_model: Any = field(repr=False)  # keeps the variables the signatures use alive
+    ood: OodCheck | None = None  # None: the version computes no out-of-distribution score
     _callers: dict[str, Callable[[np.ndarray], np.ndarray]] = field(init=False, repr=False)
+    _scored_callers: dict[str, Callable[[np.ndarray], np.ndarray]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._callers = {signature: partial(self.run, signature) for signature in self.outputs}
+        self._scored_callers = {
+            signature: partial(self.run_scored, signature)
+            for signature in self.outputs
+            if self.scores(signature)
+        }
 
     def caller(self, signature: str) -> Callable[[np.ndarray], np.ndarray]:
         """A stable callable per signature: the micro-batcher batches requests that share it."""
         return self._callers[signature]
+
+    def scores(self, signature: str) -> bool:
+        """Whether ``signature`` also outputs this version's out-of-distribution score."""
+        return self.ood is not None and signature in self.ood.signatures
+
+    def inference_caller(self, signature: str) -> Callable[[np.ndarray], np.ndarray]:
+        """The scored caller where the version has a score, else the plain one; the rows it
+        yields go through :func:`split_scores`."""
+        return self._scored_callers.get(signature) or self._callers[signature]
+
+    def run_scored(self, signature: str, images: np.ndarray) -> np.ndarray:
+        """Like ``run``, but one structured row per image: the output and its OOD score."""
+        assert self.ood is not None
+        with tf.device(self.device):
+            result = self.signatures[signature](images=tf.convert_to_tensor(images, tf.float32))
+        output = result[self.outputs[signature]].numpy()
+        score = result[self.ood.output].numpy().astype(np.float32)
+        rows = np.empty(
+            len(output),
+            dtype=[(OUTPUT_FIELD, output.dtype, output.shape[1:]), (SCORE_FIELD, np.float32)],
+        )
+        rows[OUTPUT_FIELD] = output
+        rows[SCORE_FIELD] = score.reshape(len(output))
+        return rows
 
     def run(self, signature: str, images: np.ndarray) -> np.ndarray:
         """Call ``signature`` on a ``[batch, H, W, 3]`` float32 batch; returns its output array."""
@@ -151,6 +188,10 @@ class LoadedModel:
         """What ``/models`` shows: identity, input shape, signatures and training metrics."""
         extra_keys = ("class_names", "code_dim")
         extra = {key: self.metadata[key] for key in extra_keys if key in self.metadata}
+        # The summaries; the full blocks are in GET /models/{name}/report.
+        for block, keys in _SUMMARY_KEYS.items():
+            if isinstance(self.metadata.get(block), dict):
+                extra[block] = {k: v for k, v in self.metadata[block].items() if k in keys}
         return {
             "name": self.name,
             "version": self.version,
@@ -206,6 +247,7 @@ def load_model(folder: Path, device: str, required_signatures: dict[str, str]) -
         signatures={signature: saved_model.signatures[signature] for signature in outputs},
         outputs=outputs,
         _saved_model=saved_model,
+        ood=read_ood_check(metadata, folder),
     )
 
 
@@ -229,6 +271,13 @@ def forbidden_ops(function: Any) -> list[str]:
     return sorted(forbidden)
 
 
+def split_scores(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(outputs, scores)`` from an ``inference_caller``'s rows; scores None when unscored."""
+    if rows.dtype.names is None:
+        return rows, None
+    return rows[OUTPUT_FIELD], rows[SCORE_FIELD]
+
+
 def dummy_outputs(model: LoadedModel) -> dict[str, np.ndarray]:
     """Run every signature on a zero batch; a version that cannot do this never serves."""
     batch = np.zeros((_VALIDATION_BATCH, model.height, model.width, 3), np.float32)
@@ -249,7 +298,21 @@ def dummy_outputs(model: LoadedModel) -> dict[str, np.ndarray]:
                 f"{model.folder}: signature {signature} returned shape "
                 f"{results[signature].shape} for a batch of {_VALIDATION_BATCH}"
             )
+        if model.scores(signature):
+            check_scores(model, signature, batch)
     return results
+
+
+def check_scores(model: LoadedModel, signature: str, batch: np.ndarray) -> None:
+    """A version whose metadata promises an OOD score must deliver one number per image."""
+    assert model.ood is not None
+    result = model.signatures[signature](images=tf.convert_to_tensor(batch, tf.float32))
+    score = result.get(model.ood.output)
+    if score is None or tuple(score.shape) not in ((len(batch),), (len(batch), 1)):
+        raise InvalidModelError(
+            f"{model.folder}: metadata ood promises output {model.ood.output!r} of one number"
+            f" per image from {signature}, got {None if score is None else tuple(score.shape)}"
+        )
 
 
 def load_classifier(folder: Path, device: str) -> LoadedModel:

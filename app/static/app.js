@@ -1,4 +1,5 @@
-// cellsign web page: three forms that call the JSON/PNG API and render the answers.
+// cellsign web page: three forms that call the JSON/PNG API and render the answers, and a
+// Models view with each serving model's training report.
 // Plain browser JavaScript, no build step and no third-party code, so the page works offline.
 "use strict";
 
@@ -111,6 +112,24 @@ function formWith(blob, filename) {
   return body;
 }
 
+/**
+ * Say under a result whether the input looks like the model's training data. `verdict` has
+ * the API's optional `ood_score` and `in_distribution`; older model versions send neither.
+ */
+function showOod(element, verdict, what) {
+  if (verdict.in_distribution === null || verdict.in_distribution === undefined) {
+    element.hidden = true;
+    return;
+  }
+  const score = Number(verdict.ood_score).toPrecision(3);
+  element.textContent = verdict.in_distribution
+    ? `Looks like ${what} (OOD score ${score}).`
+    : `Does not look like ${what} (OOD score ${score}, above the model's threshold): ` +
+      "treat this answer as a guess.";
+  element.className = verdict.in_distribution ? "ood" : "ood flagged";
+  element.hidden = false;
+}
+
 async function classify(file) {
   const response = await request("/classify", { method: "POST", body: formWith(file, file.name) });
   const answer = await response.json();
@@ -132,6 +151,7 @@ async function classify(file) {
     row.querySelector(".bar-value").textContent = `${percent}%`;
     bars.append(row);
   }
+  showOod($("classify-ood"), prediction, "a SIGNS hand sign");
   $("classify-model").textContent = `${answer.model.name} v${answer.model.version}`;
   $("classify-result").hidden = false;
   return `Predicted digit ${prediction.label}.`;
@@ -182,6 +202,60 @@ async function addNoise(file, sigma) {
   return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
 }
 
+/** RGBA pixels of an image blob drawn at `width` x `height`; null when it cannot decode. */
+async function pixelsOf(blob, width, height) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(blob);
+  } catch (notAnImage) {
+    return null;
+  }
+  const canvas = document.createElement("canvas");
+  canvas.width = width;
+  canvas.height = height;
+  const context = canvas.getContext("2d");
+  context.drawImage(bitmap, 0, 0, width, height);
+  return context.getImageData(0, 0, width, height).data;
+}
+
+/** Peak signal-to-noise ratio in dB of `image` against `reference` over R, G and B. */
+function psnr(reference, image) {
+  let squared = 0;
+  let count = 0;
+  for (let i = 0; i < reference.length; i += 4) {
+    for (let channel = 0; channel < 3; channel += 1) {
+      const difference = reference[i + channel] - image[i + channel];
+      squared += difference * difference;
+      count += 1;
+    }
+  }
+  if (squared === 0) return Infinity;
+  return 10 * Math.log10((255 * 255) / (squared / count));
+}
+
+function formatPsnr(value) {
+  return value === Infinity ? "PSNR ∞ dB (identical)" : `PSNR ${value.toFixed(1)} dB`;
+}
+
+/**
+ * Put the PSNR of the sent and the denoised image, each against the original upload, under
+ * them; computed here on the decoded pixels, so a person can judge by eye and by number.
+ */
+async function showPsnr(original, sent, denoised) {
+  $("denoise-input-psnr").textContent = "";
+  $("denoise-output-psnr").textContent = "";
+  const bitmap = await createImageBitmap(original).catch(() => null);
+  if (!bitmap) return null;
+  const [reference, sentPixels, denoisedPixels] = await Promise.all(
+    [original, sent, denoised].map((blob) => pixelsOf(blob, bitmap.width, bitmap.height)),
+  );
+  if (!reference || !sentPixels || !denoisedPixels) return null;
+  const scores = { sent: psnr(reference, sentPixels), denoised: psnr(reference, denoisedPixels) };
+  $("denoise-input-psnr").textContent = formatPsnr(scores.sent);
+  $("denoise-output-psnr").textContent = formatPsnr(scores.denoised);
+  return scores;
+}
+
 async function denoise(file) {
   const sigma = Number($("denoise-sigma").value);
   const noisy = $("denoise-add-noise").checked && sigma > 0 ? await addNoise(file, sigma) : null;
@@ -193,9 +267,19 @@ async function denoise(file) {
     body: formWith(upload, name),
   });
   const denoised = await response.blob();
+  const verdict = {
+    ood_score: response.headers.get("X-OOD-Score"),
+    in_distribution: response.headers.has("X-In-Distribution")
+      ? response.headers.get("X-In-Distribution") === "true"
+      : null,
+  };
+  showBlob($("denoise-original"), file);
+  $("denoise-original-figure").hidden = !noisy;
   showBlob($("denoise-input"), upload);
   showBlob($("denoise-output"), denoised);
   $("denoise-input-caption").textContent = noisy ? `Sent (sigma ${sigma})` : "Sent";
+  showOod($("denoise-ood"), verdict, "a blood-smear cell");
+  await showPsnr(file, upload, denoised);
   $("denoise-result").hidden = false;
   return "Denoised image ready.";
 }
@@ -228,6 +312,7 @@ async function similar(file) {
     return showServerImage(img, result.image_url);
   });
   await Promise.all(loads);
+  showOod($("similar-ood"), answer, "a blood-smear cell");
   $("similar-result").hidden = false;
   return `Found ${answer.results.length} similar cells.`;
 }
@@ -285,7 +370,123 @@ function setUpApiKey() {
   input.addEventListener("input", () => {
     sessionStorage.setItem(API_KEY_STORAGE, input.value.trim());
   });
-  input.addEventListener("change", showModels);
+  input.addEventListener("change", () => {
+    showModels();
+showReports();
+    showReports();
+  });
+}
+
+// The Models view: each serving model's report (GET /models/{name}/report).
+const REPORTED_MODELS = ["signs_classifier", "malaria_autoencoder", "malaria_index"];
+const percent = (value) => `${(value * 100).toFixed(1)}%`;
+const fixed = (digits) => (value) => value.toFixed(digits);
+// The headline numbers per model: [path into the report's metrics, label, format].
+const KEY_METRICS = {
+  signs_classifier: [
+    [["test_accuracy"], "held-out test accuracy", percent],
+    [["test_ece_before"], "calibration error (ECE) before temperature scaling", fixed(3)],
+    [["test_ece_after"], "calibration error (ECE) after", fixed(3)],
+  ],
+  malaria_autoencoder: [
+    [["reconstruction", "psnr"], "reconstruction PSNR of clean test cells (dB)", fixed(1)],
+    [["denoise_sigma_0.1", "psnr_gain_db"], "denoising gain at sigma 0.1 (dB)", fixed(1)],
+    [["denoise_sigma_0.2", "psnr_gain_db"], "denoising gain at sigma 0.2 (dB)", fixed(1)],
+  ],
+  malaria_index: [
+    [["precision_at_10", "all"], "precision@10 on held-out cells", fixed(3)],
+    [["recall_at_10_vs_exact"], "recall@10 against exact search", fixed(3)],
+    [["queries"], "held-out query cells", String],
+  ],
+};
+
+function valueAt(object, path) {
+  const step = (inner, key) => (inner && typeof inner === "object" ? inner[key] : undefined);
+  return path.reduce(step, object);
+}
+
+/** [label, text] rows: the model's headline metrics, then its calibration and OOD check. */
+function reportRows(report) {
+  const rows = [];
+  for (const [path, label, format] of KEY_METRICS[report.name] || []) {
+    const value = valueAt(report.metrics, path);
+    if (typeof value === "number") rows.push([label, format(value)]);
+  }
+  if (report.calibration) {
+    rows.push(["temperature (fitted on validation)", report.calibration.temperature.toFixed(3)]);
+  }
+  if (report.ood) {
+    rows.push(["OOD score", report.ood.score]);
+    rows.push(["OOD AUROC (test vs never-seen negatives)", report.ood.auroc.toFixed(4)]);
+    rows.push(["OOD false flags on test images", percent(report.ood.test_false_flag_rate)]);
+    rows.push(["OOD threshold", Number(report.ood.threshold).toPrecision(4)]);
+  }
+  return rows;
+}
+
+/** "learning_curves.png" -> "learning curves" */
+const captionOf = (filename) => filename.replace(/\.[^.]*$/, "").replaceAll("_", " ");
+
+function renderReport(report) {
+  const article = document.createElement("article");
+  article.className = "report";
+  article.id = `report-${report.name}`;
+  const heading = document.createElement("h3");
+  heading.textContent = `${report.name} v${report.version}`;
+  const table = document.createElement("dl");
+  table.className = "metrics";
+  for (const [label, text] of reportRows(report)) {
+    const term = document.createElement("dt");
+    term.textContent = label;
+    const value = document.createElement("dd");
+    value.textContent = text;
+    table.append(term, value);
+  }
+  const figures = document.createElement("div");
+  figures.className = "figures";
+  const links = document.createElement("p");
+  links.className = "report-files";
+  for (const file of report.files) {
+    if (file.content_type === "image/png") {
+      const figure = document.createElement("figure");
+      const img = document.createElement("img");
+      img.alt = `${report.name}: ${captionOf(file.name)}`;
+      img.loading = "lazy";
+      const caption = document.createElement("figcaption");
+      caption.textContent = captionOf(file.name);
+      figure.append(img, caption);
+      figures.append(figure);
+      showServerImage(img, file.url).catch(() => figure.remove());
+    } else {
+      const link = document.createElement("a");
+      link.href = file.url;
+      link.textContent = file.name;
+      links.append(link, " ");
+    }
+  }
+  article.append(heading, table, figures, links);
+  return article;
+}
+
+async function showReports() {
+  const holder = $("model-reports");
+  const problems = [];
+  const reports = await Promise.all(
+    REPORTED_MODELS.map((name) =>
+      request(`/models/${name}/report`)
+        .then((response) => response.json())
+        .catch((error) => {
+          problems.push(`${name}: ${error.message}`);
+          return null;
+        }),
+    ),
+  );
+  holder.querySelectorAll("img").forEach(releaseBlob);
+  holder.replaceChildren();
+  for (const report of reports.filter(Boolean)) {
+    holder.append(renderReport(report));
+  }
+  showMessage("models", problems.join(" · "), problems.length ? "error" : "done");
 }
 
 setUpApiKey();
@@ -296,3 +497,4 @@ $("denoise-sigma").addEventListener("input", (event) => {
   $("denoise-sigma-value").textContent = Number(event.target.value).toFixed(2);
 });
 showModels();
+showReports();

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
+import re
 import shutil
 import zipfile
 from collections.abc import Iterator
@@ -15,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from benchmarks.servers import UvicornServer
 from tests.conftest import REPO_ROOT, SHARED_DATA
@@ -257,6 +261,9 @@ def test_every_control_is_labelled_and_usable_by_keyboard(
         "input, select, textarea", "els => els.filter(e => e.labels.length === 0).map(e => e.id)"
     )
     assert unlabelled == []
+    page.keyboard.press("Tab")  # the two view links in the header come first
+    assert page.evaluate("document.activeElement.textContent") == "Try the models"
+    page.keyboard.press("Tab")
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "classify-file"
     assert focus_outline(page) != "none"
@@ -295,3 +302,81 @@ def test_narrow_screen_has_no_horizontal_scroll(
     narrow.screenshot(path=SCREENSHOTS / "narrow.png", full_page=True)
     context.close()
     assert overflow <= 0
+
+
+def psnr_db(reference: np.ndarray, image: np.ndarray) -> float:
+    squared = np.mean((reference[..., :3].astype(float) - image[..., :3].astype(float)) ** 2)
+    return float(10 * np.log10(255**2 / squared))
+
+
+def test_denoise_shows_original_noisy_and_denoised_with_psnr(
+    page: sync_api.Page, cell_image: Path
+) -> None:
+    page.fill("#denoise-sigma", "0.2")
+    page.set_input_files("#denoise-file", cell_image)
+    page.wait_for_selector("#denoise-result:not([hidden])")
+    assert page.is_visible("#denoise-original")
+    assert image_width(page, "#denoise-original") == image_width(page, "#denoise-output")
+    sent = page.inner_text("#denoise-input-psnr")
+    denoised = page.inner_text("#denoise-output-psnr")
+    pattern = r"^PSNR \d+\.\d dB$"
+    assert re.match(pattern, sent) and re.match(pattern, denoised)
+    assert page.locator("#denoise-ood").inner_text().startswith(("Looks like", "Does not look"))
+    screenshot(page, "#denoise", "denoise-psnr")
+
+
+def test_denoise_psnr_without_noise_matches_the_servers_image(
+    page: sync_api.Page, base_url: str, cell_image: Path
+) -> None:
+    answer = httpx.post(
+        f"{base_url}/denoise",
+        params={"size": "original"},
+        files={"file": (cell_image.name, cell_image.read_bytes())},
+    )
+    original = np.asarray(Image.open(cell_image).convert("RGB"))
+    denoised = np.asarray(Image.open(io.BytesIO(answer.content)).convert("RGB"))
+    expected = psnr_db(original, denoised)
+    page.uncheck("#denoise-add-noise")
+    page.set_input_files("#denoise-file", cell_image)
+    page.wait_for_selector("#denoise-result:not([hidden])")
+    assert page.is_hidden("#denoise-original-figure")
+    assert page.inner_text("#denoise-input-psnr") == "PSNR ∞ dB (identical)"
+    shown = float(re.match(r"PSNR (\S+) dB", page.inner_text("#denoise-output-psnr")).group(1))
+    assert shown == pytest.approx(expected, abs=0.11)
+
+
+def test_classify_says_whether_the_image_looks_like_a_hand_sign(
+    page: sync_api.Page, base_url: str, sign_image: Path, tmp_path: Path
+) -> None:
+    noise = tmp_path / "noise.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(noise)
+    expected = classify_with_api(base_url, noise)
+    assert expected["in_distribution"] is False
+    page.set_input_files("#classify-file", noise)
+    flag = page.locator("#classify-ood.flagged")
+    flag.wait_for()
+    assert flag.inner_text().startswith("Does not look like a SIGNS hand sign")
+    screenshot(page, "#classify", "classify-ood")
+
+
+def test_models_view_shows_each_report_with_metrics_and_plots(
+    page: sync_api.Page, base_url: str
+) -> None:
+    for name in ("signs_classifier", "malaria_autoencoder", "malaria_index"):
+        report = httpx.get(f"{base_url}/models/{name}/report").json()
+        article = page.locator(f"#report-{name}")
+        article.wait_for()
+        assert article.locator("h3").inner_text() == f"{name} v{report['version']}"
+        plots = [f for f in report["files"] if f["content_type"] == "image/png"]
+        assert article.locator(".figures img").count() == len(plots) > 0
+        for index in range(len(plots)):
+            selector = f"#report-{name} .figures figure:nth-child({index + 1}) img"
+            page.locator(selector).scroll_into_view_if_needed()
+            assert image_width(page, selector) > 0
+    signs = page.locator("#report-signs_classifier .metrics")
+    text = signs.inner_text()
+    assert "OOD AUROC" in text and "calibration error (ECE) after" in text
+    auroc = httpx.get(f"{base_url}/models/signs_classifier/report").json()["ood"]["auroc"]
+    assert f"{auroc:.4f}" in text
+    screenshot(page, "#models", "models")

@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, File, Response, UploadFile
 
 from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, PinDep, ServiceDep, choose
+from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import ClassifyResponse, ModelRef, Prediction
 from app.api.uploads import read_uploads
@@ -27,16 +28,20 @@ async def classify(
     pin: PinDep,
     response: Response,
 ) -> ClassifyResponse:
-    """Classify each uploaded image (any common format; resized to the model's input)."""
+    """Classify each uploaded image (any common format; resized to the model's input).
+
+    ``in_distribution`` says whether the image looks like a SIGNS hand gesture at all.
+    """
     model = choose(service, models, CLASSIFIER, pin)
     response.headers[MODEL_VERSION_HEADER] = str(model.version)
     inputs = await read_uploads(files, service.settings, model.height, model.width)
     rows = await service.batchers["classify"].submit(
-        model.caller("serving_default"), np.stack([item.pixels for item in inputs])
+        model.inference_caller("serving_default"), np.stack([item.pixels for item in inputs])
     )
+    rows, verdicts = assess(service, model, [item.filename for item in inputs], rows)
     class_names: list[str] = model.metadata["class_names"]
     predictions = []
-    for item, probabilities in zip(inputs, rows, strict=True):
+    for item, probabilities, verdict in zip(inputs, rows, verdicts, strict=True):
         class_id = int(probabilities.argmax())
         predictions.append(
             Prediction(
@@ -47,6 +52,8 @@ async def classify(
                 probabilities={
                     name: float(p) for name, p in zip(class_names, probabilities, strict=True)
                 },
+                ood_score=verdict.ood_score,
+                in_distribution=verdict.in_distribution,
             )
         )
     return ClassifyResponse(

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, PinDep, ServiceDep, choose
+from app.api.ood import Verdict, assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import DenoiseResponse, ModelRef
 from app.api.uploads import read_uploads, require_one_file
@@ -60,10 +61,17 @@ async def denoise(
     ] = "model",
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
-    """Reconstruct the cell with the autoencoder, which removes noise it never learned."""
+    """Reconstruct the cell with the autoencoder, which removes noise it never learned.
+
+    Whether the upload looks like a blood-smear cell: ``in_distribution`` in JSON, the
+    ``X-In-Distribution`` and ``X-OOD-Score`` headers on the PNG.
+    """
     model = choose(service, models, AUTOENCODER, pin)
     (item,) = await read_uploads([file], service.settings, model.height, model.width)
-    (output,) = await service.batchers["denoise"].submit(model.caller("denoise"), item.pixels[None])
+    rows = await service.batchers["denoise"].submit(
+        model.inference_caller("denoise"), item.pixels[None]
+    )
+    (output,), (verdict,) = assess(service, model, [item.filename], rows)
     output_size = (
         fit_within(item.original_size, service.settings.denoise_max_side)
         if size == "original"
@@ -79,6 +87,18 @@ async def denoise(
                 width=width,
                 height=height,
                 image_base64=base64.b64encode(png).decode("ascii"),
+                ood_score=verdict.ood_score,
+                in_distribution=verdict.in_distribution,
             )
             return Response(body.model_dump_json(), media_type="application/json", headers=headers)
-    return Response(png, media_type="image/png", headers=headers)
+    return Response(png, media_type="image/png", headers={**headers, **verdict_headers(verdict)})
+
+
+def verdict_headers(verdict: Verdict) -> dict[str, str]:
+    """The PNG answer's place for the OOD fields: ``X-OOD-Score`` and ``X-In-Distribution``."""
+    if verdict.ood_score is None:
+        return {}
+    return {
+        "X-OOD-Score": f"{verdict.ood_score:.6g}",
+        "X-In-Distribution": "true" if verdict.in_distribution else "false",
+    }

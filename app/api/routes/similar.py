@@ -15,6 +15,7 @@ from app.api.deps import (
     ServiceDep,
     choose,
 )
+from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import IndexRef, ModelRef, Neighbour, SimilarResponse
 from app.api.uploads import read_uploads, require_one_file
@@ -44,7 +45,8 @@ async def similar(
 
     `version` and `label` pin a malaria_index version; each index version is searched with
     the autoencoder version it was built with (`X-Model-Version`; `X-Index-Version` is the
-    index's own version).
+    index's own version). ``in_distribution`` says whether the upload looks like a
+    blood-smear cell.
     """
     settings = service.settings
     if k is None:
@@ -58,7 +60,10 @@ async def similar(
     # A gallery id means a cell of this index version; link to that version unless default.
     query = "" if index is models.index else f"?version={index.version}"
     (item,) = await read_uploads([file], settings, encoder.height, encoder.width)
-    (code,) = await service.batchers["encode"].submit(encoder.caller("encode"), item.pixels[None])
+    rows = await service.batchers["encode"].submit(
+        encoder.inference_caller("encode"), item.pixels[None]
+    )
+    (code,), (verdict,) = assess(service, encoder, [item.filename], rows)
     neighbours = await run_in_threadpool(index.search, code, k)
     return SimilarResponse(
         results=[
@@ -69,4 +74,6 @@ async def similar(
         ],
         index=IndexRef(size=index.size, type=index.index_type, version=index.version),
         model=ModelRef(name=encoder.name, version=encoder.version),
+        ood_score=verdict.ood_score,
+        in_distribution=verdict.in_distribution,
     )

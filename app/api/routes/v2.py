@@ -31,7 +31,7 @@ from app.api.v2_protocol import HEADER_LENGTH, encode_infer_response, parse_infe
 from app.core import tracing
 from app.core.errors import ModelUnavailableError, NotFoundError, ServiceError
 from app.core.registry import ModelSet
-from app.core.runtime import LoadedModel
+from app.core.runtime import LoadedModel, split_scores
 
 SERVER_NAME = "cellsign"
 EXTENSIONS = ["binary_tensor_data"]
@@ -188,10 +188,16 @@ async def _infer(
     )
     outputs = requested_outputs(name, parsed)
     batch = await model_batch(model, parsed, service.settings)
+    # The task endpoints' callers, so v2 and task requests share micro-batches; v2 returns
+    # only the model's outputs, not the out-of-distribution score.
     results = [
         (
             output.name,
-            await service.batchers[output.batcher].submit(model.caller(output.signature), batch),
+            split_scores(
+                await service.batchers[output.batcher].submit(
+                    model.inference_caller(output.signature), batch
+                )
+            )[0],
             binary,
         )
         for output, binary in outputs

@@ -1,0 +1,165 @@
+"""Does an input look like a blood-smear cell? The autoencoder's out-of-distribution score.
+
+The score is the Mahalanobis distance of the *reconstruction's* retrieval code to the
+training cells' codes (one mean per label, shared covariance). Reconstructing first makes
+the score robust to the noise ``/denoise`` exists to remove: a noisy cell reconstructs to a
+clean cell, while a hand, a photo or a flat colour reconstructs to something that is no
+cell. Measured against two cheaper candidates (the reconstruction error and the distance of
+the input's own code), which the report lists beside it; see docs/trust.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from training import ood
+from training.autoencoder import AutoencoderParts
+from training.errors import DataError
+from training.malaria_data import MalariaData
+
+log = logging.getLogger(__name__)
+
+SCORE_NAME = "reconstruction_code_mahalanobis"
+NOISY_SIGMAS = (0.05, 0.1, 0.2)
+_BATCH = 256
+
+
+class CellScore:
+    """The graph that turns images in ``[0, 1]`` into OOD scores; the export reuses it."""
+
+    def __init__(self, parts: AutoencoderParts, fit: ood.Mahalanobis) -> None:
+        self.parts = parts
+        self.fit = fit
+
+    def from_reconstruction(self, reconstruction: tf.Tensor) -> tf.Tensor:
+        return ood.mahalanobis_scores(_input_codes(self.parts, reconstruction), self.fit)
+
+    def __call__(self, images: tf.Tensor) -> tf.Tensor:
+        return self.from_reconstruction(self.parts.autoencoder(images, training=False))
+
+
+def _batched(function: Any, images: np.ndarray) -> np.ndarray:
+    """``function`` over uint8 images in batches, as float32 ``[0, 1]`` tensors."""
+    parts = [
+        np.asarray(function(tf.constant(images[i : i + _BATCH].astype(np.float32) / 255.0)))
+        for i in range(0, len(images), _BATCH)
+    ]
+    return np.concatenate(parts)
+
+
+def _reconstruction_codes(parts: AutoencoderParts, images: tf.Tensor) -> tf.Tensor:
+    return _input_codes(parts, parts.autoencoder(images, training=False))
+
+
+def _input_codes(parts: AutoencoderParts, images: tf.Tensor) -> tf.Tensor:
+    return tf.math.l2_normalize(parts.embedder(images, training=False), -1)
+
+
+def _reconstruction_error(parts: AutoencoderParts, images: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean((parts.autoencoder(images, training=False) - images) ** 2, [1, 2, 3])
+
+
+def hand_images(data: Path | None, image_size: int, seed: int) -> dict[str, np.ndarray]:
+    """SIGNS hands as negatives when the data root holds them (never downloaded for this)."""
+    if data is None:
+        return {}
+    from training.signs_data import load_signs
+
+    try:
+        return {"signs_hands": load_signs(Path(data), image_size, seed).train.images}
+    except DataError as error:
+        log.info("no SIGNS hands as OOD negatives: %s", error)
+        return {}
+
+
+def noisy(images: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    values = images.astype(np.float32) + rng.normal(0, sigma * 255, images.shape)
+    return np.clip(np.round(values), 0, 255).astype(np.uint8)
+
+
+def calibrate(
+    parts: AutoencoderParts, cells: MalariaData, data: Path | None, seed: int
+) -> tuple[CellScore, dict[str, Any], dict[str, np.ndarray]]:
+    """Fit on training cells, threshold on validation cells, measure on test and negatives.
+
+    Returns the chosen score's graph, the ``ood`` metadata block and the chosen score on
+    every image set (for the report's histograms).
+    """
+    splits = cells.splits
+    size = cells.image_size
+    negatives = ood.negative_images(size, seed, hand_images(data, size, seed))
+    sets = {
+        "validation": splits["validation"].images,
+        "test": splits["test"].images,
+        **{f"test_noisy_sigma_{s}": noisy(splits["test"].images, s, seed) for s in NOISY_SIGMAS},
+        **negatives,
+    }
+    chosen, functions = candidate_scores(parts, splits["train"].images, splits["train"].labels)
+    candidates = {
+        name: {set_name: _batched(function, images) for set_name, images in sets.items()}
+        for name, function in functions.items()
+    }
+    summary = {name: summarise(scores, list(negatives)) for name, scores in candidates.items()}
+    block = {
+        "score": SCORE_NAME,
+        "output": "ood_score",
+        "signatures": ["denoise", "encode", "serving_default"],
+        "higher_is_ood": True,
+        "threshold": summary[SCORE_NAME]["threshold"],
+        "in_distribution": "blood-smear cell images like the NIH malaria data",
+        "validation_false_flag_target": ood.FALSE_FLAG_TARGET,
+        **{k: v for k, v in summary[SCORE_NAME].items() if k != "threshold"},
+        "candidates": {name: headline(result) for name, result in summary.items()},
+    }
+    log.info(
+        "OOD %s: AUROC %.4f, test false-flag rate %.3f",
+        SCORE_NAME,
+        block["auroc"],
+        block["test_false_flag_rate"],
+    )
+    return chosen, block, candidates[SCORE_NAME]
+
+
+def candidate_scores(
+    parts: AutoencoderParts, train_images: np.ndarray, train_labels: np.ndarray
+) -> tuple[CellScore, dict[str, Any]]:
+    """The chosen score and the candidates it was measured against, as image -> score."""
+    input_fit = ood.fit_mahalanobis(
+        _batched(lambda x: _input_codes(parts, x), train_images), train_labels
+    )
+    chosen = CellScore(
+        parts,
+        ood.fit_mahalanobis(
+            _batched(lambda x: _reconstruction_codes(parts, x), train_images), train_labels
+        ),
+    )
+    return chosen, {
+        "reconstruction_error": lambda x: _reconstruction_error(parts, x),
+        "input_code_mahalanobis": (
+            lambda x: ood.mahalanobis_scores(_input_codes(parts, x), input_fit)
+        ),
+        SCORE_NAME: chosen,
+    }
+
+
+def summarise(scores: dict[str, np.ndarray], negative_names: list[str]) -> dict[str, Any]:
+    """Threshold from validation; AUROC and flag rates on test, noisy test and negatives."""
+    threshold = ood.threshold_for(scores["validation"])
+    result = ood.evaluate(scores["test"], {n: scores[n] for n in negative_names}, threshold)
+    result["noisy_test_false_flag_rate"] = {
+        str(sigma): float((scores[f"test_noisy_sigma_{sigma}"] > threshold).mean())
+        for sigma in NOISY_SIGMAS
+    }
+    return {"threshold": threshold, **result}
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers a summary shows of one score's evaluation."""
+    keys = ("score", "threshold", "auroc", "test_false_flag_rate", "noisy_test_false_flag_rate")
+    return {key: result[key] for key in keys if key in result}

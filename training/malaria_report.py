@@ -1,0 +1,74 @@
+"""The autoencoder report's pictures of trust: denoising at several noise levels, plain
+reconstructions, a 2-D map of the retrieval codes and the OOD score histograms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from training import reports
+from training.autoencoder import AutoencoderParts, symmetry_averaged_codes
+from training.malaria_data import LABEL_NAMES, MalariaData
+from training.malaria_ood import SCORE_NAME, noisy
+
+GRID_SIGMAS = (0.05, 0.1, 0.2, 0.3)
+GRID_CELLS = 6
+MAP_CELLS = 2000
+
+
+def write_trust_plots(
+    folder: Path,
+    parts: AutoencoderParts,
+    cells: MalariaData,
+    seed: int,
+    ood_block: dict[str, Any],
+    ood_scores: dict[str, np.ndarray],
+) -> None:
+    test = cells.splits["test"]
+    clean = test.images[:GRID_CELLS]
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return parts.autoencoder.predict(images.astype(np.float32) / 255.0, verbose=0)
+
+    rows: list[list[np.ndarray]] = [list(clean)]
+    titles = ["clean"]
+    for sigma in GRID_SIGMAS:
+        noisy_cells = noisy(clean, sigma, seed)
+        rows += [list(noisy_cells), list(predict(noisy_cells))]
+        titles += [f"noisy sigma {sigma}", f"denoised (sigma {sigma})"]
+    reports.plot_image_grid(rows, folder / "denoising_levels.png", row_titles=titles)
+
+    originals = test.images[GRID_CELLS : 3 * GRID_CELLS]
+    reports.plot_image_grid(
+        [list(originals[:GRID_CELLS]), list(predict(originals[:GRID_CELLS]))],
+        folder / "reconstructions.png",
+        row_titles=["test cell", "reconstruction"],
+    )
+
+    picks = np.random.default_rng(seed).permutation(len(test.images))[:MAP_CELLS]
+    codes = np.concatenate(
+        [
+            symmetry_averaged_codes(
+                parts.embedder, tf.constant(test.images[picks[i : i + 256]] / 255.0, tf.float32)
+            ).numpy()
+            for i in range(0, len(picks), 256)
+        ]
+    )
+    reports.plot_code_map(
+        codes,
+        test.labels[picks],
+        LABEL_NAMES,
+        folder / "code_map.png",
+        f"retrieval codes of {len(picks)} held-out cells, PCA",
+    )
+
+    shown = ["test", "test_noisy_sigma_0.1", *ood_block["negatives"]]
+    reports.plot_score_histograms(
+        {name: ood_scores[name] for name in shown},
+        ood_block["threshold"],
+        folder / "ood_scores.png",
+        f"malaria autoencoder OOD score ({SCORE_NAME}), AUROC {ood_block['auroc']:.3f}",
+    )
