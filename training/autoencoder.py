@@ -28,14 +28,29 @@ class AutoencoderParts:
 
     @property
     def code_dim(self) -> int:
+        """Length of the retrieval code ``encode`` returns (what the index holds)."""
         return int(self.embedder.output.shape[-1])
+
+    @property
+    def bottleneck_shape(self) -> tuple[int, int, int]:
+        """Height, width and channels of the code the decoder reconstructs from."""
+        height, width, channels = self.encoder.output.shape[1:]
+        return int(height), int(width), int(channels)
 
 
 def build_autoencoder(
-    image_size: int, filters: Sequence[int] = (32, 64), code_channels: int = 64
+    image_size: int,
+    filters: Sequence[int] = (32, 64),
+    code_channels: int = 8,
+    retrieval_dim: int = 64,
 ) -> AutoencoderParts:
     """``len(filters)`` Conv2D + MaxPooling stages down to an ``(S / 2^n)``-sided code with
-    ``code_channels`` channels, mirrored by stride-2 Conv2DTranspose stages back up."""
+    ``code_channels`` channels, mirrored by stride-2 Conv2DTranspose stages back up.
+
+    The decoder sees only that code, so ``code_channels`` sets the compression: 48 px cells
+    (6,912 values) through two stages and 8 channels give a 12x12x8 = 1,152-value code, 6x
+    smaller than the input. No skip connection bypasses it. The retrieval branch reads the
+    same trunk and pools ``retrieval_dim`` channels (the ``encode`` output)."""
     downscale = 2 ** len(filters)
     if image_size % downscale:
         raise ValueError(f"image_size {image_size} must be divisible by {downscale}")
@@ -53,7 +68,7 @@ def build_autoencoder(
     # own last convolution, so position-free retrieval features and the spatial detail
     # the decoder needs do not have to share one set of channels. It is linear: with ReLU
     # a fifth of its channels died (always 0 after pooling) and carried no information.
-    retrieval_maps = layers.Conv2D(code_channels, 3, padding="same", name="enc_retrieval")(features)
+    retrieval_maps = layers.Conv2D(retrieval_dim, 3, padding="same", name="enc_retrieval")(features)
     encoder = keras.Model(images, code, name="encoder")
 
     code_input = keras.Input(code.shape[1:], name="code")
@@ -62,13 +77,14 @@ def build_autoencoder(
         pixels = layers.Conv2DTranspose(
             width, 3, strides=2, padding="same", activation="relu", name=f"dec_up{depth}"
         )(pixels)
-    reconstruction = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="dec_pixels")(
-        pixels
-    )
+    # float32 output under a mixed-precision policy too: the loss needs the full precision.
+    reconstruction = layers.Conv2D(
+        3, 3, padding="same", activation="sigmoid", dtype="float32", name="dec_pixels"
+    )(pixels)
     decoder = keras.Model(code_input, reconstruction, name="decoder")
 
     autoencoder = keras.Model(images, decoder(encoder(images)), name="autoencoder")
-    pooled = layers.GlobalMaxPooling2D(name="code_pool")(retrieval_maps)
+    pooled = layers.GlobalMaxPooling2D(dtype="float32", name="code_pool")(retrieval_maps)
     embedder = keras.Model(images, pooled, name="embedder")
     return AutoencoderParts(encoder, decoder, autoencoder, embedder)
 

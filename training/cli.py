@@ -8,13 +8,16 @@ argument errors answer at once.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from training.errors import DataError
+from training.progress import JobProgress, status_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -60,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_job(job: str, arguments: argparse.Namespace) -> Path:
+def run_job(job: str, arguments: argparse.Namespace, progress: JobProgress) -> Path:
     """Run one job and return the version folder it exported."""
     data = arguments.data if arguments.data is not None else default_data_root()
-    common = {"seed": arguments.seed, "quick": arguments.quick}
+    common = {"seed": arguments.seed, "quick": arguments.quick, "progress": progress}
     sizes = {"epochs": arguments.epochs, "image_size": arguments.image_size}
     if job == "signs":
         from training.signs import train_signs
@@ -86,21 +89,53 @@ def main(argv: Sequence[str] | None = None, run: Callable[..., Path] = run_job) 
     if arguments.data is not None and not arguments.data.exists():
         return _user_error(f"data path not found: {arguments.data}")
     jobs = JOBS if arguments.job == "all" else (arguments.job,)
-    try:
-        for job in jobs:
-            version_dir = run(job, arguments)
-            print(f"{job}: exported {version_dir}")
-    except (DataError, ValueError, FileNotFoundError) as error:
-        return _user_error(str(error))
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
+    exported: list[tuple[str, Path]] = []
+    for position, job in enumerate(jobs):
+        progress = JobProgress(job, status_path(arguments.out), pending=jobs[position + 1 :])
+        try:
+            version_dir = run(job, arguments, progress)
+        except (DataError, ValueError, FileNotFoundError) as error:
+            progress.failed(f"{job}: {_first_line(str(error))}")
+            return _user_error(str(error))
+        except KeyboardInterrupt:
+            progress.failed(f"{job}: interrupted; the same command resumes it")
+            print("interrupted: run the same command again to resume", file=sys.stderr)
+            return 130
+        except BaseException as error:
+            progress.failed(f"{job}: {type(error).__name__}: {_first_line(str(error))}")
+            raise
+        exported.append((job, version_dir))
+        progress.done(summary_line(job, version_dir))
+        print(f"{job}: exported {version_dir}", flush=True)
+    print(f"done: models in {arguments.out}, status in {status_path(arguments.out)}")
+    for job, version_dir in exported:
+        print(f"  {job} {version_dir.name}: {summary_line(job, version_dir)}")
     return 0
 
 
+def summary_line(job: str, version_dir: Path) -> str:
+    """Where the job's report went and its held-out figures, from its ``metadata.json``."""
+    try:
+        metrics: dict[str, Any] = json.loads((version_dir / "metadata.json").read_text())["metrics"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"report {version_dir / 'report'}"
+    figures = []
+    if "test_accuracy" in metrics:
+        figures.append(f"held-out test accuracy {metrics['test_accuracy']:.3f}")
+    if "denoise_sigma_0.1" in metrics:
+        gain = metrics["denoise_sigma_0.1"]["psnr_gain_db"]
+        figures.append(f"held-out denoising gain at sigma 0.1 {gain:+.2f} dB")
+    if "precision_at_10" in metrics:
+        figures.append(f"held-out precision@10 {metrics['precision_at_10']['all']:.3f}")
+    return "; ".join([f"report {version_dir / 'report'}", *figures])
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else "unknown error"
+
+
 def _user_error(message: str) -> int:
-    first_line = message.strip().splitlines()[0] if message.strip() else "unknown error"
-    print(f"error: {first_line}", file=sys.stderr)
+    print(f"error: {_first_line(message)}", file=sys.stderr)
     return 2
 
 

@@ -60,6 +60,7 @@ def nt_xent(temperature: float):
 
     def loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         del y_true  # self-supervised: the positives are the two views of the same cell
+        y_pred = tf.cast(y_pred, tf.float32)  # logits / 0.1 and the mask overflow float16
         first, second = (
             tf.math.l2_normalize(y_pred[:, 0], -1),
             tf.math.l2_normalize(y_pred[:, 1], -1),

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from training.distribute import worker_folder
+from training.progress import JobProgress
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +104,15 @@ def fit_classifier(
     config: LoopConfig,
     checkpoint_dir: Path,
     strategy: tf.distribute.Strategy | None = None,
+    progress: JobProgress | None = None,
 ) -> tuple[tf.keras.Model, LoopResult]:
     """Train a logits classifier and return it with its best (lowest validation loss) weights.
 
     ``checkpoint_dir`` holds the latest epoch's checkpoint and the best weights; calling
-    again with the same folder resumes after the last completed epoch.
+    again with the same folder resumes after the last completed epoch. ``progress`` shows
+    and records the steps (default: shown only).
     """
+    progress = progress or JobProgress("classifier")
     if config.epochs < 1 or config.batch_size < 1 or config.patience < 1:
         raise ValueError("epochs, batch_size and patience must be positive")
     strategy = strategy or tf.distribute.get_strategy()
@@ -144,7 +147,8 @@ def fit_classifier(
         if int(state.stale_epochs.numpy()) >= config.patience:
             log.info("early stop: no better validation loss for %d epochs", config.patience)
             break
-        train_stats = _run_epoch(train_step, distributed_train, f"epoch {epoch + 1} train")
+        progress.start_epoch(epoch + 1, config.epochs, steps_per_epoch)
+        train_stats = _run_epoch(train_step, distributed_train, progress)
         validation_stats = _run_epoch(evaluation_step, distributed_validation, None)
         for key, value in zip(("loss", "accuracy"), train_stats, strict=True):
             history[key].append(value)
@@ -154,11 +158,10 @@ def fit_classifier(
         if int(state.stale_epochs.numpy()) == 0:
             checkpoints.save_best()
         checkpoints.save_latest(history)
-        log.info(
-            "epoch %d: loss %.4f acc %.4f | val_loss %.4f val_acc %.4f",
-            epoch + 1,
-            *train_stats,
-            *validation_stats,
+        progress.end_epoch(
+            "loss {:.4f} acc {:.4f} | val_loss {:.4f} val_acc {:.4f}".format(
+                *train_stats, *validation_stats
+            )
         )
     checkpoints.restore_best()
     result = LoopResult(
@@ -287,13 +290,12 @@ def make_steps(
 
 
 def _run_epoch(
-    step: Callable, distributed_dataset: Iterable, description: str | None
+    step: Callable, distributed_dataset: Iterable, progress: JobProgress | None
 ) -> tuple[float, float]:
-    """Mean loss and accuracy over one pass; a progress bar when a description is given."""
+    """Mean loss and accuracy over one pass; each step reported to ``progress`` if given."""
     totals = np.zeros(3)
-    hidden = True if description is None else None  # None: shown only on a terminal
-    batches = tqdm(distributed_dataset, desc=description, leave=False, disable=hidden)
-    for batch in batches:
+    for batch in distributed_dataset:
         totals += step(batch).numpy()
-        batches.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", acc=f"{totals[1] / totals[2]:.3f}")
+        if progress is not None:
+            progress.advance(loss=totals[0] / totals[2], acc=totals[1] / totals[2])
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])

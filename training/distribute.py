@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 
 
@@ -55,3 +58,22 @@ def worker_folder(strategy: tf.distribute.Strategy, folder: Path) -> Path:
         return Path(folder)
     resolver = strategy.cluster_resolver
     return Path(folder) / f".{resolver.task_type}-{resolver.task_id}"
+
+
+@contextlib.contextmanager
+def training_precision() -> Iterator[str]:
+    """``mixed_float16`` while building and training on a GPU, ``float32`` on CPU.
+
+    GPUs run float16 convolutions on their tensor cores; CPU training stays in float32, the
+    precision every reported CPU figure was measured in. The previous global policy is
+    restored on exit, so models built later (the export copy, the next job) are float32.
+    """
+    if not tf.config.list_physical_devices("GPU"):
+        yield "float32"
+        return
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield "mixed_float16"
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

@@ -26,6 +26,7 @@ from training.export import METADATA_FILE, existing_versions, write_version
 from training.malaria import MODEL_NAME as ENCODER_NAME
 from training.malaria import QUICK
 from training.malaria_data import LABEL_NAMES, CellSplit, load_malaria
+from training.progress import JobProgress
 
 INDEX_NAME = "malaria_index"
 PRECISION_KS = (1, 5, 10)
@@ -47,12 +48,23 @@ def newest_encoder(out_dir: Path) -> tuple[Path, dict[str, Any]]:
     return version_dir, json.loads((version_dir / METADATA_FILE).read_text())
 
 
-def encode_images(encode: Any, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """uint8 cells -> L2-normalised float32 codes through the SavedModel's ``encode``."""
+ENCODE_BATCH = 512
+
+
+def encode_images(
+    encode: Any,
+    images: np.ndarray,
+    batch_size: int = ENCODE_BATCH,
+    progress: JobProgress | None = None,
+) -> np.ndarray:
+    """uint8 cells -> L2-normalised float32 codes through a SavedModel signature (``encode``
+    or ``bottleneck``); each batch is reported to ``progress`` when given."""
     chunks = []
     for start in range(0, len(images), batch_size):
         batch = tf.constant(images[start : start + batch_size].astype(np.float32) / 255.0)
         chunks.append(encode(images=batch)["codes"].numpy())
+        if progress is not None:
+            progress.advance()
     codes = np.concatenate(chunks).astype(np.float32)
     faiss.normalize_L2(codes)
     return codes
@@ -101,6 +113,30 @@ def precision_at_k(
     return result
 
 
+def _search_splits(
+    encode: Any,
+    gallery: CellSplit,
+    validation: CellSplit,
+    queries: CellSplit,
+    approximate_above: int,
+    progress: JobProgress,
+) -> tuple[faiss.Index, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Index the gallery's codes and find the validation and test queries' neighbours:
+    ``(index, gallery codes, test codes, test neighbours, validation neighbours)``."""
+    gallery_codes = encode_images(encode, gallery.images, progress=progress)
+    index = make_index(gallery_codes, approximate_above)
+    depth = min(max(PRECISION_KS), len(gallery_codes))
+    validation_codes = encode_images(encode, validation.images, progress=progress)
+    query_codes = encode_images(encode, queries.images, progress=progress)
+    return (
+        index,
+        gallery_codes,
+        query_codes,
+        index.search(query_codes, depth)[1],
+        index.search(validation_codes, depth)[1],
+    )
+
+
 def write_gallery(folder: Path, gallery: CellSplit) -> None:
     """``gallery.npz`` (ids, labels, offsets) + ``gallery_images.bin`` (PNG bytes, concatenated)."""
     pngs = [_as_png(raw) for raw in gallery.stored_bytes]
@@ -144,14 +180,22 @@ def build_index(
     seed: int = 0,
     quick: bool = False,
     approximate_above: int = DEFAULT_APPROXIMATE_ABOVE,
+    progress: JobProgress | None = None,
 ) -> Path:
-    """Encode the training-split gallery with the newest encoder and export the index."""
+    """Encode the training-split gallery with the newest encoder and export the index.
+
+    The index holds the ``encode`` codes (the contrastive retrieval head, averaged over the
+    8 symmetries). When the encoder also exports ``bottleneck``, the plain flattened
+    bottleneck codes are searched the same way as the lab's baseline and reported beside.
+    """
     encoder_dir, encoder_metadata = newest_encoder(out_dir)
     if encoder_metadata["data"]["seed"] != seed:
         raise ValueError(
             f"the encoder split its cells with seed {encoder_metadata['data']['seed']}, not {seed}:"
             " use the same seed so its held-out cells stay out of the gallery"
         )
+    progress = progress or JobProgress(INDEX_NAME)
+    progress.note("loading cells")
     fraction = QUICK_FRACTION if quick else 1.0
     cells = load_malaria(
         data,
@@ -160,18 +204,19 @@ def build_index(
         fraction=fraction,
     )
     gallery, queries = cells.splits["train"], cells.splits["test"]
-    encode = tf.saved_model.load(str(encoder_dir)).signatures["encode"]
-    gallery_codes = encode_images(encode, gallery.images)
-    index = make_index(gallery_codes, approximate_above)
-    depth = min(max(PRECISION_KS), len(gallery_codes))
-
-    def search(split: CellSplit) -> tuple[np.ndarray, np.ndarray]:
-        codes = encode_images(encode, split.images)
-        return codes, index.search(codes, depth)[1]
-
     validation = cells.splits["validation"]
-    _, validation_neighbours = search(validation)
-    query_codes, neighbours = search(queries)
+    signatures = tf.saved_model.load(str(encoder_dir)).signatures
+    encoders = {"encode": signatures["encode"]}
+    if "bottleneck" in signatures:
+        encoders["bottleneck"] = signatures["bottleneck"]
+    batches = sum(-(-len(split.labels) // ENCODE_BATCH) for split in (gallery, validation, queries))
+    progress.start_epoch(1, 1, batches * len(encoders), f"{INDEX_NAME}: encoding cells")
+    results = {
+        name: _search_splits(encode, gallery, validation, queries, approximate_above, progress)
+        for name, encode in encoders.items()
+    }
+    index, gallery_codes, query_codes, neighbours, validation_neighbours = results["encode"]
+    progress.end_epoch(f"{len(gallery.labels)} gallery cells indexed")
     metrics = {
         "queries": len(queries.labels),
         "recall_at_10_vs_exact": recall_against_exact(index, gallery_codes, query_codes),
@@ -181,6 +226,16 @@ def build_index(
             **precision_at_k(validation_neighbours, gallery.labels, validation.labels),
         },
     }
+    if "bottleneck" in results:
+        _, _, _, plain_neighbours, plain_validation_neighbours = results["bottleneck"]
+        metrics["bottleneck_baseline"] = {
+            "codes": "flattened decoder bottleneck, cosine, not in the index",
+            "shape": encoder_metadata.get("bottleneck", {}).get("shape"),
+            **precision_at_k(plain_neighbours, gallery.labels, queries.labels),
+            "validation": precision_at_k(
+                plain_validation_neighbours, gallery.labels, validation.labels
+            ),
+        }
 
     def write_payload(folder: Path) -> None:
         faiss.write_index(index, str(folder / "index.faiss"))
@@ -194,6 +249,8 @@ def build_index(
         "index_type": type(index).__name__,
         "metric": "cosine",
         "normalize_codes": True,
+        "codes": "the encoder's encode signature: the contrastive retrieval head's"
+        f" {int(gallery_codes.shape[1])}-d code averaged over the 8 symmetries of each cell",
         "size": int(index.ntotal),
         "data": {**cells.summary(), "seed": seed, "gallery_split": "train", "query_split": "test"},
         "hyperparameters": {

@@ -27,11 +27,17 @@ from training.autoencoder import (
     symmetry_averaged_codes,
 )
 from training.contrastive import contrastive_example, joint_model, nt_xent, projection_head
-from training.distribute import multi_worker_requested, strategy_from_environment
+from training.distribute import (
+    multi_worker_requested,
+    strategy_from_environment,
+    training_precision,
+)
 from training.export import write_version
+from training.keras_progress import KerasProgress
 from training.malaria_data import MalariaData, load_malaria
 from training.malaria_experiments import EXPERIMENTS
 from training.pipeline import frozen_dataset, training_dataset
+from training.progress import JobProgress
 
 MODEL_NAME = "malaria_autoencoder"
 REPORT_SIGMAS = (0.05, 0.1, 0.2)
@@ -41,7 +47,8 @@ REPORT_SIGMAS = (0.05, 0.1, 0.2)
 class MalariaConfig:
     image_size: int = 48  # smaller inputs blur the small dark parasite spots
     filters: tuple[int, ...] = (32, 64)
-    code_channels: int = 64
+    code_channels: int = 8  # bottleneck 12x12x8 = 1,152 values for 6,912 input values (6x)
+    retrieval_dim: int = 64  # the encode signature's code (what the index holds)
     epochs: int = 8  # 48 px costs 1.44x the steps of 40 px: 8 epochs fit the time budget
     batch_size: int = 128
     learning_rate: float = 2e-3
@@ -51,6 +58,7 @@ class MalariaConfig:
     temperature: float = 0.1
     patience: int = 3
     data_fraction: float = 1.0
+    jit_compile: bool | None = None  # None: XLA on a GPU only (2x CPU time on CPU)
 
 
 QUICK = MalariaConfig(epochs=2, data_fraction=0.08)
@@ -68,6 +76,20 @@ def config_for(epochs: int | None, image_size: int | None, quick: bool) -> Malar
     return config
 
 
+def build_parts(config: MalariaConfig) -> AutoencoderParts:
+    return build_autoencoder(
+        config.image_size, config.filters, config.code_channels, config.retrieval_dim
+    )
+
+
+def use_xla(config: MalariaConfig) -> bool:
+    """XLA-compile the train step on a GPU. On CPU an XLA step measured twice the CPU time
+    of TensorFlow's own (oneDNN) kernels, so it stays off there unless asked for."""
+    if config.jit_compile is not None:
+        return config.jit_compile
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def compiled_training_model(parts: AutoencoderParts, config: MalariaConfig) -> keras.Model:
     """The joint denoising + contrastive model, compiled with an explicit optimizer."""
     model = joint_model(parts, projection_head(parts.code_dim))
@@ -75,6 +97,7 @@ def compiled_training_model(parts: AutoencoderParts, config: MalariaConfig) -> k
         optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
         loss={"images": config.loss, "projections": nt_xent(config.temperature)},
         loss_weights={"images": 1.0, "projections": config.contrastive_weight},
+        jit_compile=use_xla(config),
     )
     return model
 
@@ -86,9 +109,11 @@ def fit_model(
     work_dir: Path,
     seed: int,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    progress: JobProgress | None = None,
 ) -> dict[str, list[float]]:
     """``fit()`` with backup/restore, best-weight checkpoints, early stopping and TensorBoard;
-    ``extra_callbacks`` run after those (after the epoch's backup is written)."""
+    ``extra_callbacks`` run after those (after the epoch's backup is written). ``progress``
+    shows and records the steps (default: shown only) instead of Keras' own bar."""
     train_images = data.splits["train"].images
     make_example = contrastive_example(config.noise_sigma_range)
     train = training_dataset(
@@ -110,6 +135,7 @@ def fit_model(
             monitor=MONITOR, mode="min", patience=config.patience, restore_best_weights=True
         ),
         keras.callbacks.TensorBoard(str(work_dir / "tensorboard")),
+        KerasProgress(progress or JobProgress(MODEL_NAME)),
         *extra_callbacks,
     ]
     history = model.fit(
@@ -119,7 +145,7 @@ def fit_model(
         validation_data=validation,
         callbacks=callbacks,
         shuffle=False,  # the tf.data pipeline shuffles
-        verbose=2,
+        verbose=0,
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
@@ -130,6 +156,8 @@ class AutoencoderModule(tf.Module):
     ``encode`` returns L2-normalised codes averaged over the 8 symmetries of each cell, so
     gallery and query codes are both rotation- and flip-invariant without the server knowing.
     With a ``score`` both also output ``ood_score`` (see training/malaria_ood.py).
+    ``bottleneck`` returns the flattened code the decoder works from (the lab's compressed
+    representation and its retrieval baseline); the server does not need it.
     """
 
     def __init__(
@@ -143,6 +171,8 @@ class AutoencoderModule(tf.Module):
         # No autograph: these have no Python control flow to convert.
         self.denoise = tf.function(self._denoise, input_signature=[spec], autograph=False)
         self.encode = tf.function(self._encode, input_signature=[spec], autograph=False)
+        self.encoder = parts.encoder
+        self.bottleneck = tf.function(self._bottleneck, input_signature=[spec], autograph=False)
 
     def _denoise(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         reconstruction = self.autoencoder(images, training=False)
@@ -157,6 +187,36 @@ class AutoencoderModule(tf.Module):
             return {"codes": codes}
         return {"codes": codes, "ood_score": self.score(images)}
 
+    def _bottleneck(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        code = self.encoder(images, training=False)
+        return {"codes": tf.reshape(code, [tf.shape(code)[0], -1])}
+
+
+def float32_copy(parts: AutoencoderParts, config: MalariaConfig) -> AutoencoderParts:
+    """The same weights in float32 layers: a model trained in mixed precision is exported
+    in float32, so the server's outputs do not depend on the device that trained it."""
+    copy = build_parts(config)
+    for source, target in (
+        (parts.encoder, copy.encoder),
+        (parts.decoder, copy.decoder),
+        (parts.embedder, copy.embedder),
+    ):
+        target.set_weights(source.get_weights())
+    return copy
+
+
+def bottleneck_summary(parts: AutoencoderParts) -> dict[str, Any]:
+    """The decoder's code size against the input's: how much the autoencoder compresses."""
+    shape = parts.bottleneck_shape
+    values = int(np.prod(shape))
+    input_values = int(np.prod(parts.autoencoder.input.shape[1:]))
+    return {
+        "shape": list(shape),
+        "values": values,
+        "input_values": input_values,
+        "compression": round(input_values / values, 2),
+    }
+
 
 def save_autoencoder(
     parts: AutoencoderParts, image_size: int, path: Path, score: malaria_ood.CellScore | None = None
@@ -166,6 +226,7 @@ def save_autoencoder(
         "serving_default": module.denoise,
         "denoise": module.denoise,
         "encode": module.encode,
+        "bottleneck": module.bottleneck,
     }
     tf.saved_model.save(module, str(path), signatures=signatures)
 
@@ -231,6 +292,7 @@ def train_malaria(
     image_size: int | None = None,
     seed: int = 0,
     quick: bool = False,
+    progress: JobProgress | None = None,
 ) -> Path:
     """Train, evaluate on held-out cells, export a new version; return its folder."""
     if multi_worker_requested():
@@ -240,14 +302,18 @@ def train_malaria(
             " it on one machine (several local GPUs are still used)"
         )
     config = config_for(epochs, image_size, quick)
+    progress = progress or JobProgress(MODEL_NAME)
+    progress.note("loading cells")
     keras.utils.set_random_seed(seed)
     cells = load_malaria(data, config.image_size, seed=seed, fraction=config.data_fraction)
     work_dir = Path(out_dir) / MODEL_NAME / ".work"
     strategy = strategy_from_environment()
-    with strategy.scope():
-        parts = build_autoencoder(config.image_size, config.filters, config.code_channels)
-        model = compiled_training_model(parts, config)
-    history = fit_model(model, cells, config, work_dir, seed)
+    with training_precision() as precision, strategy.scope():
+        trained = build_parts(config)
+        model = compiled_training_model(trained, config)
+        history = fit_model(model, cells, config, work_dir, seed, progress=progress)
+    parts = float32_copy(trained, config) if precision != "float32" else trained
+    progress.note("evaluating on held-out cells and exporting")
     metrics = denoising_metrics(parts, cells.splits["test"].images, seed)
     metrics["epochs_run"] = len(history.get("loss", []))
     metrics["best_val_images_loss"] = min(history.get(MONITOR, [float("nan")]))
@@ -275,13 +341,16 @@ def train_malaria(
             "serving_default": {"input": "images", "output": "images"},
             "denoise": {"input": "images", "output": "images"},
             "encode": {"input": "images", "output": "codes"},
+            "bottleneck": {"input": "images", "output": "codes"},
         },
         "code_dim": parts.code_dim,
+        "bottleneck": bottleneck_summary(parts),
         "data": {**cells.summary(), "seed": seed},
         "hyperparameters": {
             **dataclasses.asdict(config),
             "optimizer": "adam",
             "encode_symmetry_views": SYMMETRIES,
+            "precision": precision,
         },
         "metrics": metrics,
         "experiments": list(EXPERIMENTS),

@@ -24,6 +24,7 @@ from training.custom_loop import (
 )
 from training.distribute import strategy_from_environment, worker_folder
 from training.export import write_version
+from training.progress import JobProgress
 from training.signs_data import CLASS_NAMES, SignsData, SignsSplits, load_signs
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def train_signs(
     image_size: int | None = None,
     seed: int = 0,
     quick: bool = False,
+    progress: JobProgress | None = None,
 ) -> Path:
     """Train the classifier and export a new version; returns the version folder.
 
@@ -70,6 +72,8 @@ def train_signs(
     smallest = ClassifierConfig().downscale
     if image_size < smallest:
         raise ValueError(f"--image-size must be at least {smallest}, got {image_size}")
+    progress = progress or JobProgress(MODEL_NAME)
+    progress.note("loading images")
     tf.keras.utils.set_random_seed(seed)
     splits = load_signs(data, image_size, seed)
     if quick:
@@ -87,7 +91,9 @@ def train_signs(
         loop,
         checkpoint_dir,
         strategy,
+        progress,
     )
+    progress.note("evaluating on the held-out test images and exporting")
     probabilities = predict_probabilities(model, splits.test.images)
     metrics = evaluation_metrics(splits.test.labels, probabilities, result)
     log.info("held-out test accuracy %.4f on %d images", metrics["test_accuracy"], len(splits.test))

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from training.autoencoder import build_autoencoder, symmetry_averaged_codes
-from training.malaria import save_autoencoder
+from training.malaria import bottleneck_summary, save_autoencoder
 
 SIZE = 16
 
@@ -85,3 +85,22 @@ def test_symmetry_averaged_codes_ignore_rotation_and_flips(parts) -> None:
         np.testing.assert_allclose(symmetry_averaged_codes(parts.embedder, moved), codes, atol=1e-5)
     plain = tf.math.l2_normalize(parts.embedder(cells), axis=-1).numpy()
     assert not np.allclose(codes, plain, atol=1e-3)  # the views really were averaged
+
+
+def test_the_bottleneck_is_smaller_than_the_input_and_exported(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(0)
+    parts = build_autoencoder(SIZE, filters=(8, 8), code_channels=2, retrieval_dim=6)
+    assert parts.bottleneck_shape == (SIZE // 4, SIZE // 4, 2)
+    assert parts.code_dim == 6
+    summary = bottleneck_summary(parts)
+    assert summary == {
+        "shape": [4, 4, 2],
+        "values": 32,
+        "input_values": SIZE * SIZE * 3,
+        "compression": 24.0,
+    }
+    save_autoencoder(parts, SIZE, tmp_path / "model")
+    bottleneck = tf.saved_model.load(str(tmp_path / "model")).signatures["bottleneck"]
+    cells = tf.constant(_cells(3))
+    codes = bottleneck(images=cells)["codes"]
+    np.testing.assert_allclose(codes, tf.reshape(parts.encoder(cells), [3, -1]), atol=1e-6)

@@ -13,6 +13,7 @@ import pytest
 
 from training import cli
 from training.errors import DataError
+from training.progress import JobProgress, read_status
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_SIGNS = REPO_ROOT.parent / "shared" / "data" / "signs" / "train"
@@ -56,13 +57,17 @@ def test_bad_arguments_exit_2(arguments: list[str], capsys) -> None:
     ],
 )
 def test_user_errors_from_a_job_print_one_line(error: Exception, tmp_path: Path, capsys) -> None:
-    def failing_job(job: str, arguments: argparse.Namespace) -> Path:
+    def failing_job(job: str, arguments: argparse.Namespace, progress: JobProgress) -> Path:
+        progress.note("loading")
         raise error
 
-    assert cli.main(["signs", "--data", str(tmp_path)], run=failing_job) == 2
+    out = tmp_path / "models"
+    assert cli.main(["signs", "--data", str(tmp_path), "--out", str(out)], run=failing_job) == 2
     stderr = capsys.readouterr().err
     assert stderr.startswith("error: ")
     assert len(stderr.strip().splitlines()) == 1
+    status = read_status(out)
+    assert status["state"] == "failed" and status["message"].startswith("signs: ")
 
 
 def test_empty_data_folder_is_a_user_error(tmp_path: Path, capsys) -> None:
@@ -78,12 +83,17 @@ def test_empty_data_folder_is_a_user_error(tmp_path: Path, capsys) -> None:
 def test_all_runs_signs_malaria_index_in_order_with_shared_options(tmp_path: Path) -> None:
     seen: list[tuple[str, int, bool]] = []
 
-    def record(job: str, arguments: argparse.Namespace) -> Path:
+    def record(job: str, arguments: argparse.Namespace, progress: JobProgress) -> Path:
         seen.append((job, arguments.seed, arguments.quick))
+        assert progress.pending == list(cli.JOBS[len(seen) :])
         return tmp_path / job
 
-    assert cli.main(["all", "--data", str(tmp_path), "--seed", "5", "--quick"], run=record) == 0
+    out = ["--out", str(tmp_path / "models")]
+    arguments = ["all", "--data", str(tmp_path), "--seed", "5", "--quick", *out]
+    assert cli.main(arguments, run=record) == 0
     assert seen == [("signs", 5, True), ("malaria", 5, True), ("index", 5, True)]
+    status = read_status(tmp_path / "models")
+    assert (status["job"], status["state"], status["pending"]) == ("index", "done", [])
 
 
 @pytest.mark.skipif(not SHARED_SIGNS.is_dir(), reason="needs ../shared/data/signs/train")
@@ -94,6 +104,13 @@ def test_signs_quick_end_to_end_exports_a_loadable_version(tmp_path: Path) -> No
     assert completed.returncode == 0, completed.stderr[-3000:]
     version_dir = tmp_path / "signs_classifier" / "1"
     assert f"signs: exported {version_dir}" in completed.stdout
+    assert completed.stdout.splitlines()[-1].startswith(
+        f"  signs 1: report {version_dir / 'report'}; held-out test accuracy "
+    )
+    # Not a terminal: plain progress lines with rate and time left, and a finished status.
+    assert "signs epoch 1/3: step " in completed.stderr and " steps/s, " in completed.stderr
+    status = read_status(tmp_path)
+    assert (status["job"], status["state"], status["epoch"]) == ("signs", "done", 3)
 
     metadata = json.loads((version_dir / "metadata.json").read_text())
     assert metadata["name"] == "signs_classifier" and metadata["version"] == 1
@@ -127,11 +144,14 @@ def test_too_small_image_size_is_a_one_line_error(tmp_path: Path, capsys) -> Non
 
 
 def test_interrupt_exits_130_and_says_how_to_resume(tmp_path: Path, capsys) -> None:
-    def interrupted_job(job: str, arguments: argparse.Namespace) -> Path:
+    def interrupted_job(job: str, arguments: argparse.Namespace, progress: JobProgress) -> Path:
+        progress.start_epoch(1, 3, steps=10)
         raise KeyboardInterrupt
 
-    assert cli.main(["signs", "--data", str(tmp_path)], run=interrupted_job) == 130
+    arguments = ["signs", "--data", str(tmp_path), "--out", str(tmp_path)]
+    assert cli.main(arguments, run=interrupted_job) == 130
     assert "resume" in capsys.readouterr().err
+    assert read_status(tmp_path)["state"] == "failed"
 
 
 def test_malaria_under_multi_worker_config_is_a_one_line_error(

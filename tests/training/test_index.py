@@ -63,8 +63,11 @@ def test_autoencoder_folder_follows_the_contract(models: Path) -> None:
         "dtype": "float32",
         "scale": "pixel / 255",
     }
-    assert set(metadata["signatures"]) == {"serving_default", "denoise", "encode"}
+    assert set(metadata["signatures"]) == {"serving_default", "denoise", "encode", "bottleneck"}
     assert {"data", "hyperparameters", "metrics", "code_dim", "experiments"} <= set(metadata)
+    bottleneck = metadata["bottleneck"]  # the decoder's code is smaller than the input
+    assert bottleneck["shape"] == [SIZE // 4, SIZE // 4, 8]
+    assert bottleneck["values"] < bottleneck["input_values"] == SIZE * SIZE * 3
     assert metadata["data"]["split_sizes"] == {"train": 96, "validation": 12, "test": 12}
     report = version / "report"
     for name in (
@@ -96,6 +99,11 @@ def test_index_folder_follows_the_contract(models: Path, cell_zip: Path) -> None
     assert metadata["metrics"]["queries"] == 12
     assert metadata["metrics"]["validation"]["queries"] == 12  # reported apart from test
     assert 0.0 <= metadata["metrics"]["validation"]["precision_at_10"]["all"] <= 1.0
+    baseline = metadata["metrics"]["bottleneck_baseline"]  # the lab's plain codes, beside
+    assert baseline["shape"] == [SIZE // 4, SIZE // 4, 8]
+    assert 0.0 <= baseline["validation"]["precision_at_10"]["all"] <= 1.0
+    assert 0.0 <= baseline["precision_at_10"]["all"] <= 1.0
+    assert "encode" in metadata["codes"]
     gallery = np.load(version / "gallery.npz")
     assert gallery["ids"].dtype == np.int64 and list(gallery["ids"]) == list(range(96))
     assert set(gallery["labels"]) == {"parasitized", "uninfected"}

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from training.autoencoder import build_autoencoder
-from training.malaria import MalariaConfig, compiled_training_model, fit_model
+from training.malaria import (
+    MalariaConfig,
+    build_parts,
+    compiled_training_model,
+    fit_model,
+    float32_copy,
+)
 from training.malaria_data import CellSplit, MalariaData
 
 SIZE = 16
 CONFIG = MalariaConfig(
-    image_size=SIZE, filters=(4, 8), code_channels=8, epochs=3, batch_size=8, patience=10
+    image_size=SIZE,
+    filters=(4, 8),
+    code_channels=4,
+    retrieval_dim=8,
+    epochs=3,
+    batch_size=8,
+    patience=10,
 )
 
 
@@ -30,8 +42,7 @@ def _data() -> MalariaData:
 
 
 def _model() -> keras.Model:
-    parts = build_autoencoder(SIZE, CONFIG.filters, CONFIG.code_channels)
-    return compiled_training_model(parts, CONFIG)
+    return compiled_training_model(build_parts(CONFIG), CONFIG)
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -74,3 +85,23 @@ def test_interrupted_fit_resumes_after_its_last_finished_epoch(tmp_path: Path) -
     for restored, saved in zip(first_weights.weights, interrupt.weights, strict=True):
         np.testing.assert_array_equal(restored, saved)
     assert not (work_dir / "backup").exists()  # a finished run removes its backup
+
+
+def test_mixed_precision_training_step_is_finite_and_exports_in_float32(tmp_path: Path) -> None:
+    """What a GPU run does (training_precision picks mixed_float16 there), run on CPU."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        trained = build_parts(CONFIG)
+        model = compiled_training_model(trained, CONFIG)
+        data = _data()
+        history = fit_model(model, data, replace(CONFIG, epochs=1), tmp_path / ".work", 0)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert np.isfinite(history["loss"]).all()
+    assert trained.encoder.get_layer("enc_conv0").compute_dtype == "float16"
+    exported = float32_copy(trained, CONFIG)
+    assert exported.encoder.get_layer("enc_conv0").compute_dtype == "float32"
+    cells = data.splits["test"].images.astype(np.float32) / 255.0
+    np.testing.assert_allclose(exported.autoencoder(cells), trained.autoencoder(cells), atol=2e-2)
