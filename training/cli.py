@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -89,6 +90,20 @@ def main(argv: Sequence[str] | None = None, run: Callable[..., Path] = run_job) 
     if arguments.data is not None and not arguments.data.exists():
         return _user_error(f"data path not found: {arguments.data}")
     jobs = JOBS if arguments.job == "all" else (arguments.job,)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run_jobs(jobs, arguments, run)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (``docker stop``, a supervisor) stops a job like Ctrl-C: the status file says
+    so and the checkpoint stays for the next run to resume from."""
+    raise KeyboardInterrupt
+
+
+def _run_jobs(jobs: Sequence[str], arguments: argparse.Namespace, run: Callable[..., Path]) -> int:
     exported: list[tuple[str, Path]] = []
     for position, job in enumerate(jobs):
         progress = JobProgress(job, status_path(arguments.out), pending=jobs[position + 1 :])

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +155,22 @@ def test_interrupt_exits_130_and_says_how_to_resume(tmp_path: Path, capsys) -> N
     assert cli.main(arguments, run=interrupted_job) == 130
     assert "resume" in capsys.readouterr().err
     assert read_status(tmp_path)["state"] == "failed"
+
+
+def test_sigterm_stops_a_job_like_an_interrupt(tmp_path: Path, capsys) -> None:
+    def terminated_job(job: str, arguments: argparse.Namespace, progress: JobProgress) -> Path:
+        progress.start_epoch(1, 3, steps=10)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not stop the job")
+
+    before = signal.getsignal(signal.SIGTERM)
+    arguments = ["malaria", "--data", str(tmp_path), "--out", str(tmp_path)]
+    assert cli.main(arguments, run=terminated_job) == 130
+    assert "resume" in capsys.readouterr().err
+    status = read_status(tmp_path)
+    assert (status["job"], status["state"]) == ("malaria", "failed")
+    assert signal.getsignal(signal.SIGTERM) is before  # restored for the caller
 
 
 def test_malaria_under_multi_worker_config_is_a_one_line_error(
