@@ -16,7 +16,7 @@ from PIL import Image
 
 from training.errors import DataError
 from training.index import build_index, precision_at_k
-from training.malaria import train_malaria
+from training.malaria import MalariaConfig, train_malaria
 from training.malaria_data import load_malaria
 
 SIZE = 16
@@ -66,7 +66,7 @@ def test_autoencoder_folder_follows_the_contract(models: Path) -> None:
     assert set(metadata["signatures"]) == {"serving_default", "denoise", "encode", "bottleneck"}
     assert {"data", "hyperparameters", "metrics", "code_dim", "experiments"} <= set(metadata)
     bottleneck = metadata["bottleneck"]  # the decoder's code is smaller than the input
-    assert bottleneck["shape"] == [SIZE // 4, SIZE // 4, 8]
+    assert bottleneck["shape"] == [SIZE // 4, SIZE // 4, MalariaConfig.code_channels]
     assert bottleneck["values"] < bottleneck["input_values"] == SIZE * SIZE * 3
     assert metadata["data"]["split_sizes"] == {"train": 96, "validation": 12, "test": 12}
     report = version / "report"
@@ -100,7 +100,7 @@ def test_index_folder_follows_the_contract(models: Path, cell_zip: Path) -> None
     assert metadata["metrics"]["validation"]["queries"] == 12  # reported apart from test
     assert 0.0 <= metadata["metrics"]["validation"]["precision_at_10"]["all"] <= 1.0
     baseline = metadata["metrics"]["bottleneck_baseline"]  # the lab's plain codes, beside
-    assert baseline["shape"] == [SIZE // 4, SIZE // 4, 8]
+    assert baseline["shape"] == [SIZE // 4, SIZE // 4, MalariaConfig.code_channels]
     assert 0.0 <= baseline["validation"]["precision_at_10"]["all"] <= 1.0
     assert 0.0 <= baseline["precision_at_10"]["all"] <= 1.0
     assert "encode" in metadata["codes"]
