@@ -16,11 +16,17 @@ from fastapi import FastAPI, Security
 from fastapi.staticfiles import StaticFiles
 from opentelemetry.trace import TracerProvider
 
-from app.api.auth import API_KEY_SCHEME, ApiKeyMiddleware
+from app.api.auth import API_KEY_SCHEME, ApiKeyMiddleware, open_endpoints_warning
 from app.api.cors import install_cors
 from app.api.deps import ServiceState
 from app.api.errors import install_error_handlers
-from app.api.limits import RequestSizeLimitMiddleware
+from app.api.headers import SecurityHeadersMiddleware
+from app.api.limits import (
+    MAX_FORM_FIELD_BYTES,
+    MAX_FORM_FIELDS,
+    MULTIPART_OVERHEAD_BYTES,
+    RequestSizeLimitMiddleware,
+)
 from app.api.metrics import RequestMetricsMiddleware, ServiceMetrics
 from app.api.request_context import RequestContextMiddleware, fastapi_telemetry
 from app.api.routes import (
@@ -50,7 +56,8 @@ logger = logging.getLogger(__name__)
 BATCHERS = ("classify", "denoise", "encode")
 # Routers behind the API key with API_KEY_SCOPE=all (admin is behind it whenever API_KEY is set).
 SCOPE_ALL_MODULES = (classify, denoise, similar, gallery, info, reports, v2)
-_MULTIPART_OVERHEAD_BYTES = 64 * 1024
+# Operator endpoints named by the start-up warning when API_KEY is unset.
+SENSITIVE_MODULES = (admin, info)
 
 DESCRIPTION = """
 Serves two TensorFlow models trained offline and exported as versioned SavedModels:
@@ -84,6 +91,16 @@ async def _reload_logged(registry: ModelRegistry) -> None:
         logger.exception("loading models from %s failed", registry.model_dir)
 
 
+def body_limits(settings: Settings) -> dict[str, int]:
+    """Largest request body per upload path: one file's worth on the one-file endpoints,
+    ``MAX_FILES_PER_REQUEST`` files' worth on /classify (other paths get the default)."""
+    one_file = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    all_files = settings.max_upload_bytes * settings.max_files_per_request
+    limits = {route.path: one_file for m in (denoise, similar) for route in m.router.routes}
+    limits |= {route.path: all_files + MULTIPART_OVERHEAD_BYTES for route in classify.router.routes}
+    return limits
+
+
 def create_app(
     settings: Settings | None = None, tracer_provider: TracerProvider | None = None
 ) -> FastAPI:
@@ -99,6 +116,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.log_format, settings.access_log)
+        warning = open_endpoints_warning(
+            settings.api_key, [route for m in SENSITIVE_MODULES for route in m.router.routes]
+        )
+        if warning:
+            logger.warning(warning)
         set_pixel_limit(settings.max_image_pixels)
         device = select_device(settings.device)
         registry = ModelRegistry(
@@ -138,18 +160,21 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         telemetry=fastapi_telemetry(tracer_provider),
-        form_limits={"max_files": max(1000, settings.max_files_per_request + 1)},
+        # One file past the limit still reaches read_uploads, whose 413 names the limit.
+        form_limits={
+            "max_files": settings.max_files_per_request + 1,
+            "max_fields": MAX_FORM_FIELDS,
+            "max_part_size": MAX_FORM_FIELD_BYTES,
+        },
     )
     install_error_handlers(app)
-    max_body_bytes = (
-        settings.max_upload_bytes * settings.max_files_per_request + _MULTIPART_OVERHEAD_BYTES
-    )
     keyed_routers = [admin.router]
     if settings.api_key_scope == "all":
         keyed_routers += [module.router for module in SCOPE_ALL_MODULES]
     guarded_routes = [route for router in keyed_routers for route in router.routes]
-    app.add_middleware(RequestSizeLimitMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(RequestSizeLimitMiddleware, body_limits=body_limits(settings))
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, guarded_routes=guarded_routes)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     install_cors(app, settings.cors_origins)
     app.add_middleware(  # outermost: every response, the 401 and 413 included, gets the ID

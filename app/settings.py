@@ -104,6 +104,34 @@ class Settings(BaseSettings):
         "any); empty: CORS off.",
     )
 
+    # `python -m app` (app/server.py): how the HTTP server itself listens and what it tolerates.
+    host: str = Field(
+        "127.0.0.1", description="Address `python -m app` listens on (0.0.0.0 in the images)."
+    )
+    port: int = Field(8000, gt=0, lt=65536, description="Port `python -m app` listens on.")
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="Largest request line plus headers; a longer (or never finished) head "
+        "gets 400 and the connection is closed.",
+    )
+    keep_alive_timeout_s: int = Field(
+        5, gt=0, description="Seconds an idle keep-alive connection stays open."
+    )
+    max_concurrency: int = Field(
+        200,
+        gt=0,
+        description="Open connections plus requests in progress past which uvicorn answers 503.",
+    )
+    graceful_shutdown_s: int = Field(
+        30, gt=0, description="On SIGTERM, seconds given to requests in progress before exit."
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Comma-separated proxy addresses or networks whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed; `*` trusts every peer.",
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_case_level(cls, value: object) -> object:

@@ -75,14 +75,16 @@ class UvicornServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> UvicornServer:
+    def command(self) -> list[str]:
         command = [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), *self.uvicorn_args]
+        return command + ["--port", str(self.port), *self.uvicorn_args]
+
+    def __enter__(self) -> UvicornServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             start = time.perf_counter()
             self.process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                self.command(), cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
         try:
             self._wait_ready()
@@ -125,3 +127,15 @@ class UvicornServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class AppServer(UvicornServer):
+    """``python -m app``, the production command: every setting (HOST and PORT included)
+    comes from the environment, so its limits are the ones a deployment gets."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, ready_path: str = "/readyz") -> None:
+        super().__init__("app", env, log_path, ready_path)
+        self.env |= {"HOST": "127.0.0.1", "PORT": str(self.port)}
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "app"]

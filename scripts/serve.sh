@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set everything up, train the models if none exist yet, then serve them on localhost.
-#   HOST / PORT      where to listen (default 127.0.0.1:8000)
+#   HOST / PORT      where to listen (default 127.0.0.1:8000); other settings: app/settings.py
 #   MODEL_DIR        models folder (default models)
 #   DATA             training data (default ../shared/data when present, else downloaded)
 #   EXTRAS           pip extras to install (default dev; use "gpu" on a CUDA machine)
@@ -20,4 +20,5 @@ if ! has_version signs_classifier || ! has_version malaria_autoencoder || ! has_
   echo "No trained models in $MODEL_DIR: training them first."
   .venv/bin/python -m training all "${data_args[@]}" --out "$MODEL_DIR"
 fi
-exec .venv/bin/uvicorn app.main:app --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
+# The production server command: HOST, PORT and every limit come from app/settings.py.
+exec .venv/bin/python -m app

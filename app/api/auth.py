@@ -64,3 +64,19 @@ class ApiKeyMiddleware:
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def open_endpoints_warning(
+    api_key: str | None, sensitive_routes: Sequence[BaseRoute]
+) -> str | None:
+    """The start-up warning when no API key is set: which operator endpoints anyone who can
+    reach the server may call (None when a key is set)."""
+    if api_key:
+        return None
+    paths = sorted({getattr(route, "path", "") for route in sensitive_routes} - {""})
+    return (
+        f"API_KEY is not set: {', '.join(paths)} are open to anyone who can reach this server "
+        "(/admin/reload loads new model versions; /models and /metrics describe the service). "
+        "Set API_KEY to guard /admin/*, and API_KEY_SCOPE=all to guard every endpoint but the "
+        "probes and the page."
+    )

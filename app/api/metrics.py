@@ -16,6 +16,12 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 # OOD score / threshold: 1.0 is the flag boundary for every model, so the share above it is
 # the flag rate; the finer buckets below it show traffic creeping towards it.
 _OOD_RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 4.0, 10.0, 100.0)
+# A client may send any token as the method; every other one is counted as "other".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
 
 
 class ServiceMetrics:
@@ -81,7 +87,8 @@ class ServiceMetrics:
 
 class RequestMetricsMiddleware:
     """Counts and times every HTTP request, labelled by route template (``/gallery/{id}.png``,
-    never the raw path, so the label set stays small)."""
+    never the raw path; "unmatched" for a 404) and by method (unknown ones as "other"), so
+    no client can grow the label set."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
@@ -105,6 +112,6 @@ class RequestMetricsMiddleware:
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
+            method = method_label(scope["method"])
             self.metrics.requests.labels(endpoint, method, str(status)).inc()
             self.metrics.latency.labels(endpoint, method).observe(time.perf_counter() - start)

@@ -93,10 +93,13 @@ def exec_form(value: str) -> list[str]:
     return parsed
 
 
+SERVER_COMMAND = ["python", "-m", "app"]  # the production server (app/__main__.py)
+SERVE_SCRIPT = REPO_ROOT / "scripts" / "serve.sh"
+
+
 def serving_port() -> int:
-    """The port the API server listens on: ``--port`` of the API images' command."""
-    command = exec_form(last_value("api-cpu", "CMD") or "[]")
-    return int(command[command.index("--port") + 1])
+    """The port the API server listens on: the API images' ``PORT`` setting."""
+    return int(environment("api-cpu")["PORT"])
 
 
 def healthcheck_command(target: str) -> list[str]:

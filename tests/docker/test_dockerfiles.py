@@ -17,6 +17,7 @@ from .deployment_files import (
     DOCKERFILE,
     DOCKERIGNORE,
     REPO_ROOT,
+    SERVER_COMMAND,
     TARGETS,
     dockerfile_stages,
     environment,
@@ -84,8 +85,9 @@ def test_gpu_server_gets_the_gpu_extra_and_cpu_server_does_not() -> None:
 
 @pytest.mark.parametrize("target", API_TARGETS)
 def test_api_serves_the_app_and_checks_readiness(target: str) -> None:
-    command = exec_form(last_value(target, "CMD") or "[]")
-    assert command[:2] == ["uvicorn", "app.main:app"]
+    assert exec_form(last_value(target, "CMD") or "[]") == SERVER_COMMAND
+    assert last_value(target, "ENTRYPOINT") is None
+    assert environment(target)["HOST"] == "0.0.0.0"  # reachable from outside the container
     check = healthcheck_command(target)
     assert check[:2] == ["python", "-c"] and "/readyz" in check[2]
 

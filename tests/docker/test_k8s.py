@@ -8,6 +8,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from app.settings import Settings
+
 from .deployment_files import (
     K8S_DIR,
     K8S_GPU_PATCH,
@@ -60,6 +62,13 @@ def test_probes_use_readiness_and_health_endpoints_on_the_serving_port() -> None
     assert container["ports"] == [{"name": "http", "containerPort": serving_port()}]
     service = load_yaml(K8S_DIR / "service.yaml")
     assert service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_graceful_shutdown_ends_before_the_kubelet_kills_the_pod() -> None:
+    pod = load_yaml(K8S_DIR / "deployment-api.yaml")["spec"]["template"]["spec"]
+    env = {variable["name"]: variable["value"] for variable in api_container()["env"]}
+    graceful_s = int(env.get("GRACEFUL_SHUTDOWN_S", Settings().graceful_shutdown_s))
+    assert graceful_s < pod.get("terminationGracePeriodSeconds", 30)
 
 
 @pytest.mark.parametrize("name", ["deployment-api.yaml", "job-train.yaml"])

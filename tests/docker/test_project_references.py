@@ -22,6 +22,8 @@ from .deployment_files import (
     K8S_GPU_PATCH,
     PROMETHEUS_CONF,
     REPO_ROOT,
+    SERVE_SCRIPT,
+    SERVER_COMMAND,
     TARGETS,
     compose,
     compose_services_with_target,
@@ -105,11 +107,34 @@ def test_training_command_line_is_accepted_by_the_cli(where: str) -> None:
     assert parsed.data == Path("/data") and parsed.out.is_absolute(), where
 
 
-def test_server_module_defines_the_app_object() -> None:
-    command = exec_form(last_value("api-cpu", "CMD") or "[]")
-    module, _, attribute = command[1].partition(":")
+def server_command_lines() -> dict[str, list[str]]:
+    """How each deployment starts the API server."""
+    lines = {f"Dockerfile {t} CMD": exec_form(last_value(t, "CMD") or "[]") for t in API_TARGETS}
+    for target in API_TARGETS:
+        for name, service in compose_services_with_target(target).items():
+            lines[f"compose service {name}"] = service.get(
+                "command", lines["Dockerfile api-cpu CMD"]
+            )
+    lines["k8s deployment-api.yaml"] = containers(load_yaml(K8S_DIR / "deployment-api.yaml"))[0][
+        "command"
+    ]
+    exec_lines = [line for line in SERVE_SCRIPT.read_text().splitlines() if line.startswith("exec")]
+    lines["scripts/serve.sh"] = shlex.split(exec_lines[-1])[1:]
+    return lines
+
+
+@pytest.mark.parametrize("where", list(server_command_lines()))
+def test_every_deployment_runs_the_production_server_command(where: str) -> None:
+    command = server_command_lines()[where]
+    assert [Path(command[0]).name, *command[1:]] == SERVER_COMMAND, f"{where}: {command}"
+    assert (REPO_ROOT / "app" / "__main__.py").is_file()
+
+
+def test_the_development_command_still_finds_the_app_object() -> None:
+    """``uvicorn app.main:app`` keeps working for development."""
+    module, _, attribute = "app.main:app".partition(":")
     source = REPO_ROOT / (module.replace(".", "/") + ".py")
-    assert source.is_file(), f"{command[1]}: {source} does not exist"
+    assert source.is_file(), f"{source} does not exist"
     assigned = {
         target.id
         for node in ast.parse(source.read_text()).body
@@ -154,6 +179,9 @@ def container_ports_in_compose(service: dict[str, Any]) -> set[int]:
 
 def test_one_serving_port_everywhere() -> None:
     port = serving_port()
+    for target in API_TARGETS:
+        for name, service in compose_services_with_target(target).items():
+            assert str(service["environment"]["PORT"]) == str(port), name
     for target in API_TARGETS:
         assert last_value(target, "EXPOSE") == str(port)
         url = re.search(r"https?://[^'\"]+", healthcheck_command(target)[2])
