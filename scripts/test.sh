@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up .venv (and Chromium for the browser tests), lint, then run the whole test suite.
+# Set up .venv (Chromium for the browser tests, nginx for the proxy tests), lint, then run
+# the whole test suite.
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +8,7 @@ bash scripts/setup.sh dev
 if [ -f scripts/install-browser.sh ]; then
   bash scripts/install-browser.sh || echo "browser install failed: browser tests will be skipped"
 fi
+bash scripts/install-nginx.sh || echo "nginx install failed: tests/docker/test_nginx.py will be skipped"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"
