@@ -25,7 +25,7 @@ from app.api.limits import (
     MAX_FORM_FIELD_BYTES,
     MAX_FORM_FIELDS,
     MULTIPART_OVERHEAD_BYTES,
-    RequestSizeLimitMiddleware,
+    RequestBodyLimitMiddleware,
 )
 from app.api.metrics import RequestMetricsMiddleware, ServiceMetrics
 from app.api.request_context import RequestContextMiddleware, fastapi_telemetry
@@ -172,7 +172,11 @@ def create_app(
     if settings.api_key_scope == "all":
         keyed_routers += [module.router for module in SCOPE_ALL_MODULES]
     guarded_routes = [route for router in keyed_routers for route in router.routes]
-    app.add_middleware(RequestSizeLimitMiddleware, body_limits=body_limits(settings))
+    app.add_middleware(
+        RequestBodyLimitMiddleware,
+        body_limits=body_limits(settings),
+        body_timeout_s=settings.body_read_timeout_s,
+    )
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, guarded_routes=guarded_routes)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)

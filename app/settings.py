@@ -59,6 +59,11 @@ class Settings(BaseSettings):
         ),
     )
     max_files_per_request: int = Field(64, gt=0)
+    body_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may go without data before the request gets 408.",
+    )
     max_k: int = Field(100, gt=0, description="Upper bound of k on /similar.")
     default_k: int = Field(5, gt=0)
     batch_max_size: int = Field(32, gt=0, description="Largest micro-batch sent to a model.")

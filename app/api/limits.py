@@ -1,14 +1,18 @@
-"""Refuse oversized request bodies early, with the same JSON ``detail`` as every other error.
+"""Refuse oversized or stalled request bodies early, with the same JSON ``detail`` as every
+other error.
 
 Each path has its own cap (a one-file endpoint takes one file's worth, /classify a request's
 worth of files, everything else next to nothing), so no endpoint accepts the largest body any
 endpoint may take. A declared ``Content-Length`` over the cap is answered before the body is
 read; a chunked body is counted as it arrives and cut off at the cap, so at most the cap is
-ever spooled to disk.
+ever spooled to disk. A body that stops arriving (an upload stalled half-way) is answered
+408 after ``body_timeout_s`` without data, which frees its connection and spooled parts;
+uvicorn itself has no such timeout, and none at all for the head (the proxy's job).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from fastapi import HTTPException
@@ -24,17 +28,21 @@ DEFAULT_BODY_BYTES = 64 * 1024
 # multipart parser, so their number and size are kept small (Starlette answers 400 beyond).
 MAX_FORM_FIELDS = 16
 MAX_FORM_FIELD_BYTES = 16 * 1024
+# The rest of a refused body is never read, so the connection cannot be reused.
+_CLOSE = {"Connection": "close"}
 
 
-class RequestSizeLimitMiddleware:
+class RequestBodyLimitMiddleware:
     def __init__(
         self,
         app: ASGIApp,
         body_limits: Mapping[str, int],
+        body_timeout_s: float,
         default_limit: int = DEFAULT_BODY_BYTES,
     ) -> None:
         self.app = app
         self.body_limits = body_limits
+        self.body_timeout_s = body_timeout_s
         self.default_limit = default_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -45,17 +53,27 @@ class RequestSizeLimitMiddleware:
         detail = f"request body exceeds the {limit} byte limit of {scope['path']}"
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+            refusal = JSONResponse({"detail": detail}, status_code=413, headers=_CLOSE)
+            await refusal(scope, receive, send)
             return
         received = 0
+        more_body = True
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+        async def guarded_receive() -> Message:
+            nonlocal received, more_body
+            if not more_body:  # after the body: only a disconnect can come, wait for it
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+            except TimeoutError:
+                stalled = f"no request body data for {self.body_timeout_s:g} s"
+                raise HTTPException(408, detail=stalled, headers=_CLOSE) from None
             if message["type"] == "http.request":
+                more_body = message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise HTTPException(413, detail=detail)  # JSON via FastAPI's handler
+                    # JSON via FastAPI's handler
+                    raise HTTPException(413, detail=detail, headers=_CLOSE)
             return message
 
-        await self.app(scope, counting_receive, send)
+        await self.app(scope, guarded_receive, send)

@@ -33,6 +33,7 @@ ONE_FILE_CAP = MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES
 KEEP_ALIVE_S = 2
 MAX_CONCURRENCY = 6
 MAX_HEADER_BYTES = 16 * 1024
+BODY_TIMEOUT_S = 2
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,7 @@ def server(quick_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "KEEP_ALIVE_TIMEOUT_S": str(KEEP_ALIVE_S),
         "MAX_CONCURRENCY": str(MAX_CONCURRENCY),
         "MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
+        "BODY_READ_TIMEOUT_S": str(BODY_TIMEOUT_S),
     }
     log = tmp_path_factory.mktemp("app_server") / "server.log"
     with AppServer(env, log) as running:
@@ -163,6 +165,28 @@ def test_a_chunked_body_is_cut_off_at_the_endpoints_cap(server: AppServer, path:
     assert answer is not None and answer.status == 413, answer
     assert f"{cap} byte limit" in answer.json()["detail"]
     assert sent < 200 * 2**20  # refused as it streamed, not after all of it
+
+
+@pytest.mark.parametrize("framing", ["Content-Length", "chunked"])
+def test_a_stalled_body_gets_408_and_loses_its_connection(server: AppServer, framing: str) -> None:
+    part = multipart([("file", "x.png", b"\0" * 100_000)])[:50_000]
+    headers = {"Content-Type": MULTIPART_TYPE}
+    if framing == "chunked":
+        headers["Transfer-Encoding"] = "chunked"
+        sent = f"{len(part):x}\r\n".encode() + part + b"\r\n"
+    else:
+        headers["Content-Length"] = str(len(part) * 2)
+        sent = part
+    with connect(server.base_url) as sock:
+        sock.sendall(head("POST", "/denoise", headers) + b"\r\n" + sent)
+        start = time.monotonic()
+        answer = read_response(sock, timeout_s=BODY_TIMEOUT_S + 10)
+        answered_after = time.monotonic() - start
+        closed_after = seconds_until_closed(sock, timeout_s=5)
+    assert answer is not None and answer.status == 408, answer
+    assert "no request body data" in answer.json()["detail"]
+    assert BODY_TIMEOUT_S - 0.5 <= answered_after <= BODY_TIMEOUT_S + 3
+    assert closed_after < 1  # not left to the keep-alive timeout
 
 
 def test_many_text_fields_are_refused(server: AppServer) -> None:

@@ -81,12 +81,21 @@ def keyed_base_url(quick_models: Path, tmp_path_factory: pytest.TempPathFactory)
 
 @contextlib.contextmanager
 def opened_page(browser: sync_api.Browser, url: str) -> Iterator[sync_api.Page]:
-    """The page at ``url`` in a fresh context; any JavaScript error fails the test."""
+    """The page at ``url`` in a fresh context; any JavaScript error, or anything the
+    server's Content-Security-Policy blocked (reported on the console), fails the test."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     opened = context.new_page()
     opened.set_default_timeout(RESULT_TIMEOUT_MS)
     script_errors: list[str] = []
     opened.on("pageerror", lambda error: script_errors.append(str(error)))
+    opened.on(
+        "console",
+        lambda message: (
+            script_errors.append(message.text)
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
     opened.goto(url)
     yield opened
     context.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,17 @@ async def test_all_scope_guards_everything_but_the_probes(
         assert (await client.get("/models", headers=KEY)).status_code == 200
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/readyz")).status_code == 503  # no models, but no 401
+
+
+async def test_start_up_warns_what_is_open_only_without_a_key(
+    make_client: AppClientFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="app.main"):
+        async with make_client(tmp_path):
+            pass
+        async with make_client(tmp_path, api_key="s3cret"):
+            pass
+    warnings = [r.getMessage() for r in caplog.records if "API_KEY is not set" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    for path in ("/admin/reload", "/metrics", "/models"):
+        assert path in warnings[0]
