@@ -15,8 +15,7 @@ from app.api.headers import PAGE_CSP
 from app.api.limits import MAX_FORM_FIELDS, MULTIPART_OVERHEAD_BYTES
 from app.server import server_config
 from app.settings import Settings
-from benchmarks.loadgen import _stat_cpu
-from benchmarks.servers import AppServer
+from benchmarks.servers import AppServer, cpu_seconds
 from tests.raw_http import (
     MULTIPART_TYPE,
     connect,
@@ -56,10 +55,6 @@ def server(quick_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield running
 
 
-def process_cpu_s(pid: int) -> float:
-    return _stat_cpu(Path(f"/proc/{pid}/stat"))
-
-
 def test_server_config_takes_every_limit_from_the_settings() -> None:
     settings = Settings(
         max_header_bytes=4096,
@@ -81,7 +76,7 @@ def test_server_config_takes_every_limit_from_the_settings() -> None:
 def test_a_head_that_never_ends_is_refused_at_the_size_limit(server: AppServer) -> None:
     """The measured attack: a huge header, never finished. It must be cut off once past
     MAX_HEADER_BYTES, cheaply, while /healthz keeps answering."""
-    cpu_before = process_cpu_s(server.pid)
+    cpu_before = cpu_seconds(server.pid)
     with connect(server.base_url) as sock:
         sock.sendall(head("GET", "/healthz") + b"X-Filler: ")
         start = time.monotonic()
@@ -96,7 +91,7 @@ def test_a_head_that_never_ends_is_refused_at_the_size_limit(server: AppServer) 
         elapsed = time.monotonic() - start
     assert answer is not None and answer.status == 400, answer
     assert elapsed < 3
-    assert process_cpu_s(server.pid) - cpu_before < 1.0
+    assert cpu_seconds(server.pid) - cpu_before < 1.0
     assert httpx.get(server.base_url + "/healthz", timeout=2).status_code == 200
 
 
