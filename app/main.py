@@ -178,9 +178,9 @@ def create_app(
         body_timeout_s=settings.body_read_timeout_s,
     )
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, guarded_routes=guarded_routes)
-    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     install_cors(app, settings.cors_origins)
+    app.add_middleware(SecurityHeadersMiddleware)  # around CORS: its preflights get them too
     app.add_middleware(  # outermost: every response, the 401 and 413 included, gets the ID
         RequestContextMiddleware, tracer_provider=tracer_provider, access_log=settings.access_log
     )
