@@ -15,6 +15,7 @@ from anyio import to_thread
 from fastapi import FastAPI, Security
 from fastapi.staticfiles import StaticFiles
 from opentelemetry.trace import TracerProvider
+from starlette.routing import BaseRoute
 
 from app.api.auth import API_KEY_SCHEME, ApiKeyMiddleware, open_endpoints_warning
 from app.api.cors import install_cors
@@ -58,6 +59,7 @@ BATCHERS = ("classify", "denoise", "encode")
 SCOPE_ALL_MODULES = (classify, denoise, similar, gallery, info, reports, v2)
 # Operator endpoints named by the start-up warning when API_KEY is unset.
 SENSITIVE_MODULES = (admin, info)
+V2_INFER = (v2.infer, v2.infer_version)
 
 DESCRIPTION = """
 Serves two TensorFlow models trained offline and exported as versioned SavedModels:
@@ -91,14 +93,17 @@ async def _reload_logged(registry: ModelRegistry) -> None:
         logger.exception("loading models from %s failed", registry.model_dir)
 
 
-def body_limits(settings: Settings) -> dict[str, int]:
-    """Largest request body per upload path: one file's worth on the one-file endpoints,
-    ``MAX_FILES_PER_REQUEST`` files' worth on /classify (other paths get the default)."""
+def body_limits(settings: Settings) -> list[tuple[BaseRoute, int]]:
+    """Largest request body per upload route: one file's worth on the one-file endpoints,
+    ``MAX_FILES_PER_REQUEST`` files' worth on /classify and the v2 infer routes (every
+    other route gets the small default)."""
     one_file = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
-    all_files = settings.max_upload_bytes * settings.max_files_per_request
-    limits = {route.path: one_file for m in (denoise, similar) for route in m.router.routes}
-    limits |= {route.path: all_files + MULTIPART_OVERHEAD_BYTES for route in classify.router.routes}
-    return limits
+    all_files = (
+        settings.max_upload_bytes * settings.max_files_per_request + MULTIPART_OVERHEAD_BYTES
+    )
+    v2_infer = [r for r in v2.router.routes if getattr(r, "endpoint", None) in V2_INFER]
+    limits = [(route, one_file) for m in (denoise, similar) for route in m.router.routes]
+    return limits + [(route, all_files) for route in [*classify.router.routes, *v2_infer]]
 
 
 def create_app(

@@ -13,11 +13,12 @@ uvicorn itself has no such timeout, and none at all for the head (the proxy's jo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Boundaries and part headers (a long file name included) on top of the files themselves.
@@ -36,7 +37,7 @@ class RequestBodyLimitMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        body_limits: Mapping[str, int],
+        body_limits: Sequence[tuple[BaseRoute, int]],
         body_timeout_s: float,
         default_limit: int = DEFAULT_BODY_BYTES,
     ) -> None:
@@ -45,11 +46,19 @@ class RequestBodyLimitMiddleware:
         self.body_timeout_s = body_timeout_s
         self.default_limit = default_limit
 
+    def _limit(self, scope: Scope) -> int:
+        """The cap of the route the request is for (templates such as
+        ``/v2/models/{name}/infer`` included), else the default."""
+        for route, limit in self.body_limits:
+            if route.matches(scope)[0] == Match.FULL:
+                return limit
+        return self.default_limit
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.body_limits.get(scope["path"], self.default_limit)
+        limit = self._limit(scope)
         detail = f"request body exceeds the {limit} byte limit of {scope['path']}"
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import time
@@ -64,25 +65,31 @@ def size_bytes(value: str) -> int:
     return int(value[:-1]) * units[unit] if unit in units else int(value)
 
 
-def location_caps() -> dict[str, int]:
-    """client_max_body_size of each exact-match location (``location = /path``)."""
-    caps = {}
-    for item in server_block():
-        if item["directive"] == "location" and item["args"][0] == "=":
-            caps[item["args"][1]] = size_bytes(directive(item["block"], "client_max_body_size")[0])
-    return caps
+def nginx_cap(path: str) -> int:
+    """client_max_body_size nginx applies to ``path``: an exact location (``= /path``) first,
+    then the regular-expression ones in order, else the server's own."""
+    locations = [item for item in server_block() if item["directive"] == "location"]
+    exact = [loc for loc in locations if loc["args"] == ["=", path]]
+    regex = [loc for loc in locations if loc["args"][0] == "~" and re.search(loc["args"][1], path)]
+    for location in [*exact, *regex]:
+        return size_bytes(directive(location["block"], "client_max_body_size")[0])
+    return size_bytes(directive(server_block(), "client_max_body_size")[0])
+
+
+def example_path(template: str) -> str:
+    return template.replace("{name}", "signs_classifier").replace("{version}", "1")
 
 
 HEADER_TIMEOUT_S = seconds(directive(server_block(), "client_header_timeout")[0])
 BODY_TIMEOUT_S = seconds(directive(server_block(), "client_body_timeout")[0])
-ONE_FILE_CAP = location_caps()["/denoise"]
+ONE_FILE_CAP = nginx_cap("/denoise")
 
 
 def test_body_caps_are_the_apis_own() -> None:
     """Same caps at both layers: nginx refuses what the API would, and nothing it would take."""
-    assert location_caps() == body_limits(Settings())
-    default = size_bytes(directive(server_block(), "client_max_body_size")[0])
-    assert default == DEFAULT_BODY_BYTES
+    for route, limit in body_limits(Settings()):
+        assert nginx_cap(example_path(route.path)) == limit, route.path
+    assert nginx_cap("/healthz") == nginx_cap("/v2/models/x/ready") == DEFAULT_BODY_BYTES
 
 
 def local_config(app_port: int, listen_port: int) -> str:
@@ -240,7 +247,7 @@ def test_a_huge_url_is_414(proxy: Proxy) -> None:
 def test_a_declared_body_over_the_endpoints_cap_is_413_json_before_it_is_sent(
     proxy: Proxy, path: str
 ) -> None:
-    cap = location_caps().get(path, DEFAULT_BODY_BYTES)
+    cap = nginx_cap(path)
     headers = {"Content-Type": MULTIPART_TYPE, "Content-Length": str(cap + 1)}
     with connect(proxy.base_url) as sock:
         sock.sendall(head("POST", path, headers) + b"\r\n")
