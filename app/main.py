@@ -11,12 +11,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Security
 from fastapi.staticfiles import StaticFiles
 from opentelemetry.trace import TracerProvider
 from starlette.routing import BaseRoute
 
+from app.api.admission import AdmissionMiddleware
 from app.api.auth import API_KEY_SCHEME, ApiKeyMiddleware, open_endpoints_warning
 from app.api.cors import install_cors
 from app.api.deps import ServiceState
@@ -54,7 +55,8 @@ from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
-BATCHERS = ("classify", "denoise", "encode")
+BATCHER_BY_PATH = {"/classify": "classify", "/denoise": "denoise", "/similar": "encode"}
+BATCHERS = tuple(BATCHER_BY_PATH.values())
 # Routers behind the API key with API_KEY_SCOPE=all (admin is behind it whenever API_KEY is set).
 SCOPE_ALL_MODULES = (classify, denoise, similar, gallery, info, reports, v2)
 # Operator endpoints named by the start-up warning when API_KEY is unset.
@@ -139,11 +141,15 @@ def create_app(
                 name,
                 settings.batch_max_size,
                 settings.batch_max_wait_ms / 1000,
-                on_batch=metrics.batch_observer(name),
+                max_queued=settings.queue_limit,
+                observer=metrics.batcher_observer(name),
             )
             for name in BATCHERS
         }
-        app.state.service = ServiceState(settings, metrics, registry, batchers, device)
+        decode_threads = CapacityLimiter(settings.decode_thread_limit)
+        app.state.service = ServiceState(
+            settings, metrics, registry, batchers, device, decode_threads
+        )
         await _reload_logged(registry)
         logger.info("serving on %s; missing: %s", device, registry.missing() or "nothing")
         poll = None
@@ -181,6 +187,13 @@ def create_app(
         RequestBodyLimitMiddleware,
         body_limits=body_limits(settings),
         body_timeout_s=settings.body_read_timeout_s,
+    )
+    app.add_middleware(
+        AdmissionMiddleware,
+        limit=settings.inference_limit,
+        timeout_s=settings.request_timeout_s,
+        batcher_by_path=BATCHER_BY_PATH,
+        metrics=metrics,
     )
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, guarded_routes=guarded_routes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)

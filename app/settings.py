@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -69,6 +70,41 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(32, gt=0, description="Largest micro-batch sent to a model.")
     batch_max_wait_ms: float = Field(
         2.0, ge=0, description="How long a batch waits for more requests."
+    )
+    queue_max_images: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Images that may wait in each micro-batcher (classify, denoise, encode); a request"
+            " that does not fit gets 503 with Retry-After at once. Default: 4 x BATCH_MAX_SIZE,"
+            " and never below MAX_FILES_PER_REQUEST."
+        ),
+    )
+    inference_concurrency: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Inference requests (/classify, /denoise, /similar) in progress at once, from their"
+            " first byte to their answer; one more gets 503 with Retry-After before its body is"
+            " read. Default: 2 x BATCH_MAX_SIZE."
+        ),
+    )
+    decode_threads: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Worker threads that decode uploads at once. Default: the CPUs this process may"
+            " use. More threads than cores only fight over the GIL and starve the event loop."
+        ),
+    )
+    request_timeout_s: float = Field(
+        3.0,
+        gt=0,
+        description=(
+            "Seconds an inference request may wait in all (for admission, for a decoding"
+            " thread and in its batcher's queue; its upload is not counted) to reach its model;"
+            " later it gets 503 with Retry-After. The X-Request-Timeout header may ask for less."
+        ),
     )
     reload_interval_s: float = Field(
         10.0, ge=0, description="Seconds between scans for new versions; 0 turns polling off."
@@ -186,6 +222,39 @@ class Settings(BaseSettings):
     def _default_k_within_max_k(self) -> Settings:
         if self.default_k > self.max_k:
             raise ValueError(f"DEFAULT_K ({self.default_k}) must not exceed MAX_K ({self.max_k})")
+        return self
+
+    @property
+    def queue_limit(self) -> int:
+        """QUEUE_MAX_IMAGES, or its default: four full batches, and room for the largest
+        request (MAX_FILES_PER_REQUEST images)."""
+        if self.queue_max_images is not None:
+            return self.queue_max_images
+        return max(4 * self.batch_max_size, self.max_files_per_request)
+
+    @property
+    def inference_limit(self) -> int:
+        """INFERENCE_CONCURRENCY, or its default: enough requests to fill two batches."""
+        if self.inference_concurrency is not None:
+            return self.inference_concurrency
+        return 2 * self.batch_max_size
+
+    @property
+    def decode_thread_limit(self) -> int:
+        """DECODE_THREADS, or its default: the CPUs this process may run on."""
+        if self.decode_threads is not None:
+            return self.decode_threads
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+    @model_validator(mode="after")
+    def _queue_holds_the_largest_request(self) -> Settings:
+        """A request of MAX_FILES_PER_REQUEST images must fit an empty queue, or it could
+        never be served."""
+        if self.queue_max_images is not None and self.queue_max_images < self.max_files_per_request:
+            raise ValueError(
+                f"QUEUE_MAX_IMAGES ({self.queue_max_images}) must be at least "
+                f"MAX_FILES_PER_REQUEST ({self.max_files_per_request})"
+            )
         return self
 
 

@@ -59,6 +59,7 @@ class LoadResult:
     requests_per_s: float
     latency_ms: dict[str, float]
     status_counts: dict[str, int]
+    ok_latency_ms: dict[str, float] = field(default_factory=dict)  # 2xx responses only
     errors: dict[str, int] = field(default_factory=dict)
     client_cpu_s: float = 0.0
     server_cpu_s: float | None = None
@@ -77,6 +78,7 @@ class _Recorder:
         self.deadline = deadline
         self.remaining = max_requests
         self.latencies: list[float] = []
+        self.ok_latencies: list[float] = []  # 2xx only: what accepted requests waited
         self.statuses: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
 
@@ -134,7 +136,10 @@ async def _connection(spec: LoadSpec, requests: list[bytes], recorder: _Recorder
                     writer.close()
                 writer = None
                 continue
-            recorder.latencies.append(time.perf_counter() - start)
+            latency = time.perf_counter() - start
+            recorder.latencies.append(latency)
+            if 200 <= status < 300:
+                recorder.ok_latencies.append(latency)
             recorder.statuses[str(status)] += 1
             if closing:
                 writer.close()
@@ -165,11 +170,6 @@ async def _run(spec: LoadSpec) -> LoadResult:
         if server_before and server_after
         else {}
     )
-    latencies_ms = np.asarray(recorder.latencies) * 1000.0
-    percentiles = {}
-    if latencies_ms.size:
-        values = np.percentile(latencies_ms, [50, 95, 99]).tolist()
-        percentiles = dict(zip(("p50", "p95", "p99"), values, strict=True))
     ok = sum(n for code, n in recorder.statuses.items() if code.startswith("2"))
     return LoadResult(
         concurrency=spec.concurrency,
@@ -177,13 +177,22 @@ async def _run(spec: LoadSpec) -> LoadResult:
         ok=ok,
         elapsed_s=elapsed,
         requests_per_s=ok / elapsed if elapsed > 0 else 0.0,
-        latency_ms=percentiles,
+        latency_ms=_percentiles(recorder.latencies),
         status_counts=dict(recorder.statuses),
+        ok_latency_ms=_percentiles(recorder.ok_latencies),
         errors=dict(recorder.errors),
         client_cpu_s=_cpu_seconds() - cpu_before,
         server_cpu_s=server_used.get("process"),
         server_loop_cpu_s=server_used.get("main thread"),
     )
+
+
+def _percentiles(latencies_s: list[float]) -> dict[str, float]:
+    """p50, p95 and p99 in milliseconds (empty when nothing completed)."""
+    if not latencies_s:
+        return {}
+    values = np.percentile(np.asarray(latencies_s) * 1000.0, [50, 95, 99]).tolist()
+    return dict(zip(("p50", "p95", "p99"), values, strict=True))
 
 
 def _cpu_seconds() -> float:

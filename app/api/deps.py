@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from anyio import CapacityLimiter
 from fastapi import Depends, HTTPException, Query, Request
 
 from app.api.metrics import ServiceMetrics
@@ -23,6 +24,7 @@ class ServiceState:
     registry: ModelRegistry
     batchers: dict[str, MicroBatcher]
     device: str
+    decode_threads: CapacityLimiter  # uploads decoded at once (not anyio's default 40)
 
 
 async def get_service(request: Request) -> ServiceState:

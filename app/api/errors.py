@@ -8,13 +8,21 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.api.request_context import REQUEST_ID_HEADER, request_id_of
-from app.core.errors import ServiceError
+from app.core.errors import ServiceError, ShedError
 
 logger = logging.getLogger(__name__)
 
 
+def shed_response(error: ServiceError) -> JSONResponse:
+    """The JSON answer for ``error``; a shed request also gets ``Retry-After``."""
+    headers = {}
+    if isinstance(error, ShedError) and error.retry_after_s is not None:
+        headers["Retry-After"] = str(error.retry_after_s)
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
+
+
 async def _service_error_handler(request: Request, error: ServiceError) -> JSONResponse:
-    return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+    return shed_response(error)
 
 
 async def _unexpected_error_handler(request: Request, error: Exception) -> JSONResponse:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.errors import ClientDisconnectedError, DeadlineExceededError, QueueFullError
 from app.core.registry import AUTOENCODER, CLASSIFIER, INDEX, ModelSet
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -22,6 +22,8 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 
 def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "other"
+_WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SHED_REASONS = (QueueFullError.reason, DeadlineExceededError.reason, ClientDisconnectedError.reason)
 
 
 class ServiceMetrics:
@@ -47,6 +49,26 @@ class ServiceMetrics:
             buckets=_BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.queue_depth = Gauge(
+            "cellsign_queue_depth",
+            "Images waiting in each micro-batcher's queue.",
+            ["batcher"],
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "cellsign_queue_wait_seconds",
+            "Time a request (or chunk of one) waited in its micro-batcher before its model call.",
+            ["batcher"],
+            buckets=_WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            "cellsign_shed_requests",
+            "Requests dropped before their model ran, by batcher and reason "
+            "(queue_full, deadline, disconnected).",
+            ["batcher", "reason"],
+            registry=self.registry,
+        )
         self.model_version = Gauge(
             "cellsign_model_version",
             "Version currently serving (0 when none is loaded).",
@@ -69,9 +91,11 @@ class ServiceMetrics:
         for ratio in ratios:
             histogram.observe(float(ratio))
 
-    def batch_observer(self, batcher: str) -> Callable[[int], None]:
-        histogram = self.batch_size.labels(batcher=batcher)
-        return histogram.observe
+    def batcher_observer(self, batcher: str) -> BatcherMetrics:
+        """The observer one micro-batcher reports to; its series start at zero."""
+        for reason in SHED_REASONS:
+            self.shed.labels(batcher, reason)
+        return BatcherMetrics(self, batcher)
 
     def observe_models(self, models: ModelSet) -> None:
         for name, model in (
@@ -83,6 +107,24 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class BatcherMetrics:
+    """A micro-batcher's ``BatchObserver``: its labelled series, looked up once."""
+
+    def __init__(self, metrics: ServiceMetrics, batcher: str) -> None:
+        self._batch_size = metrics.batch_size.labels(batcher=batcher)
+        self._queue_depth = metrics.queue_depth.labels(batcher=batcher)
+        self._queue_wait = metrics.queue_wait.labels(batcher=batcher)
+
+    def batch(self, rows: int) -> None:
+        self._batch_size.observe(rows)
+
+    def queue_depth(self, rows: int) -> None:
+        self._queue_depth.set(rows)
+
+    def queue_wait(self, seconds: float) -> None:
+        self._queue_wait.observe(seconds)
 
 
 class RequestMetricsMiddleware:

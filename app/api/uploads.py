@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from dataclasses import dataclass
 
 import numpy as np
+from anyio import CapacityLimiter, to_thread
 from fastapi import HTTPException, Request, UploadFile
-from starlette.concurrency import run_in_threadpool
 
 from app.core import tracing
-from app.core.errors import PayloadTooLargeError
+from app.core.deadline import Deadline
+from app.core.errors import DeadlineExceededError, PayloadTooLargeError
 from app.core.imaging import DecodeLimits, claimed_pixels, decode_for_model, to_model_input
 from app.settings import Settings
 
@@ -46,19 +49,45 @@ async def require_one_file(request: Request) -> None:
         )
 
 
-async def read_uploads(
-    files: list[UploadFile], settings: Settings, height: int, width: int
-) -> list[ModelInput]:
-    """Refuse too many files, then read and prepare every part in one worker-thread call."""
-    if len(files) > settings.max_files_per_request:
+def check_file_count(count: int, settings: Settings) -> None:
+    """Refuse too many files before anything else is spent on the request."""
+    if count > settings.max_files_per_request:
         raise PayloadTooLargeError(
-            f"{len(files)} files in one request; at most {settings.max_files_per_request} allowed"
+            f"{count} files in one request; at most {settings.max_files_per_request} allowed"
         )
-    return await run_in_threadpool(_read_and_prepare_all, files, settings, height, width)
+
+
+async def read_uploads(
+    files: list[UploadFile],
+    settings: Settings,
+    height: int,
+    width: int,
+    deadline: Deadline,
+    threads: CapacityLimiter,
+) -> list[ModelInput]:
+    """Read and prepare every part in one worker-thread call (``check_file_count`` first),
+    on one of ``threads``.
+
+    Waiting for a free worker thread ends at ``deadline`` (``DeadlineExceededError``), and a
+    thread that starts after it decodes nothing.
+    """
+    work = functools.partial(_read_and_prepare_all, files, settings, height, width, deadline)
+    try:
+        async with asyncio.timeout(deadline.remaining()):
+            return await to_thread.run_sync(work, limiter=threads)
+    except TimeoutError:
+        raise DeadlineExceededError(_late_detail(deadline)) from None
+
+
+def _late_detail(deadline: Deadline) -> str:
+    return (
+        f"overloaded: no decoding thread was free within the request's {deadline.timeout_s:g} s"
+        " deadline; retry later"
+    )
 
 
 def _read_and_prepare_all(
-    files: list[UploadFile], settings: Settings, height: int, width: int
+    files: list[UploadFile], settings: Settings, height: int, width: int, deadline: Deadline
 ) -> list[ModelInput]:
     """Read each part (at most ``max_upload_bytes + 1`` bytes, so an oversized one is detected
     without holding it all) and prepare it; one thread hop per request, not one per file.
@@ -71,6 +100,8 @@ def _read_and_prepare_all(
     pixels = 0
     with tracing.stage("decode", files=len(files)):
         for position, upload in enumerate(files):
+            if deadline.expired():  # queued too long for a thread: the work would be wasted
+                raise DeadlineExceededError(_late_detail(deadline))
             data = upload.file.read(settings.max_upload_bytes + 1)
             filename = upload.filename or f"file {position + 1}"
             pixels += claimed_pixels(data) if len(data) <= settings.max_upload_bytes else 0

@@ -1,26 +1,35 @@
-"""Dynamic micro-batching: concurrent requests share one model call.
+"""Dynamic micro-batching with a bounded queue: concurrent requests share one model call.
 
-Requests ``await submit(function, examples)`` with all their images as one array; a dedicated
-worker thread takes the first waiting request, collects more for up to ``max_wait_s`` (or
-until ``max_size`` rows), concatenates the ones that target the same function (a hot reload
+Requests ``await submit(function, examples, deadline)`` with all their images as one array; a
+dedicated worker thread waits up to ``max_wait_s`` after it finds work for more (or until
+``max_size`` rows), takes the queued requests that target the same function (a hot reload
 may leave two model versions in the queue) and runs that function once, off the event loop.
 A request with more than ``max_size`` images is cut into chunks of at most ``max_size``.
-``close()`` finishes everything queued.
+
+Overload control: at most ``max_queued`` images wait, and a request that does not fit is
+refused at once (``QueueFullError``) instead of making everyone behind it slower. The model
+only runs work somebody still waits for: a request that has not reached the model by its
+deadline gets ``DeadlineExceededError`` and leaves the queue, and one whose caller was
+cancelled (the client went away) is withdrawn. ``close()`` finishes everything queued.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from app.core import tracing
+from app.core.deadline import Deadline
+from app.core.errors import DeadlineExceededError, QueueFullError
 
 logger = logging.getLogger(__name__)
 
@@ -31,107 +40,220 @@ class BatcherClosedError(RuntimeError):
     """Submitted after ``close()``: the server is shutting down."""
 
 
+class BatchObserver(Protocol):
+    """What a batcher reports (the metrics); called from the event loop and the worker."""
+
+    def batch(self, rows: int) -> None:
+        """A model call on ``rows`` examples is about to start."""
+
+    def queue_depth(self, rows: int) -> None:
+        """Examples now waiting in the queue."""
+
+    def queue_wait(self, seconds: float) -> None:
+        """How long one request (chunk) waited between submit and its model call."""
+
+
 @dataclass(eq=False)
 class _Pending:
     function: BatchFunction
     examples: np.ndarray  # (rows, ...)
     future: asyncio.Future[np.ndarray]
     loop: asyncio.AbstractEventLoop
+    deadline: Deadline | None  # the model call must start by then
+    queued_at: float
+    queued: bool = True  # False once the worker took it or it was dropped or withdrawn
     # Built in submit(), inside the request: its timings and trace context, for the worker.
     work: tracing.QueuedWork | None = field(default_factory=tracing.queued)
 
 
 class MicroBatcher:
-    """One worker thread per batcher; ``on_batch(rows)`` lets metrics observe batch sizes."""
+    """One worker thread per batcher; ``observer`` lets metrics watch batches and the queue."""
 
     def __init__(
         self,
         name: str,
         max_size: int,
         max_wait_s: float,
-        on_batch: Callable[[int], None] | None = None,
+        max_queued: int,
+        observer: BatchObserver | None = None,
     ) -> None:
         if max_size < 1:
             raise ValueError(f"max_size must be at least 1, got {max_size}")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must not be negative, got {max_wait_s}")
+        if max_queued < 1:
+            raise ValueError(f"max_queued must be at least 1, got {max_queued}")
         self.name = name
         self.max_size = max_size
         self.max_wait_s = max_wait_s
-        self._on_batch = on_batch
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()  # None: stop
-        self._held: _Pending | None = None  # taken from the queue but did not fit the last batch
+        self.max_queued = max_queued
+        self._observer = observer
+        self._changed = threading.Condition()  # guards everything below; wakes the worker
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
         self._closed = False
-        self._close_lock = threading.Lock()
         self._worker = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._worker.start()
 
-    async def submit(self, function: BatchFunction, examples: np.ndarray) -> np.ndarray:
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def check_room(self, rows: int) -> None:
+        """Refuse a request of ``rows`` examples that would not fit the queue now, before
+        its caller spends CPU decoding it (``submit`` checks again)."""
+        if self._queued_rows + rows > self.max_queued:
+            raise QueueFullError(self._full_detail())
+
+    async def submit(
+        self, function: BatchFunction, examples: np.ndarray, deadline: Deadline | None = None
+    ) -> np.ndarray:
         """Run ``function`` on ``examples`` (one row per image) inside batches shared with
-        other requests; return the matching rows of the output."""
+        other requests; return the matching rows of the output.
+
+        Raises ``QueueFullError`` when the queue has no room, and ``DeadlineExceededError``
+        when a chunk has not started by ``deadline`` (chunks already running are not stopped).
+        """
         if len(examples) == 0:
             raise ValueError("submit needs at least one example")
+        if deadline is not None and deadline.expired():
+            raise DeadlineExceededError(self._late_detail(deadline))
         loop = asyncio.get_running_loop()
+        now = time.monotonic()
         chunks = [
-            _Pending(function, examples[start : start + self.max_size], loop.create_future(), loop)
+            _Pending(
+                function,
+                examples[start : start + self.max_size],
+                loop.create_future(),
+                loop,
+                deadline,
+                now,
+            )
             for start in range(0, len(examples), self.max_size)
         ]
-        with self._close_lock:
+        with self._changed:
             if self._closed:
                 raise BatcherClosedError(f"batcher {self.name} is shut down")
-            for chunk in chunks:
-                self._queue.put(chunk)
-        outputs = await asyncio.gather(*(chunk.future for chunk in chunks))
+            if self._queued_rows + len(examples) > self.max_queued:
+                raise QueueFullError(self._full_detail())
+            self._queue.extend(chunks)
+            self._queued_rows += len(examples)
+            self._report_depth()
+            self._changed.notify()
+        futures = [chunk.future for chunk in chunks]
+        try:
+            timeout = deadline.remaining() if deadline is not None else None
+            _, waiting = await asyncio.wait(futures, timeout=timeout)
+            if waiting and deadline is not None and self._withdraw(chunks):
+                raise DeadlineExceededError(self._late_detail(deadline))
+            outputs = await asyncio.gather(*futures)
+        except BaseException:  # deadline, failure, or cancelled because the client left
+            self._withdraw(chunks)
+            for future in futures:
+                future.cancel()  # whatever still runs resolves nothing
+            raise
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def close(self, timeout_s: float | None = None) -> None:
         """Stop accepting work, finish what is queued, then stop the worker thread."""
-        with self._close_lock:
-            if self._closed:
-                return
+        with self._changed:
             self._closed = True
-            self._queue.put(None)
+            self._changed.notify()
         self._worker.join(timeout_s)
 
+    def _full_detail(self) -> str:
+        return (
+            f"overloaded: the {self.name} queue is full ({self._queued_rows} of "
+            f"{self.max_queued} images waiting); retry later"
+        )
+
+    def _late_detail(self, deadline: Deadline) -> str:
+        return (
+            f"overloaded: the {self.name} model could not take this request within its "
+            f"{deadline.timeout_s:g} s deadline; retry later"
+        )
+
+    def _report_depth(self) -> None:
+        if self._observer is not None:
+            self._observer.queue_depth(self._queued_rows)
+
+    def _withdraw(self, chunks: list[_Pending]) -> bool:
+        """Take the caller's chunks that are still queued out of the queue; True if any was."""
+        with self._changed:
+            withdrawn = [chunk for chunk in chunks if chunk.queued]
+            if withdrawn:
+                self._remove(withdrawn)
+            return bool(withdrawn)
+
+    def _remove(self, items: list[_Pending]) -> None:
+        """Drop ``items`` from the queue (the lock is held)."""
+        for item in items:
+            item.queued = False
+            self._queued_rows -= len(item.examples)
+        self._queue = deque(item for item in self._queue if item.queued)
+        self._report_depth()
+
     def _run(self) -> None:
-        pending: list[_Pending] = []
-        stopping = False
-        while True:
-            if not pending:
-                first, self._held = self._held, None
-                if first is None and not stopping:
-                    first = self._queue.get()
-                if first is None:
-                    return
-                pending = [first]
-                stopping = self._collect(pending)
-            function = pending[0].function
-            batch = [item for item in pending if item.function is function]
-            pending = [item for item in pending if item.function is not function]
-            self._execute(function, batch)
+        while (batch := self._next_batch()) is not None:
+            self._execute(batch[0].function, batch)
 
-    def _collect(self, items: list[_Pending]) -> bool:
-        """Add queued requests to ``items`` until ``max_size`` rows or the wait is over; a
-        request that would overflow is held for the next batch.
+    def _next_batch(self) -> list[_Pending] | None:
+        """Block until a batch is due (full, ``max_wait_s`` after work was found, or closing)
+        and take it out of the queue; None once closed and drained.
 
-        Returns True when the stop marker was seen (everything before it is in ``items``).
+        Requests past their deadline or cancelled by their caller are dropped here, so they
+        never reach the model.
         """
-        rows = sum(len(item.examples) for item in items)
-        deadline = time.monotonic() + self.max_wait_s
-        while rows < self.max_size:
-            remaining = deadline - time.monotonic()
-            try:
-                item = self._queue.get(block=remaining > 0, timeout=max(remaining, 0.0))
-            except queue.Empty:
-                return False
-            if item is None:
-                return True
+        with self._changed:
+            collect_until: float | None = None
+            while True:
+                now = time.monotonic()
+                self._drop_dead(now)
+                if not self._queue:
+                    if self._closed:
+                        return None
+                    collect_until = None
+                    self._changed.wait()
+                    continue
+                if collect_until is None:
+                    collect_until = now + self.max_wait_s
+                batch, full = self._fitting()
+                if full or self._closed or now >= collect_until:
+                    self._remove(batch)
+                    if self._observer is not None:
+                        for item in batch:
+                            self._observer.queue_wait(now - item.queued_at)
+                    return batch
+                self._changed.wait(collect_until - now)
+
+    def _drop_dead(self, now: float) -> None:
+        """Remove expired and cancelled requests; tell the expired ones why (lock held)."""
+        dead = [
+            item
+            for item in self._queue
+            if item.future.cancelled() or (item.deadline is not None and item.deadline.at <= now)
+        ]
+        if not dead:
+            return
+        self._remove(dead)
+        for item in dead:
+            if item.deadline is not None and not item.future.cancelled():
+                _settle(item, None, DeadlineExceededError(self._late_detail(item.deadline)))
+
+    def _fitting(self) -> tuple[list[_Pending], bool]:
+        """The queued requests for the first one's function that fit in one batch, in order,
+        and whether the batch is full (``max_size`` rows, or the next one would overflow it)."""
+        function = self._queue[0].function
+        batch: list[_Pending] = []
+        rows = 0
+        for item in self._queue:
+            if item.function is not function:
+                continue
             if rows + len(item.examples) > self.max_size:
-                self._held = item
-                return False
-            items.append(item)
+                return batch, True
+            batch.append(item)
             rows += len(item.examples)
-        return False
+        return batch, rows >= self.max_size
 
     def _execute(self, function: BatchFunction, batch: list[_Pending]) -> None:
         live = [item for item in batch if not item.future.cancelled()]
@@ -139,8 +261,8 @@ class MicroBatcher:
             return
         counts = [len(item.examples) for item in live]
         rows = sum(counts)
-        if self._on_batch is not None:
-            self._on_batch(rows)
+        if self._observer is not None:
+            self._observer.batch(rows)
         try:
             with tracing.batch_call(self.name, rows, [item.work for item in live]):
                 outputs = np.asarray(function(np.concatenate([item.examples for item in live])))
@@ -149,11 +271,17 @@ class MicroBatcher:
         except Exception as error:  # every waiter must hear about the failure
             logger.exception("batch of %d on %s failed", rows, self.name)
             for item in live:
-                item.loop.call_soon_threadsafe(_resolve, item.future, None, error)
+                _settle(item, None, error)
             return
         parts = np.split(outputs, np.cumsum(counts)[:-1])
         for item, output in zip(live, parts, strict=True):
-            item.loop.call_soon_threadsafe(_resolve, item.future, output, None)
+            _settle(item, output, None)
+
+
+def _settle(item: _Pending, value: np.ndarray | None, error: BaseException | None) -> None:
+    """Hand a result to the request's event loop (from the worker thread)."""
+    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
+        item.loop.call_soon_threadsafe(_resolve, item.future, value, error)
 
 
 def _resolve(

@@ -55,3 +55,36 @@ class ConflictError(ServiceError):
     """An admin change that cannot apply to the current state (e.g. nothing to roll back to)."""
 
     status_code = 409
+
+
+class ShedError(ServiceError):
+    """The request was dropped before its model ran, so the service stays responsive.
+
+    ``reason`` labels the shed-requests metric; ``retry_after_s`` (when set) becomes the
+    ``Retry-After`` header: the queues are bounded, so they drain within about a second.
+    """
+
+    reason = "shed"
+    retry_after_s: int | None = 1
+
+
+class QueueFullError(ShedError):
+    """The micro-batcher already holds as many images as it may queue."""
+
+    status_code = 503
+    reason = "queue_full"
+
+
+class DeadlineExceededError(ShedError):
+    """The request could not reach its model before its deadline."""
+
+    status_code = 503
+    reason = "deadline"
+
+
+class ClientDisconnectedError(ShedError):
+    """The client closed the connection; nobody reads the answer (499, as nginx logs it)."""
+
+    status_code = 499
+    reason = "disconnected"
+    retry_after_s = None

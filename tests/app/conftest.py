@@ -72,6 +72,7 @@ def uvicorn_server(quick_models: Path, tmp_path: Path) -> Iterator[UvicornServer
         "DEVICE": "cpu",
         "RELOAD_INTERVAL_S": "0",
         "BATCH_MAX_WAIT_MS": str(BATCH_WAIT_MS),
+        "REQUEST_TIMEOUT_S": "60",  # waiting in the batch is the point: not shed meanwhile
     }
     with UvicornServer("app.main:app", env, tmp_path / "uvicorn.log", "/readyz") as server:
         yield server

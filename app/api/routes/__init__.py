@@ -12,7 +12,11 @@ UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {**_ERROR, "description": "Too many bytes, pixels or files."},
     415: {**_ERROR, "description": "Not an image in a supported format."},
     422: {**_ERROR, "description": "Missing `file` field or bad parameter."},
-    503: {**_ERROR, "description": "The model is not loaded (see /readyz)."},
+    503: {
+        **_ERROR,
+        "description": "The model is not loaded (see /readyz), or the service is overloaded:"
+        " the request was shed before its model ran; retry after `Retry-After` seconds.",
+    },
 }
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {

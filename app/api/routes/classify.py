@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, File, Response, UploadFile
 
 from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, PinDep, ServiceDep, choose
+from app.api.inference import InferenceDep, run_model
 from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import ClassifyResponse, ModelRef, Prediction
-from app.api.uploads import read_uploads
 from app.core.registry import CLASSIFIER
 
 router = APIRouter(tags=["inference"])
@@ -27,6 +26,7 @@ async def classify(
     models: ModelsDep,
     pin: PinDep,
     response: Response,
+    inference: InferenceDep,
 ) -> ClassifyResponse:
     """Classify each uploaded image (any common format; resized to the model's input).
 
@@ -34,10 +34,7 @@ async def classify(
     """
     model = choose(service, models, CLASSIFIER, pin)
     response.headers[MODEL_VERSION_HEADER] = str(model.version)
-    inputs = await read_uploads(files, service.settings, model.height, model.width)
-    rows = await service.batchers["classify"].submit(
-        model.inference_caller("serving_default"), np.stack([item.pixels for item in inputs])
-    )
+    inputs, rows = await run_model(inference, "classify", model, "serving_default", files)
     rows, verdicts = assess(service, model, [item.filename for item in inputs], rows)
     class_names: list[str] = model.metadata["class_names"]
     predictions = []

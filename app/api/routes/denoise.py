@@ -10,10 +10,11 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, PinDep, ServiceDep, choose
+from app.api.inference import InferenceDep, run_model
 from app.api.ood import Verdict, assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import DenoiseResponse, ModelRef
-from app.api.uploads import read_uploads, require_one_file
+from app.api.uploads import require_one_file
 from app.core import tracing
 from app.core.imaging import fit_within, to_png
 from app.core.registry import AUTOENCODER
@@ -52,6 +53,7 @@ async def denoise(
     service: ServiceDep,
     models: ModelsDep,
     pin: PinDep,
+    inference: InferenceDep,
     size: Annotated[
         Literal["model", "original"],
         Query(
@@ -67,10 +69,7 @@ async def denoise(
     ``X-In-Distribution`` and ``X-OOD-Score`` headers on the PNG.
     """
     model = choose(service, models, AUTOENCODER, pin)
-    (item,) = await read_uploads([file], service.settings, model.height, model.width)
-    rows = await service.batchers["denoise"].submit(
-        model.inference_caller("denoise"), item.pixels[None]
-    )
+    (item,), rows = await run_model(inference, "denoise", model, "denoise", [file])
     (output,), (verdict,) = assess(service, model, [item.filename], rows)
     output_size = (
         fit_within(item.original_size, service.settings.denoise_max_side)

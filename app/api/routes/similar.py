@@ -15,10 +15,11 @@ from app.api.deps import (
     ServiceDep,
     choose,
 )
+from app.api.inference import InferenceDep, run_model
 from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import IndexRef, ModelRef, Neighbour, SimilarResponse
-from app.api.uploads import read_uploads, require_one_file
+from app.api.uploads import require_one_file
 from app.core.registry import INDEX
 
 router = APIRouter(tags=["inference"])
@@ -36,6 +37,7 @@ async def similar(
     models: ModelsDep,
     pin: PinDep,
     response: Response,
+    inference: InferenceDep,
     k: Annotated[
         int | None,
         Query(ge=1, description="How many neighbours: 1..MAX_K (default DEFAULT_K)."),
@@ -59,10 +61,7 @@ async def similar(
     response.headers[INDEX_VERSION_HEADER] = str(index.version)
     # A gallery id means a cell of this index version; link to that version unless default.
     query = "" if index is models.index else f"?version={index.version}"
-    (item,) = await read_uploads([file], settings, encoder.height, encoder.width)
-    rows = await service.batchers["encode"].submit(
-        encoder.inference_caller("encode"), item.pixels[None]
-    )
+    (item,), rows = await run_model(inference, "encode", encoder, "encode", [file])
     (code,), (verdict,) = assess(service, encoder, [item.filename], rows)
     neighbours = await run_in_threadpool(index.search, code, k)
     return SimilarResponse(

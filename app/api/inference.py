@@ -1,0 +1,122 @@
+"""The path every inference endpoint shares: uploads -> decoding -> micro-batcher -> model,
+under overload control.
+
+Each request may wait ``REQUEST_TIMEOUT_S`` (or less when the client sends
+``X-Request-Timeout``; see ``app.api.admission``) in all to reach its model: for admission,
+for a decoding thread and in its batcher's queue (its upload is not counted). A full batcher
+queue refuses it before any decoding; a client that disconnects has its work cancelled.
+Each ends in a ``ShedError`` (503 with ``Retry-After``, or 499 for a client that is gone),
+counted by reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+from fastapi import Depends, Header, Request, UploadFile
+from starlette.types import Receive
+
+from app.api.admission import TIMEOUT_HEADER
+from app.api.deps import ServiceDep, ServiceState
+from app.api.uploads import ModelInput, check_file_count, read_uploads
+from app.core.deadline import Deadline
+from app.core.errors import ClientDisconnectedError, ShedError
+from app.core.runtime import LoadedModel
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class InferenceContext:
+    service: ServiceState
+    receive: Receive  # the ASGI channel that reports the client's disconnect
+    deadline: Deadline
+
+
+async def inference_context(
+    request: Request,
+    service: ServiceDep,
+    timeout: Annotated[
+        float | None,
+        Header(
+            alias=TIMEOUT_HEADER,
+            gt=0,
+            description="Seconds this request may wait to reach its model before a 503 "
+            "(at most, and by default, REQUEST_TIMEOUT_S), counted from its arrival.",
+        ),
+    ] = None,
+) -> InferenceContext:
+    """The deadline starts now, with what was left of the request's time after it waited
+    for admission (the middleware applies ``timeout``; declaring the header here validates
+    it, with a 422, and documents it)."""
+    return InferenceContext(service, request.receive, request.state.budget.start())
+
+
+InferenceDep = Annotated[InferenceContext, Depends(inference_context)]
+
+
+async def run_model(
+    context: InferenceContext,
+    batcher_name: str,
+    model: LoadedModel,
+    signature: str,
+    files: list[UploadFile],
+) -> tuple[list[ModelInput], np.ndarray]:
+    """Decode ``files`` for ``model`` and run them through ``signature`` in the named
+    micro-batcher; returns the prepared inputs and one output row per file (with its OOD
+    score where the version has one: see ``LoadedModel.inference_caller``)."""
+    service = context.service
+    batcher = service.batchers[batcher_name]
+    check_file_count(len(files), service.settings)
+    try:
+        batcher.check_room(len(files))  # before any decoding is spent on it
+        return await _unless_disconnected(
+            context.receive, _decode_and_run(context, batcher_name, model, signature, files)
+        )
+    except ShedError as error:
+        service.metrics.shed.labels(batcher_name, error.reason).inc()
+        raise
+
+
+async def _decode_and_run(
+    context: InferenceContext,
+    batcher_name: str,
+    model: LoadedModel,
+    signature: str,
+    files: list[UploadFile],
+) -> tuple[list[ModelInput], np.ndarray]:
+    service, deadline = context.service, context.deadline
+    inputs = await read_uploads(
+        files, service.settings, model.height, model.width, deadline, service.decode_threads
+    )
+    examples = np.stack([item.pixels for item in inputs])
+    batcher = service.batchers[batcher_name]
+    return inputs, await batcher.submit(model.inference_caller(signature), examples, deadline)
+
+
+async def _unless_disconnected(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``, but cancel it when the client disconnects first: uvicorn does not stop a
+    request whose client left, and its place in the thread pool and the queue should go to
+    someone still waiting."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # its clean-up has run
+    if task.cancelled():
+        raise ClientDisconnectedError("the client closed the connection")
+    return task.result()
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Return when the client has gone (the request body has already been read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
