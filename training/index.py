@@ -11,7 +11,6 @@ against exact search is measured and recorded.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,18 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from contract.layout import AUTOENCODER as ENCODER_NAME
+from contract.layout import GALLERY_FILE, GALLERY_IMAGES_FILE, INDEX_FILE, versions
+from contract.layout import INDEX as INDEX_NAME
+from contract.metadata import AutoencoderMetadata, read_metadata
+from contract.pixels import scale
+from contract.signatures import CODES, ENCODE
 from training import reports
 from training.errors import DataError
-from training.export import METADATA_FILE, existing_versions, write_version
-from training.malaria import MODEL_NAME as ENCODER_NAME
+from training.export import write_version
 from training.malaria import QUICK
 from training.malaria_data import LABEL_NAMES, CellSplit, load_malaria
 
-INDEX_NAME = "malaria_index"
 PRECISION_KS = (1, 5, 10)
 RECALL_K = 10
 DEFAULT_APPROXIMATE_ABOVE = 50_000
@@ -36,23 +39,26 @@ HNSW_EF_SEARCH = 64  # FAISS's default of 16 trades too much recall for speed at
 QUICK_FRACTION = QUICK.data_fraction  # the cells a quick training run saw
 
 
-def newest_encoder(out_dir: Path) -> tuple[Path, dict[str, Any]]:
+def newest_encoder(out_dir: Path) -> tuple[Path, AutoencoderMetadata]:
     root = Path(out_dir) / ENCODER_NAME
-    versions = existing_versions(root)
-    if not versions:
+    numbers = versions(root)
+    if not numbers:
         raise DataError(
             f"no {ENCODER_NAME} version in {root}; train it first (python -m training malaria)"
         )
-    version_dir = root / str(versions[-1])
-    return version_dir, json.loads((version_dir / METADATA_FILE).read_text())
+    version_dir = root / str(numbers[-1])
+    metadata = read_metadata(version_dir)
+    if not isinstance(metadata, AutoencoderMetadata):
+        raise DataError(f"{version_dir}: not an autoencoder's metadata")
+    return version_dir, metadata
 
 
 def encode_images(encode: Any, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """uint8 cells -> L2-normalised float32 codes through the SavedModel's ``encode``."""
     chunks = []
     for start in range(0, len(images), batch_size):
-        batch = tf.constant(images[start : start + batch_size].astype(np.float32) / 255.0)
-        chunks.append(encode(images=batch)["codes"].numpy())
+        batch = tf.constant(scale(images[start : start + batch_size]))
+        chunks.append(encode(images=batch)[CODES].numpy())
     codes = np.concatenate(chunks).astype(np.float32)
     faiss.normalize_L2(codes)
     return codes
@@ -106,9 +112,9 @@ def write_gallery(folder: Path, gallery: CellSplit) -> None:
     pngs = [_as_png(raw) for raw in gallery.stored_bytes]
     offsets = np.zeros(len(pngs) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(png) for png in pngs])
-    (folder / "gallery_images.bin").write_bytes(b"".join(pngs))
+    (folder / GALLERY_IMAGES_FILE).write_bytes(b"".join(pngs))
     np.savez(
-        folder / "gallery.npz",
+        folder / GALLERY_FILE,
         ids=np.arange(len(pngs), dtype=np.int64),
         labels=np.array([LABEL_NAMES[label] for label in gallery.labels]),
         offsets=offsets,
@@ -147,20 +153,21 @@ def build_index(
 ) -> Path:
     """Encode the training-split gallery with the newest encoder and export the index."""
     encoder_dir, encoder_metadata = newest_encoder(out_dir)
-    if encoder_metadata["data"]["seed"] != seed:
+    encoder_seed = encoder_metadata.data.get("seed")
+    if encoder_seed != seed:
         raise ValueError(
-            f"the encoder split its cells with seed {encoder_metadata['data']['seed']}, not {seed}:"
+            f"the encoder split its cells with seed {encoder_seed}, not {seed}:"
             " use the same seed so its held-out cells stay out of the gallery"
         )
     fraction = QUICK_FRACTION if quick else 1.0
     cells = load_malaria(
         data,
-        encoder_metadata["input"]["height"],
+        encoder_metadata.input.height,
         seed=seed,
         fraction=fraction,
     )
     gallery, queries = cells.splits["train"], cells.splits["test"]
-    encode = tf.saved_model.load(str(encoder_dir)).signatures["encode"]
+    encode = tf.saved_model.load(str(encoder_dir)).signatures[ENCODE]
     gallery_codes = encode_images(encode, gallery.images)
     index = make_index(gallery_codes, approximate_above)
     depth = min(max(PRECISION_KS), len(gallery_codes))
@@ -183,13 +190,13 @@ def build_index(
     }
 
     def write_payload(folder: Path) -> None:
-        faiss.write_index(index, str(folder / "index.faiss"))
+        faiss.write_index(index, str(folder / INDEX_FILE))
         write_gallery(folder, gallery)
         reports.write_json(folder / "report" / "metrics.json", metrics)
         write_neighbour_grid(folder / "report" / "neighbours.png", queries, gallery, neighbours)
 
     metadata = {
-        "encoder": {"name": ENCODER_NAME, "version": encoder_metadata["version"]},
+        "encoder": {"name": ENCODER_NAME, "version": encoder_metadata.version},
         "dimension": int(gallery_codes.shape[1]),
         "index_type": type(index).__name__,
         "metric": "cosine",

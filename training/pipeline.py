@@ -13,13 +13,15 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from contract.pixels import PIXEL_MAX
+
 Preprocess = Callable[[tf.Tensor], tf.Tensor]
 MakeExample = Callable[[tf.Tensor], tuple[Any, Any]]
 
 
 def to_unit_float(image: tf.Tensor) -> tf.Tensor:
-    """uint8 pixels -> float32 in [0, 1] (the serving contract's ``pixel / 255``)."""
-    return tf.cast(image, tf.float32) / 255.0
+    """uint8 pixels -> float32 in [0, 1]: ``contract.pixels.scale`` inside a graph."""
+    return tf.cast(image, tf.float32) / PIXEL_MAX
 
 
 def add_gaussian_noise(images: tf.Tensor, sigma: float | tf.Tensor) -> tf.Tensor:

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from training.autoencoder import build_autoencoder, symmetry_averaged_codes
-from training.malaria import save_autoencoder
+from training.signatures import save_autoencoder
 
 SIZE = 16
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from training.classifier import ClassifierConfig, build_classifier
 from training.custom_loop import make_steps
-from training.signs import export_saved_model
+from training.signatures import save_classifier
 
 SMALL = ClassifierConfig(filters=(8, 16), dense_units=16, dropout=0.0)
 
@@ -45,7 +45,7 @@ def test_one_training_step_lowers_the_loss_on_its_batch() -> None:
 def test_exported_signature_matches_the_keras_model(tmp_path: Path) -> None:
     tf.keras.utils.set_random_seed(3)
     model = build_classifier(16, 6, SMALL)
-    export_saved_model(model, 16, tmp_path)
+    save_classifier(model, 16, tmp_path)
     loaded = tf.saved_model.load(str(tmp_path))
     serve = loaded.signatures["serving_default"]
     images = np.random.default_rng(4).random((5, 16, 16, 3), dtype=np.float32)

@@ -13,6 +13,7 @@ from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import ClassifyResponse, ModelRef, Prediction
 from app.api.uploads import read_uploads
 from app.core.registry import CLASSIFIER
+from contract.signatures import CLASSIFY
 
 router = APIRouter(tags=["inference"])
 
@@ -36,7 +37,7 @@ async def classify(
     response.headers[MODEL_VERSION_HEADER] = str(model.version)
     inputs = await read_uploads(files, service.settings, model.height, model.width)
     rows = await service.batchers["classify"].submit(
-        model.inference_caller("serving_default"), np.stack([item.pixels for item in inputs])
+        model.inference_caller(CLASSIFY), np.stack([item.pixels for item in inputs])
     )
     rows, verdicts = assess(service, model, [item.filename for item in inputs], rows)
     class_names: list[str] = model.metadata["class_names"]

@@ -17,6 +17,7 @@ from app.api.uploads import read_uploads, require_one_file
 from app.core import tracing
 from app.core.imaging import fit_within, to_png
 from app.core.registry import AUTOENCODER
+from contract.signatures import DENOISE
 
 router = APIRouter(tags=["inference"])
 
@@ -69,7 +70,7 @@ async def denoise(
     model = choose(service, models, AUTOENCODER, pin)
     (item,) = await read_uploads([file], service.settings, model.height, model.width)
     rows = await service.batchers["denoise"].submit(
-        model.inference_caller("denoise"), item.pixels[None]
+        model.inference_caller(DENOISE), item.pixels[None]
     )
     (output,), (verdict,) = assess(service, model, [item.filename], rows)
     output_size = (

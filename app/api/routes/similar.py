@@ -20,6 +20,7 @@ from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import IndexRef, ModelRef, Neighbour, SimilarResponse
 from app.api.uploads import read_uploads, require_one_file
 from app.core.registry import INDEX
+from contract.signatures import ENCODE
 
 router = APIRouter(tags=["inference"])
 
@@ -61,7 +62,7 @@ async def similar(
     query = "" if index is models.index else f"?version={index.version}"
     (item,) = await read_uploads([file], settings, encoder.height, encoder.width)
     rows = await service.batchers["encode"].submit(
-        encoder.inference_caller("encode"), item.pixels[None]
+        encoder.inference_caller(ENCODE), item.pixels[None]
     )
     (code,), (verdict,) = assess(service, encoder, [item.filename], rows)
     neighbours = await run_in_threadpool(index.search, code, k)
