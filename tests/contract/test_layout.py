@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from contract.layout import versions
-from tests.conftest import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 
 def test_versions_are_numeric_folders_oldest_first(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 from app.core.imaging import to_model_input
 from app.core.registry import AUTOENCODER, CLASSIFIER
 from benchmarks.servers import UvicornServer
-from tests.app.conftest import AppClientFactory
+from tests.app.helpers import AppClientFactory
 from tests.app.model_files import clone_version, copy_models
 from tests.app.samples import gradient_image, image_bytes
 
