@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.model_bench import newest_version
+from contract.layout import AUTOENCODER
 from training.malaria_data import load_malaria
 from training.pipeline import (
     add_gaussian_noise,
@@ -27,7 +28,6 @@ from training.pipeline import (
     training_dataset,
 )
 
-AUTOENCODER = "malaria_autoencoder"
 BATCH_SIZE = 64
 NOISE_SIGMA = 0.1
 SEED = 0

@@ -20,7 +20,7 @@ import tensorflow as tf
 from PIL import Image
 
 from contract.layout import AUTOENCODER as ENCODER_NAME
-from contract.layout import GALLERY_FILE, GALLERY_IMAGES_FILE, INDEX_FILE, versions
+from contract.layout import GALLERY_FILE, GALLERY_IMAGES_FILE, INDEX_FILE, REPORT_DIR, versions
 from contract.layout import INDEX as INDEX_NAME
 from contract.metadata import AutoencoderMetadata, read_metadata
 from contract.pixels import scale
@@ -192,8 +192,8 @@ def build_index(
     def write_payload(folder: Path) -> None:
         faiss.write_index(index, str(folder / INDEX_FILE))
         write_gallery(folder, gallery)
-        reports.write_json(folder / "report" / "metrics.json", metrics)
-        write_neighbour_grid(folder / "report" / "neighbours.png", queries, gallery, neighbours)
+        reports.write_json(folder / REPORT_DIR / "metrics.json", metrics)
+        write_neighbour_grid(folder / REPORT_DIR / "neighbours.png", queries, gallery, neighbours)
 
     metadata = {
         "encoder": {"name": ENCODER_NAME, "version": encoder_metadata.version},

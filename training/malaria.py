@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from contract.layout import AUTOENCODER
+from contract.layout import AUTOENCODER, REPORT_DIR
 from contract.metadata import InputSpec, signature_specs
 from contract.pixels import scale
 from contract.signatures import AUTOENCODER_OUTPUTS
@@ -212,7 +212,7 @@ def train_malaria(
 
     def write_payload(version_dir: Path) -> None:
         save_autoencoder(parts, config.image_size, version_dir, score)
-        report_dir = version_dir / "report"
+        report_dir = version_dir / REPORT_DIR
         write_report(report_dir, parts, cells, config, history, metrics, seed)
         malaria_report.write_trust_plots(report_dir, parts, cells, seed, ood_block, ood_scores)
         if (work_dir / "tensorboard").exists():

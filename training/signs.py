@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from contract.layout import CLASSIFIER
+from contract.layout import CLASSIFIER, REPORT_DIR
 from contract.metadata import InputSpec, signature_specs
 from contract.signatures import CLASSIFIER_OUTPUTS
 from training import reports, signs_trust
@@ -110,8 +110,8 @@ def train_signs(
 
     def write_payload(folder: Path) -> None:
         save_classifier(model, image_size, folder, trust)
-        write_report(folder / "report", metadata, metrics, result)
-        signs_trust.write_plots(folder / "report", calibration_block, ood_block, ood_scores)
+        write_report(folder / REPORT_DIR, metadata, metrics, result)
+        signs_trust.write_plots(folder / REPORT_DIR, calibration_block, ood_block, ood_scores)
 
     # In a multi-worker run only the chief exports into out_dir; the others into scratch.
     version_dir = write_version(
