@@ -25,9 +25,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image  # convert() would copy it
     if image.mode in _WIDE_INTEGER_MODES or image.mode == "F":
-        divisor = 1.0 if image.mode == "F" else 257.0  # 65535 / 257 = 255
-        array = np.asarray(image, dtype=np.float64) / divisor
-        image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+        array = np.array(image)  # one copy, in the image's own integer or float32 type
+        if image.mode != "F":
+            array //= 257  # 65535 -> 255; the truncated x / 257 without a float64 copy
+        np.clip(array, 0, 255, out=array)
+        image = Image.fromarray(array.astype(np.uint8))
     if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
         if image.mode == "La":  # Pillow converts premultiplied grey only to LA
             image = image.convert("LA")
