@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.core.imaging import decode_for_model
+from app.core.imaging import DecodeLimits, decode_for_model
 from contract.pixels import model_input
 from tests.app.samples import gradient_image
 from tests.contract.test_pixels import sixteen_bit
@@ -20,6 +20,9 @@ from training.pipeline import to_unit_float
 
 SIZE = (40, 30)  # (width, height) of every file
 HEIGHT, WIDTH = 24, 32  # the model input: every file is resized
+LIMITS = DecodeLimits(
+    max_bytes=10**7, max_pixels=10**7, max_full_decode_pixels=10**7, max_jpeg_scans=32
+)
 
 
 def encoded(image: Image.Image, image_format: str) -> bytes:
@@ -94,7 +97,7 @@ def test_one_file_gives_the_identical_model_input_in_training_and_serving(case: 
 
     stored = decode_rgb(data, case, (HEIGHT, WIDTH))  # what the training datasets hold
     trained_on = to_unit_float(stored).numpy()  # what the tf.data pipeline feeds the model
-    decoded = decode_for_model(data, case, 10**7, 10**7, target_size=(WIDTH, HEIGHT))
+    decoded = decode_for_model(data, case, LIMITS, target_size=(WIDTH, HEIGHT))
     served = model_input(decoded.image, HEIGHT, WIDTH)
 
     assert served.shape == (HEIGHT, WIDTH, 3) and served.dtype == trained_on.dtype
