@@ -26,8 +26,9 @@ from benchmarks.http_bench import (
     product_benchmarks,
 )
 from benchmarks.report import headlines, write_results
+from contract.layout import AUTOENCODER, CLASSIFIER, INDEX
 
-MODELS = ("signs_classifier", "malaria_autoencoder", "malaria_index")
+MODELS = (CLASSIFIER, AUTOENCODER, INDEX)
 NOTES = (
     "Load: closed loop from `benchmarks/loadgen.py` (raw HTTP/1.1 keep-alive on uvloop) in its "
     "own process on the same machine, so client and server share the CPUs. 'server cores' and "

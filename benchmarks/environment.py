@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from benchmarks import REPO_ROOT
+from contract.layout import METADATA_FILE, versions
 
 PACKAGES = ("tensorflow", "keras", "faiss-cpu", "fastapi", "starlette", "uvicorn", "numpy")
 
@@ -59,9 +60,8 @@ def models_description(models: Path, names: tuple[str, ...]) -> dict[str, dict[s
     the architecture and input size, the gallery size on the index's training data."""
     described = {}
     for name in names:
-        versions = [path for path in (models / name).glob("*") if path.name.isdigit()]
-        newest = max(versions, key=lambda path: int(path.name))
-        metadata = json.loads((newest / "metadata.json").read_text())
+        newest = models / name / str(versions(models / name)[-1])
+        metadata = json.loads((newest / METADATA_FILE).read_text())
         described[name] = {
             key: metadata[key] for key in ("version", "created", "input", "size") if key in metadata
         }

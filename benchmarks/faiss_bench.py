@@ -20,9 +20,9 @@ import numpy as np
 
 from benchmarks.model_bench import newest_version
 from benchmarks.servers import rss_mib
+from contract.layout import INDEX, INDEX_FILE, METADATA_FILE
 from training.index import HNSW_EF_SEARCH, HNSW_NEIGHBOURS  # what the index command builds
 
-INDEX = "malaria_index"
 K = 10
 MIXTURE_CENTRES = 1024
 IVF_NPROBE = 16
@@ -32,8 +32,8 @@ ADD_CHUNK = 50_000
 def real_gallery(models: Path) -> tuple[np.ndarray | None, dict[str, Any]]:
     """The exported index's codes (or None when they cannot be reconstructed) and metadata."""
     folder = newest_version(models, INDEX)
-    metadata = json.loads((folder / "metadata.json").read_text())
-    index = faiss.read_index(str(folder / "index.faiss"))
+    metadata = json.loads((folder / METADATA_FILE).read_text())
+    index = faiss.read_index(str(folder / INDEX_FILE))
     try:
         codes = index.reconstruct_n(0, index.ntotal)
     except RuntimeError:

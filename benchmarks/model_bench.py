@@ -16,29 +16,26 @@ import tensorflow as tf
 from PIL import Image
 
 from benchmarks.payloads import signs_images
-
-CLASSIFIER = "signs_classifier"
+from contract.layout import CLASSIFIER, versions
+from contract.pixels import model_input
+from contract.signatures import CLASSIFY, INPUT, PROBABILITIES
 
 
 def newest_version(models: Path, name: str) -> Path:
-    versions = [path for path in (models / name).glob("*") if path.name.isdigit()]
-    if not versions:
+    numbers = versions(models / name)
+    if not numbers:
         raise FileNotFoundError(f"no version of {name} under {models}")
-    return max(versions, key=lambda path: int(path.name))
+    return models / name / str(numbers[-1])
 
 
 def signature_throughput(
     models: Path, data_dir: Path, batch_sizes: tuple[int, ...], duration_s: float
 ) -> list[dict[str, Any]]:
     """Images/s of ``serving_default`` on real SIGNS images, per batch size."""
-    signature = tf.saved_model.load(str(newest_version(models, CLASSIFIER))).signatures[
-        "serving_default"
-    ]
+    signature = tf.saved_model.load(str(newest_version(models, CLASSIFIER))).signatures[CLASSIFY]
     images = signs_images(data_dir, max(batch_sizes))
-    pixels = np.stack(
-        [np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.float32) for data in images]
-    )
-    pixels /= 255.0
+    height, width = signature.structured_input_signature[1][INPUT].shape[1:3]
+    pixels = np.stack([model_input(Image.open(io.BytesIO(data)), height, width) for data in images])
     rows = []
     for batch_size in batch_sizes:
         batch = tf.constant(pixels[:batch_size])
@@ -46,7 +43,7 @@ def signature_throughput(
             signature(images=batch)
         calls, start = 0, time.perf_counter()
         while time.perf_counter() - start < duration_s:
-            signature(images=batch)["probabilities"].numpy()
+            signature(images=batch)[PROBABILITIES].numpy()
             calls += 1
         elapsed = time.perf_counter() - start
         rows.append(

@@ -18,18 +18,18 @@ import numpy as np
 from fastapi import FastAPI, UploadFile
 from PIL import Image
 
-MODEL_NAME = "signs_classifier"
+from contract.layout import CLASSIFIER, METADATA_FILE, versions
 
 
 def newest_version(model_dir: Path) -> Path:
-    versions = [p for p in (model_dir / MODEL_NAME).iterdir() if p.name.isdigit()]
-    if not versions:
-        raise FileNotFoundError(f"no {MODEL_NAME} version under {model_dir}")
-    return max(versions, key=lambda p: int(p.name))
+    numbers = versions(model_dir / CLASSIFIER)
+    if not numbers:
+        raise FileNotFoundError(f"no {CLASSIFIER} version under {model_dir}")
+    return model_dir / CLASSIFIER / str(numbers[-1])
 
 
 def load_model(version_dir: Path) -> tuple[keras.Model, tuple[int, int]]:
-    metadata = json.loads((version_dir / "metadata.json").read_text())
+    metadata = json.loads((version_dir / METADATA_FILE).read_text())
     height, width = metadata["input"]["height"], metadata["input"]["width"]
     layer = keras.layers.TFSMLayer(str(version_dir), call_endpoint="serving_default")
     inputs = keras.Input(shape=(height, width, 3))

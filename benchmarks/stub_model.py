@@ -12,12 +12,13 @@ into the benchmark's own process while servers are being measured.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 from benchmarks import REPO_ROOT
+from contract.layout import METADATA_FILE
+from contract.metadata import read_metadata, to_json
 
 
 def stub_models_folder(models: Path, target: Path) -> Path:
@@ -35,25 +36,24 @@ def write_stub_models(models: Path, target: Path) -> Path:
     import tensorflow as tf  # here, not above: only the child process needs TensorFlow
 
     from benchmarks.model_bench import CLASSIFIER, newest_version
-    from training.export import METADATA_FILE
-    from training.signs import export_saved_model
+    from training.signatures import save_classifier
 
     real = newest_version(models, CLASSIFIER)
-    metadata = json.loads((real / METADATA_FILE).read_text())
-    size = metadata["input"]["height"]
-    if metadata["input"]["width"] != size:
+    metadata = read_metadata(real)
+    size = metadata.input.height
+    if metadata.input.width != size:
         raise ValueError(f"{real}: the stub supports square inputs only")
     stub = tf.keras.Sequential(
         [
             tf.keras.Input((size, size, 3)),
             tf.keras.layers.GlobalAveragePooling2D(),
-            tf.keras.layers.Dense(len(metadata["class_names"])),
+            tf.keras.layers.Dense(len(metadata.class_names)),
         ]
     )
     folder = target / CLASSIFIER / real.name
-    export_saved_model(stub, size, folder)
-    metadata["stub"] = "global average pooling + Dense, a near-zero-cost benchmark stand-in"
-    (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    save_classifier(stub, size, folder)
+    metadata.stub = "global average pooling + Dense, a near-zero-cost benchmark stand-in"
+    (folder / METADATA_FILE).write_text(to_json(metadata))
     for other in models.iterdir():
         if other.is_dir() and other.name != CLASSIFIER and not other.name.startswith("."):
             (target / other.name).symlink_to(other.resolve(), target_is_directory=True)

@@ -3,7 +3,8 @@
 #   HOST / PORT      where to listen (default 127.0.0.1:8000); other settings: app/settings.py
 #   MODEL_DIR        models folder (default models)
 #   DATA             training data (default ../shared/data when present, else downloaded)
-#   EXTRAS           pip extras to install (default dev; use "gpu" on a CUDA machine)
+#   EXTRAS           pip extras to install (default dev; "gpu" on a CUDA machine: both bring
+#                    the server and training)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh "${EXTRAS:-dev}"

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+from tests.paths import SHARED_DATA
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from training.distribute import worker_folder
+from training.pipeline import to_unit_float
 from training.progress import JobProgress
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def make_dataset(
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size).map(
-        lambda x, y: (tf.cast(x, tf.float32) / 255.0, y), num_parallel_calls=tf.data.AUTOTUNE
+        lambda x, y: (to_unit_float(x), y), num_parallel_calls=tf.data.AUTOTUNE
     )
     if augmenter is not None:
         dataset = dataset.map(

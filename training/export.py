@@ -2,33 +2,29 @@
 
 A version folder is first written under a hidden temporary name and renamed into place
 only when complete, so a crash never leaves a half-written version a server could load.
+Its ``metadata.json`` is built and validated through ``contract.metadata``, the schema the
+server reads it with.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
-METADATA_FILE = "metadata.json"
-
-
-def existing_versions(model_root: Path) -> list[int]:
-    """Numeric version folders under ``model_root`` (hidden temporary folders excluded)."""
-    if not model_root.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_root.iterdir() if p.is_dir() and p.name.isdigit())
+from contract import metadata as contract_metadata
+from contract.layout import METADATA_FILE, versions
 
 
 def next_version(model_root: Path) -> int:
-    versions = existing_versions(model_root)
-    return versions[-1] + 1 if versions else 1
+    versions_now = versions(model_root)
+    return versions_now[-1] + 1 if versions_now else 1
 
 
 def write_version(
@@ -41,25 +37,29 @@ def write_version(
 
     ``write_payload(tmp_dir)`` writes the model files (SavedModel, index, reports) into
     a fresh temporary folder; ``metadata.json`` is added last, then the folder is renamed.
+    ``metadata`` holds the model's own fields; name, version, time, TensorFlow version and
+    commit are added here, and the whole is checked against the model's schema before any
+    file is written.
     """
     model_root = Path(out_dir) / model_name
     model_root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_tmp_dirs(model_root)
     version = next_version(model_root)
+    stamp = {
+        "name": model_name,
+        "version": version,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "tensorflow_version": tf.__version__,
+        "commit": source_commit(),
+    }
+    checked = contract_metadata.validate({**stamp, **metadata}, f"{model_root}/{version}")
     tmp_dir = model_root / f".tmp-{version}-{os.getpid()}"
     if tmp_dir.exists():
         shutil.rmtree(tmp_dir)
     tmp_dir.mkdir()
     try:
         write_payload(tmp_dir)
-        full_metadata = {
-            "name": model_name,
-            "version": version,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "tensorflow_version": tf.__version__,
-            **metadata,
-        }
-        (tmp_dir / METADATA_FILE).write_text(json.dumps(full_metadata, indent=2, default=_jsonable))
+        (tmp_dir / METADATA_FILE).write_text(contract_metadata.to_json(checked))
         final_dir = model_root / str(version)
         os.rename(tmp_dir, final_dir)
     except BaseException:
@@ -86,8 +86,17 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _jsonable(value: Any) -> Any:
-    """Let numpy scalars and arrays pass through ``json.dumps``."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+def source_commit() -> str | None:
+    """The git commit of the training code, or None outside a git checkout (e.g. an image)."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None

@@ -1,4 +1,7 @@
-"""Decode any image file into the RGB uint8 arrays every model here trains on."""
+"""Decode any image file into the RGB uint8 arrays every model here trains on.
+
+The conversion itself is ``contract.pixels``, the same code the server runs on uploads.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from contract.pixels import rgb_pixels, to_rgb
 from training.errors import DataError
 
 
@@ -15,24 +19,14 @@ class UnreadableImageError(DataError):
 
 
 def decode_rgb(data: bytes, name: str, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Return ``(H, W, 3)`` uint8 for any mode (L, LA, P, RGBA, I;16, CMYK...).
-
-    ``size`` is ``(height, width)``; when given the image is resized with bilinear filtering.
-    """
+    """Return ``(H, W, 3)`` uint8 for any mode (L, LA, P, RGBA, I;16, CMYK...), EXIF
+    orientation applied. ``size`` is ``(height, width)``; when given the image is resized
+    with bilinear filtering."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             image = ImageOps.exif_transpose(image)
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(image, dtype=np.float64) / 257.0  # 16-bit range -> 8-bit
-                image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
-            has_alpha = image.mode in ("RGBA", "LA", "PA")
-            if has_alpha or (image.mode == "P" and "transparency" in image.info):
-                image = image.convert("RGBA")
-                background = Image.new("RGBA", image.size, (0, 0, 0, 255))
-                image = Image.alpha_composite(background, image)
-            image = image.convert("RGB")
-            if size is not None and image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
+            if size is None:
+                return np.asarray(to_rgb(image), dtype=np.uint8)
+            return rgb_pixels(image, *size)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise UnreadableImageError(f"cannot read image {name}: {error}") from error

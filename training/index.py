@@ -11,7 +11,6 @@ against exact search is measured and recorded.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,19 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from contract.layout import AUTOENCODER as ENCODER_NAME
+from contract.layout import GALLERY_FILE, GALLERY_IMAGES_FILE, INDEX_FILE, REPORT_DIR, versions
+from contract.layout import INDEX as INDEX_NAME
+from contract.metadata import AutoencoderMetadata, read_metadata
+from contract.pixels import scale
+from contract.signatures import BOTTLENECK, CODES, ENCODE
 from training import reports
 from training.errors import DataError
-from training.export import METADATA_FILE, existing_versions, write_version
-from training.malaria import MODEL_NAME as ENCODER_NAME
+from training.export import write_version
 from training.malaria import QUICK
 from training.malaria_data import LABEL_NAMES, CellSplit, load_malaria
 from training.progress import JobProgress
 
-INDEX_NAME = "malaria_index"
 PRECISION_KS = (1, 5, 10)
 RECALL_K = 10
 DEFAULT_APPROXIMATE_ABOVE = 50_000
@@ -37,15 +40,18 @@ HNSW_EF_SEARCH = 64  # FAISS's default of 16 trades too much recall for speed at
 QUICK_FRACTION = QUICK.data_fraction  # the cells a quick training run saw
 
 
-def newest_encoder(out_dir: Path) -> tuple[Path, dict[str, Any]]:
+def newest_encoder(out_dir: Path) -> tuple[Path, AutoencoderMetadata]:
     root = Path(out_dir) / ENCODER_NAME
-    versions = existing_versions(root)
-    if not versions:
+    numbers = versions(root)
+    if not numbers:
         raise DataError(
             f"no {ENCODER_NAME} version in {root}; train it first (python -m training malaria)"
         )
-    version_dir = root / str(versions[-1])
-    return version_dir, json.loads((version_dir / METADATA_FILE).read_text())
+    version_dir = root / str(numbers[-1])
+    metadata = read_metadata(version_dir)
+    if not isinstance(metadata, AutoencoderMetadata):
+        raise DataError(f"{version_dir}: not an autoencoder's metadata")
+    return version_dir, metadata
 
 
 ENCODE_BATCH = 512
@@ -61,8 +67,8 @@ def encode_images(
     or ``bottleneck``); each batch is reported to ``progress`` when given."""
     chunks = []
     for start in range(0, len(images), batch_size):
-        batch = tf.constant(images[start : start + batch_size].astype(np.float32) / 255.0)
-        chunks.append(encode(images=batch)["codes"].numpy())
+        batch = tf.constant(scale(images[start : start + batch_size]))
+        chunks.append(encode(images=batch)[CODES].numpy())
         if progress is not None:
             progress.advance()
     codes = np.concatenate(chunks).astype(np.float32)
@@ -142,9 +148,9 @@ def write_gallery(folder: Path, gallery: CellSplit) -> None:
     pngs = [_as_png(raw) for raw in gallery.stored_bytes]
     offsets = np.zeros(len(pngs) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(png) for png in pngs])
-    (folder / "gallery_images.bin").write_bytes(b"".join(pngs))
+    (folder / GALLERY_IMAGES_FILE).write_bytes(b"".join(pngs))
     np.savez(
-        folder / "gallery.npz",
+        folder / GALLERY_FILE,
         ids=np.arange(len(pngs), dtype=np.int64),
         labels=np.array([LABEL_NAMES[label] for label in gallery.labels]),
         offsets=offsets,
@@ -189,9 +195,10 @@ def build_index(
     bottleneck codes are searched the same way as the lab's baseline and reported beside.
     """
     encoder_dir, encoder_metadata = newest_encoder(out_dir)
-    if encoder_metadata["data"]["seed"] != seed:
+    encoder_seed = encoder_metadata.data.get("seed")
+    if encoder_seed != seed:
         raise ValueError(
-            f"the encoder split its cells with seed {encoder_metadata['data']['seed']}, not {seed}:"
+            f"the encoder split its cells with seed {encoder_seed}, not {seed}:"
             " use the same seed so its held-out cells stay out of the gallery"
         )
     progress = progress or JobProgress(INDEX_NAME)
@@ -199,23 +206,23 @@ def build_index(
     fraction = QUICK_FRACTION if quick else 1.0
     cells = load_malaria(
         data,
-        encoder_metadata["input"]["height"],
+        encoder_metadata.input.height,
         seed=seed,
         fraction=fraction,
     )
     gallery, queries = cells.splits["train"], cells.splits["test"]
     validation = cells.splits["validation"]
     signatures = tf.saved_model.load(str(encoder_dir)).signatures
-    encoders = {"encode": signatures["encode"]}
-    if "bottleneck" in signatures:
-        encoders["bottleneck"] = signatures["bottleneck"]
+    encoders = {ENCODE: signatures[ENCODE]}
+    if BOTTLENECK in signatures:
+        encoders[BOTTLENECK] = signatures[BOTTLENECK]
     batches = sum(-(-len(split.labels) // ENCODE_BATCH) for split in (gallery, validation, queries))
     progress.start_epoch(1, 1, batches * len(encoders), f"{INDEX_NAME}: encoding cells")
     results = {
         name: _search_splits(encode, gallery, validation, queries, approximate_above, progress)
         for name, encode in encoders.items()
     }
-    index, gallery_codes, query_codes, neighbours, validation_neighbours = results["encode"]
+    index, gallery_codes, query_codes, neighbours, validation_neighbours = results[ENCODE]
     progress.end_epoch(f"{len(gallery.labels)} gallery cells indexed")
     metrics = {
         "queries": len(queries.labels),
@@ -226,11 +233,11 @@ def build_index(
             **precision_at_k(validation_neighbours, gallery.labels, validation.labels),
         },
     }
-    if "bottleneck" in results:
-        _, _, _, plain_neighbours, plain_validation_neighbours = results["bottleneck"]
+    if BOTTLENECK in results:
+        _, _, _, plain_neighbours, plain_validation_neighbours = results[BOTTLENECK]
         metrics["bottleneck_baseline"] = {
             "codes": "flattened decoder bottleneck, cosine, not in the index",
-            "shape": encoder_metadata.get("bottleneck", {}).get("shape"),
+            "shape": (encoder_metadata.model_extra or {}).get("bottleneck", {}).get("shape"),
             **precision_at_k(plain_neighbours, gallery.labels, queries.labels),
             "validation": precision_at_k(
                 plain_validation_neighbours, gallery.labels, validation.labels
@@ -238,13 +245,13 @@ def build_index(
         }
 
     def write_payload(folder: Path) -> None:
-        faiss.write_index(index, str(folder / "index.faiss"))
+        faiss.write_index(index, str(folder / INDEX_FILE))
         write_gallery(folder, gallery)
-        reports.write_json(folder / "report" / "metrics.json", metrics)
-        write_neighbour_grid(folder / "report" / "neighbours.png", queries, gallery, neighbours)
+        reports.write_json(folder / REPORT_DIR / "metrics.json", metrics)
+        write_neighbour_grid(folder / REPORT_DIR / "neighbours.png", queries, gallery, neighbours)
 
     metadata = {
-        "encoder": {"name": ENCODER_NAME, "version": encoder_metadata["version"]},
+        "encoder": {"name": ENCODER_NAME, "version": encoder_metadata.version},
         "dimension": int(gallery_codes.shape[1]),
         "index_type": type(index).__name__,
         "metric": "cosine",

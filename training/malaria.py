@@ -19,12 +19,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from contract.layout import AUTOENCODER, REPORT_DIR
+from contract.metadata import InputSpec, signature_specs
+from contract.pixels import scale
+from contract.signatures import AUTOENCODER_OUTPUTS
 from training import malaria_ood, malaria_report, reports
 from training.autoencoder import (
     SYMMETRIES,
     AutoencoderParts,
     build_autoencoder,
-    symmetry_averaged_codes,
 )
 from training.contrastive import contrastive_example, joint_model, nt_xent, projection_head
 from training.distribute import (
@@ -35,11 +38,11 @@ from training.distribute import (
 from training.export import write_version
 from training.keras_progress import KerasProgress
 from training.malaria_data import MalariaData, load_malaria
-from training.malaria_experiments import EXPERIMENTS
 from training.pipeline import frozen_dataset, training_dataset
 from training.progress import JobProgress
+from training.signatures import save_autoencoder
 
-MODEL_NAME = "malaria_autoencoder"
+MODEL_NAME = AUTOENCODER
 REPORT_SIGMAS = (0.05, 0.1, 0.2)
 
 
@@ -150,48 +153,6 @@ def fit_model(
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
-class AutoencoderModule(tf.Module):
-    """What the server loads: ``denoise`` and ``encode`` with fixed input signatures.
-
-    ``encode`` returns L2-normalised codes averaged over the 8 symmetries of each cell, so
-    gallery and query codes are both rotation- and flip-invariant without the server knowing.
-    With a ``score`` both also output ``ood_score`` (see training/malaria_ood.py).
-    ``bottleneck`` returns the flattened code the decoder works from (the lab's compressed
-    representation and its retrieval baseline); the server does not need it.
-    """
-
-    def __init__(
-        self, parts: AutoencoderParts, image_size: int, score: malaria_ood.CellScore | None = None
-    ) -> None:
-        super().__init__()
-        self.autoencoder = parts.autoencoder
-        self.embedder = parts.embedder
-        self.score = score
-        spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
-        # No autograph: these have no Python control flow to convert.
-        self.denoise = tf.function(self._denoise, input_signature=[spec], autograph=False)
-        self.encode = tf.function(self._encode, input_signature=[spec], autograph=False)
-        self.encoder = parts.encoder
-        self.bottleneck = tf.function(self._bottleneck, input_signature=[spec], autograph=False)
-
-    def _denoise(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        reconstruction = self.autoencoder(images, training=False)
-        if self.score is None:
-            return {"images": reconstruction}
-        score = self.score.from_reconstruction(reconstruction)
-        return {"images": reconstruction, "ood_score": score}
-
-    def _encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        codes = symmetry_averaged_codes(self.embedder, images)
-        if self.score is None:
-            return {"codes": codes}
-        return {"codes": codes, "ood_score": self.score(images)}
-
-    def _bottleneck(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        code = self.encoder(images, training=False)
-        return {"codes": tf.reshape(code, [tf.shape(code)[0], -1])}
-
-
 def float32_copy(parts: AutoencoderParts, config: MalariaConfig) -> AutoencoderParts:
     """The same weights in float32 layers: a model trained in mixed precision is exported
     in float32, so the server's outputs do not depend on the device that trained it."""
@@ -218,22 +179,9 @@ def bottleneck_summary(parts: AutoencoderParts) -> dict[str, Any]:
     }
 
 
-def save_autoencoder(
-    parts: AutoencoderParts, image_size: int, path: Path, score: malaria_ood.CellScore | None = None
-) -> None:
-    module = AutoencoderModule(parts, image_size, score)
-    signatures = {
-        "serving_default": module.denoise,
-        "denoise": module.denoise,
-        "encode": module.encode,
-        "bottleneck": module.bottleneck,
-    }
-    tf.saved_model.save(module, str(path), signatures=signatures)
-
-
 def denoising_metrics(parts: AutoencoderParts, clean: np.ndarray, seed: int) -> dict[str, Any]:
     """PSNR/SSIM of reconstruction (clean input) and of denoising at each report sigma."""
-    clean_float = tf.constant(clean.astype(np.float32) / 255.0)
+    clean_float = tf.constant(scale(clean))
     rng = np.random.default_rng(seed)
 
     def quality(prediction: tf.Tensor) -> dict[str, float]:
@@ -272,9 +220,8 @@ def write_report(
 ) -> None:
     reports.write_json(report_dir / "config.json", {**dataclasses.asdict(config), "seed": seed})
     reports.write_json(report_dir / "metrics.json", metrics)
-    reports.write_json(report_dir / "experiments.json", {"experiments": list(EXPERIMENTS)})
     reports.plot_learning_curves(history, report_dir / "learning_curves.png", "malaria autoencoder")
-    clean = data.splits["test"].images[:8].astype(np.float32) / 255.0
+    clean = scale(data.splits["test"].images[:8])
     noisy = np.clip(clean + np.random.default_rng(seed).normal(0, 0.1, clean.shape), 0, 1)
     denoised = parts.autoencoder.predict(noisy.astype(np.float32), verbose=0)
     reports.plot_image_grid(
@@ -322,27 +269,15 @@ def train_malaria(
 
     def write_payload(version_dir: Path) -> None:
         save_autoencoder(parts, config.image_size, version_dir, score)
-        report_dir = version_dir / "report"
+        report_dir = version_dir / REPORT_DIR
         write_report(report_dir, parts, cells, config, history, metrics, seed)
         malaria_report.write_trust_plots(report_dir, parts, cells, seed, ood_block, ood_scores)
         if (work_dir / "tensorboard").exists():
             shutil.copytree(work_dir / "tensorboard", report_dir / "tensorboard")
 
-    size = config.image_size
     metadata = {
-        "input": {
-            "height": size,
-            "width": size,
-            "channels": 3,
-            "dtype": "float32",
-            "scale": "pixel / 255",
-        },
-        "signatures": {
-            "serving_default": {"input": "images", "output": "images"},
-            "denoise": {"input": "images", "output": "images"},
-            "encode": {"input": "images", "output": "codes"},
-            "bottleneck": {"input": "images", "output": "codes"},
-        },
+        "input": InputSpec.square(config.image_size),
+        "signatures": signature_specs(AUTOENCODER_OUTPUTS),
         "code_dim": parts.code_dim,
         "bottleneck": bottleneck_summary(parts),
         "data": {**cells.summary(), "seed": seed},
@@ -353,7 +288,6 @@ def train_malaria(
             "precision": precision,
         },
         "metrics": metrics,
-        "experiments": list(EXPERIMENTS),
         "ood": ood_block,
     }
     version_dir = write_version(out_dir, MODEL_NAME, write_payload, metadata)

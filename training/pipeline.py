@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-Preprocess = Callable[[tf.Tensor], tf.Tensor]
+from contract.pixels import PIXEL_MAX
+
 MakeExample = Callable[[tf.Tensor], tuple[Any, Any]]
 
 
 def to_unit_float(image: tf.Tensor) -> tf.Tensor:
-    """uint8 pixels -> float32 in [0, 1] (the serving contract's ``pixel / 255``)."""
-    return tf.cast(image, tf.float32) / 255.0
+    """uint8 pixels -> float32 in [0, 1]: ``contract.pixels.scale`` inside a graph."""
+    return tf.cast(image, tf.float32) / PIXEL_MAX
 
 
 def add_gaussian_noise(images: tf.Tensor, sigma: float | tf.Tensor) -> tf.Tensor:
@@ -45,33 +46,24 @@ def random_flips_and_rotations(images: tf.Tensor) -> tf.Tensor:
 
 
 def training_dataset(
-    images: np.ndarray,
-    *,
-    batch_size: int,
-    seed: int,
-    make_example: MakeExample,
-    cache: str = "",
-    shuffle_buffer: int | None = None,
-    repeat: bool = True,
-    preprocess: Preprocess = to_unit_float,
+    images: np.ndarray, *, batch_size: int, seed: int, make_example: MakeExample
 ) -> tf.data.Dataset:
-    """preprocess -> cache -> shuffle -> repeat -> batch -> ``make_example`` -> prefetch.
+    """to float -> cache -> shuffle -> repeat -> batch -> ``make_example`` -> prefetch.
 
-    ``make_example`` turns a batch of clean cells into ``(inputs, targets)``; it runs after
-    the cache, so its randomness is fresh every epoch. ``cache`` is ``""`` for memory or a
-    file path prefix. With ``repeat`` the dataset is endless: ``fit`` needs ``steps_per_epoch``.
+    Shuffling before ``repeat`` gives every epoch a new order of all the cells; batching
+    after it lets the last batch of an epoch run on into the next, so every batch is full
+    and the endless dataset needs ``steps_per_epoch``. ``make_example`` turns a batch of
+    clean cells into ``(inputs, targets)``; it runs after the cache, so its randomness is
+    fresh every epoch.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dataset = tf.data.Dataset.from_tensor_slices(images)
-    dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.cache(cache)
-    dataset = dataset.shuffle(
-        shuffle_buffer or len(images), seed=seed, reshuffle_each_iteration=True
-    )
-    if repeat:
-        dataset = dataset.repeat()
-    dataset = dataset.batch(batch_size, drop_remainder=repeat)
+    dataset = dataset.map(to_unit_float, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.cache()
+    dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=True)
     dataset = dataset.map(make_example, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
@@ -84,40 +76,6 @@ def noise_range(noise_sigma: float | tuple[float, float]) -> tuple[float, float]
             f"noise sigma must be >= 0 (a number or a low, high range), got {noise_sigma}"
         )
     return float(low), float(high)
-
-
-def denoising_example(
-    noise_sigma: float | tuple[float, float], augment: bool = True
-) -> MakeExample:
-    """Clean batch -> ``(noisy, clean)``, optionally flipped/rotated first. ``noise_sigma``
-    is one level or a ``(low, high)`` range drawn from per image."""
-    sigma_range = noise_range(noise_sigma)
-
-    def example(clean: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        if augment:
-            clean = random_flips_and_rotations(clean)
-        return add_gaussian_noise(clean, sigma_per_image(clean, sigma_range)), clean
-
-    return example
-
-
-def denoising_dataset(
-    images: np.ndarray,
-    *,
-    batch_size: int,
-    noise_sigma: float | tuple[float, float],
-    seed: int,
-    augment: bool = True,
-    **options: Any,
-) -> tf.data.Dataset:
-    """``(noisy, clean)`` batches; ``options`` go to :func:`training_dataset`."""
-    return training_dataset(
-        images,
-        batch_size=batch_size,
-        seed=seed,
-        make_example=denoising_example(noise_sigma, augment),
-        **options,
-    )
 
 
 def frozen_dataset(

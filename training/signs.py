@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from contract.layout import CLASSIFIER, REPORT_DIR
+from contract.metadata import InputSpec, signature_specs
+from contract.signatures import CLASSIFIER_OUTPUTS
 from training import reports, signs_trust
 from training.classifier import ClassifierConfig, build_classifier
 from training.custom_loop import (
@@ -25,11 +28,12 @@ from training.custom_loop import (
 from training.distribute import strategy_from_environment, worker_folder
 from training.export import write_version
 from training.progress import JobProgress
+from training.signatures import save_classifier
 from training.signs_data import CLASS_NAMES, SignsData, SignsSplits, load_signs
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "signs_classifier"
+MODEL_NAME = CLASSIFIER
 DEFAULT_IMAGE_SIZE = 64
 QUICK_EPOCHS = 3
 QUICK_IMAGES_PER_CLASS = 30  # of the training split; validation and test stay whole
@@ -111,9 +115,9 @@ def train_signs(
     }
 
     def write_payload(folder: Path) -> None:
-        export_saved_model(model, image_size, folder, trust)
-        write_report(folder / "report", metadata, metrics, result)
-        signs_trust.write_plots(folder / "report", calibration_block, ood_block, ood_scores)
+        save_classifier(model, image_size, folder, trust)
+        write_report(folder / REPORT_DIR, metadata, metrics, result)
+        signs_trust.write_plots(folder / REPORT_DIR, calibration_block, ood_block, ood_scores)
 
     # In a multi-worker run only the chief exports into out_dir; the others into scratch.
     version_dir = write_version(
@@ -123,46 +127,6 @@ def train_signs(
     with contextlib.suppress(OSError):  # drop the parent too, unless other runs use it
         checkpoint_dir.parent.rmdir()
     return version_dir
-
-
-class ServingModule(tf.Module):
-    """What the SavedModel holds: the model and one fixed-shape signature.
-
-    With ``trust`` the probabilities are temperature-scaled and an ``ood_score`` output is
-    added (training/signs_trust.py); without it the signature is the plain softmax.
-    """
-
-    def __init__(
-        self,
-        model: tf.keras.Model,
-        image_size: int,
-        trust: signs_trust.ClassifierTrust | None = None,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.trust = trust
-        spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
-        self.serve = tf.function(self._probabilities, input_signature=[spec])
-
-    def _probabilities(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        if self.trust is None:
-            return {"probabilities": tf.nn.softmax(self.model(images, training=False))}
-        maps = signs_trust.feature_maps(self.model, images)
-        logits = signs_trust.logits_from(self.model, maps)
-        return {
-            "probabilities": tf.nn.softmax(logits / self.trust.temperature),
-            "ood_score": self.trust.score(maps),
-        }
-
-
-def export_saved_model(
-    model: tf.keras.Model,
-    image_size: int,
-    folder: Path,
-    trust: signs_trust.ClassifierTrust | None = None,
-) -> None:
-    module = ServingModule(model, image_size, trust)
-    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
 
 
 def evaluation_metrics(
@@ -196,14 +160,8 @@ def build_metadata(run: SignsRun, splits: SignsSplits, metrics: dict[str, Any]) 
     size = run.image_size
     separate_test = splits.test.source != splits.train.source
     return {
-        "input": {
-            "height": size,
-            "width": size,
-            "channels": 3,
-            "dtype": "float32",
-            "scale": "pixel / 255",
-        },
-        "signatures": {"serving_default": {"input": "images", "output": "probabilities"}},
+        "input": InputSpec.square(size),
+        "signatures": signature_specs(CLASSIFIER_OUTPUTS),
         "class_names": CLASS_NAMES,
         "data": {
             "source": run.source,

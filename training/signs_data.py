@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
+from contract.pixels import rgb_pixels
 from training.errors import DataError
 from training.images import UnreadableImageError, decode_rgb
 
@@ -204,9 +205,9 @@ def _label_from_name(path: Path) -> int:
 
 
 def _resize_all(images: np.ndarray, image_size: int) -> np.ndarray:
-    """HDF5 images are already uint8 RGB; resize (bilinear, like decode_rgb) only if needed."""
+    """HDF5 images are already uint8 RGB; resized as ``contract.pixels`` does, if needed."""
     if images.shape[1:3] == (image_size, image_size):
         return images
-    size = (image_size, image_size)
-    resample = Image.Resampling.BILINEAR
-    return np.stack([np.asarray(Image.fromarray(image).resize(size, resample)) for image in images])
+    return np.stack(
+        [rgb_pixels(Image.fromarray(image), image_size, image_size) for image in images]
+    )

@@ -22,6 +22,8 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 
 def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "other"
+
+
 _WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SHED_REASONS = (QueueFullError.reason, DeadlineExceededError.reason, ClientDisconnectedError.reason)
 

@@ -13,8 +13,9 @@ from fastapi import HTTPException, Request, UploadFile
 from app.core import tracing
 from app.core.deadline import Deadline
 from app.core.errors import DeadlineExceededError, PayloadTooLargeError
-from app.core.imaging import DecodeLimits, claimed_pixels, decode_for_model, to_model_input
+from app.core.imaging import DecodeLimits, claimed_pixels, decode_for_model
 from app.settings import Settings
+from contract.pixels import model_input
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def decode_limits(settings: Settings) -> DecodeLimits:
 def prepare(data: bytes, filename: str, settings: Settings, height: int, width: int) -> ModelInput:
     """Decode and resize one upload (Pillow work: run it in a worker thread)."""
     decoded = decode_for_model(data, filename, decode_limits(settings), (width, height))
-    return ModelInput(filename, decoded.original_size, to_model_input(decoded.image, height, width))
+    return ModelInput(filename, decoded.original_size, model_input(decoded.image, height, width))
 
 
 async def require_one_file(request: Request) -> None:

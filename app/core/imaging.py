@@ -1,4 +1,6 @@
-"""Turn untrusted upload bytes into the RGB arrays the models expect, with limits checked first.
+"""Turn untrusted upload bytes into RGB images, with limits checked first.
+
+Mode conversion and scaling to the model input are ``contract.pixels``, shared with training.
 
 Every function here is plain (no HTTP, no TensorFlow) and raises ``ServiceError`` subclasses,
 so the robustness tests and benchmarks can call them directly.
@@ -15,11 +17,11 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from app.core.errors import BadImageError, PayloadTooLargeError, UnsupportedImageError
+from contract.pixels import to_rgb
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 _JPEG_FORMATS = ("JPEG", "MPO")  # Pillow opens a multi-picture phone photo as MPO
 _AXIS_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF: transposed or rotated by 90 degrees
-_HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # JPEG markers that stand alone (no length field): TEM and the restart markers RST0-RST7.
 _STANDALONE_MARKERS = frozenset((0x01, *range(0xD0, 0xD8)))
 _START_OF_SCAN, _END_OF_IMAGE = 0xDA, 0xD9
@@ -140,7 +142,7 @@ def decode_for_model(
             image.load()
             if orientation != 1:  # skip exif_transpose's copy of an upright image
                 image = ImageOps.exif_transpose(image)
-            return DecodedImage(_to_rgb(image), original_size)
+            return DecodedImage(to_rgb(image), original_size)
         except Image.DecompressionBombError as error:
             raise _too_many_pixels(filename, limits.max_pixels, error) from error
         except (OSError, SyntaxError, ValueError, EOFError, ZeroDivisionError) as error:
@@ -212,35 +214,6 @@ def _claimed_format(data: bytes) -> str | None:
 def _too_many_pixels(filename: str, max_pixels: int, cause: object) -> PayloadTooLargeError:
     """One message whether our check or Pillow's own bomb guard caught it first."""
     return PayloadTooLargeError(f"{filename}: image exceeds the {max_pixels} pixel limit ({cause})")
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any mode to RGB the way training does: 16-bit scaled down, alpha over black.
-
-    16-bit and 32-bit integer pixels are scaled by integer division (``x // 257`` equals the
-    truncated ``x / 257``) in place, so no float64 copy of a large image is ever made.
-    """
-    if image.mode in _HIGH_BIT_DEPTH_MODES:
-        array = np.array(image)  # one copy, in the image's own integer or float32 type
-        if image.mode != "F":
-            array //= 257
-        np.clip(array, 0, 255, out=array)
-        image = Image.fromarray(array.astype(np.uint8))
-    has_transparency = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info
-    )
-    if has_transparency:
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, image)
-    return image.convert("RGB")
-
-
-def to_model_input(image: Image.Image, height: int, width: int) -> np.ndarray:
-    """``(height, width, 3)`` float32 in ``[0, 1]``, resized bilinearly as in training."""
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.float32) / 255.0
 
 
 def fit_within(size: tuple[int, int], max_side: int) -> tuple[int, int]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from app.core.errors import InvalidModelError, ModelUnavailableError
 from app.core.runtime import read_metadata
+from contract.layout import GALLERY_FILE, GALLERY_IMAGES_FILE, INDEX_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -155,19 +156,19 @@ class GalleryIndex:
 
 def load_index(folder: Path) -> GalleryIndex:
     """Load and cross-check one index version; any inconsistency refuses the whole version."""
-    metadata = read_metadata(folder)
+    metadata = read_metadata(folder).model_dump()
     # One query is small: OpenMP threads only contend with the server's other threads
     # (measured p99 of one exact query on a busy 2-core machine: 215-489 ms vs 2-8 ms).
     faiss.omp_set_num_threads(1)
     try:
-        check_index_file(folder / "index.faiss")
-        index = faiss.read_index(str(folder / "index.faiss"))
-        check_gallery_archive(folder / "gallery.npz", int(index.ntotal))
-        with np.load(folder / "gallery.npz", allow_pickle=False) as gallery:
+        check_index_file(folder / INDEX_FILE)
+        index = faiss.read_index(str(folder / INDEX_FILE))
+        check_gallery_archive(folder / GALLERY_FILE, int(index.ntotal))
+        with np.load(folder / GALLERY_FILE, allow_pickle=False) as gallery:
             ids = gallery["ids"].astype(np.int64)
             labels = gallery["labels"].astype(str)
             offsets = gallery["offsets"].astype(np.int64)
-        images = GalleryImages(folder / "gallery_images.bin", int(folder.name))
+        images = GalleryImages(folder / GALLERY_IMAGES_FILE, metadata["version"])
     except (OSError, RuntimeError, KeyError, ValueError, zipfile.BadZipFile) as error:
         logger.error("%s: cannot read index files: %s", folder, error)
         raise InvalidModelError(
@@ -190,7 +191,7 @@ def load_index(folder: Path) -> GalleryIndex:
     if problems:
         raise InvalidModelError(f"{folder}: " + "; ".join(problems))
     return GalleryIndex(
-        version=int(folder.name),
+        version=metadata["version"],
         folder=folder,
         metadata=metadata,
         index=index,

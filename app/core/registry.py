@@ -29,12 +29,11 @@ from app.core.labels import (
     write_labels,
 )
 from app.core.runtime import LoadedModel, load_autoencoder, load_classifier, settle_heap
+from contract import layout
+from contract.layout import AUTOENCODER, CLASSIFIER, INDEX
 
 logger = logging.getLogger(__name__)
 
-CLASSIFIER = "signs_classifier"
-AUTOENCODER = "malaria_autoencoder"
-INDEX = "malaria_index"
 COMPONENTS = (CLASSIFIER, AUTOENCODER, INDEX)
 
 Servable = LoadedModel | GalleryIndex
@@ -108,16 +107,6 @@ class ModelSet:
         """The version of ``name`` a request uses (see ``ModelVersions.select``); None when
         none is loaded. Raises ``NotFoundError`` (404) for a pin that is not loaded."""
         return self.versions.get(name, ModelVersions()).select(name, version, label, draw())
-
-
-def available_versions(root: Path) -> list[int]:
-    """Complete version folders under ``root``, newest first (hidden ``.tmp-*`` ignored)."""
-    if not root.is_dir():
-        return []
-    return sorted(
-        (int(path.name) for path in root.iterdir() if path.is_dir() and path.name.isdigit()),
-        reverse=True,
-    )
 
 
 class _EncoderNotReadyError(Exception):
@@ -285,7 +274,7 @@ class ModelRegistry:
         root = self.model_dir / name
         loaded = self._loaded[name]
         labelled = set(self._labels[name].versions.values())
-        candidates = sorted(set(available_versions(root)) | set(loaded), reverse=True)
+        candidates = sorted(set(layout.versions(root)) | set(loaded), reverse=True)
         if not candidates:
             self.problems[name] = f"no version folder under MODEL_DIR/{name}"
         kept: dict[int, Servable] = {}

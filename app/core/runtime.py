@@ -1,15 +1,15 @@
 """TensorFlow side of serving: pick the device, load one SavedModel version, call signatures.
 
 Only the SavedModel and its ``metadata.json`` are read (the training code is never imported).
-A version is validated before it may serve: metadata sane, signatures present, and a dummy
-batch through every signature yields the shapes the metadata promises.
+A version is validated before it may serve: metadata fitting ``contract.metadata``,
+signatures present, and a dummy batch through every signature yields the shapes the
+metadata promises.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,15 +23,19 @@ from tensorflow.python.framework import op_def_registry
 
 from app.core.errors import InvalidModelError
 from app.core.ood import OodCheck, read_ood_check
+from contract import metadata as contract_metadata
+from contract.signatures import (
+    AUTOENCODER_SERVED,
+    CLASSIFIER_OUTPUTS,
+    CLASSIFY,
+    DENOISE,
+    ENCODE,
+    INPUT,
+)
 
 logger = logging.getLogger(__name__)
 
-METADATA_FILE = "metadata.json"
-_VALIDATION_BATCH = 2
-# Bounds checked before anything is loaded or allocated: a dummy batch at the declared input
-# size runs through every signature, and 8000x8000 took 28 s and 6 GB to validate.
-MAX_INPUT_SIDE = 1024
-MAX_METADATA_BYTES = 1024 * 1024
+_VALIDATION_BATCH = 2  # contract.metadata bounds the input size this batch is made at
 # What a serving signature's graph may contain besides stateless maths: reading its
 # variables, calling its own functions, branching, looping and asserting. Any other stateful
 # op (file writes, checkpoint save/restore, prints, readers, datasets, tables, variable
@@ -90,38 +94,12 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def read_metadata(folder: Path) -> dict[str, Any]:
-    path = folder / METADATA_FILE
+def read_metadata(folder: Path) -> contract_metadata.VersionMetadata:
+    """The version's metadata, validated by the schema training wrote it with."""
     try:
-        with path.open("rb") as file:
-            text = file.read(MAX_METADATA_BYTES + 1)
-        if len(text) > MAX_METADATA_BYTES:
-            raise InvalidModelError(f"{path}: larger than {MAX_METADATA_BYTES} bytes")
-        metadata = json.loads(text)
-    except FileNotFoundError as error:
-        raise InvalidModelError(f"{folder}: {METADATA_FILE} is missing") from error
-    except (OSError, ValueError) as error:
-        raise InvalidModelError(f"{path}: unreadable JSON: {error}") from error
-    if not isinstance(metadata, dict):
-        raise InvalidModelError(f"{path}: expected a JSON object")
-    return metadata
-
-
-def input_size(metadata: dict[str, Any], folder: Path) -> tuple[int, int]:
-    """``(height, width)`` from the metadata's ``input`` block, checked against the contract."""
-    spec = metadata.get("input")
-    if not isinstance(spec, dict):
-        raise InvalidModelError(f"{folder}: metadata has no 'input' object")
-    height, width = spec.get("height"), spec.get("width")
-    if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
-        raise InvalidModelError(f"{folder}: input height/width must be positive integers")
-    if max(height, width) > MAX_INPUT_SIDE:
-        raise InvalidModelError(
-            f"{folder}: input {height}x{width} is over the {MAX_INPUT_SIDE} px limit per side"
-        )
-    if spec.get("channels", 3) != 3:
-        raise InvalidModelError(f"{folder}: input channels must be 3, got {spec.get('channels')}")
-    return height, width
+        return contract_metadata.read_metadata(folder)
+    except contract_metadata.MetadataError as error:
+        raise InvalidModelError(str(error)) from error
 
 
 @dataclass
@@ -181,7 +159,8 @@ class LoadedModel:
     def run(self, signature: str, images: np.ndarray) -> np.ndarray:
         """Call ``signature`` on a ``[batch, H, W, 3]`` float32 batch; returns its output array."""
         with tf.device(self.device):
-            result = self.signatures[signature](images=tf.convert_to_tensor(images, tf.float32))
+            tensor = tf.convert_to_tensor(images, tf.float32)
+            result = self.signatures[signature](**{INPUT: tensor})
         return result[self.outputs[signature]].numpy()
 
     def describe(self) -> dict[str, Any]:
@@ -206,16 +185,10 @@ class LoadedModel:
 def load_model(folder: Path, device: str, required_signatures: dict[str, str]) -> LoadedModel:
     """Load and validate ``folder``; ``required_signatures`` maps signature -> output key."""
     metadata = read_metadata(folder)
-    name, version = folder.parent.name, int(folder.name)
-    if metadata.get("name") != name or metadata.get("version") != version:
-        raise InvalidModelError(
-            f"{folder}: metadata names {metadata.get('name')!r} version "
-            f"{metadata.get('version')!r}, expected {name!r} version {version}"
-        )
-    height, width = input_size(metadata, folder)
-    declared = metadata.get("signatures") or {}
+    if not isinstance(metadata, contract_metadata.SavedModelMetadata):
+        raise InvalidModelError(f"{folder}: {metadata.name} is not a SavedModel")
     outputs = {
-        signature: (declared.get(signature) or {}).get("output", default_output)
+        signature: metadata.output_of(signature, default_output)
         for signature, default_output in required_signatures.items()
     }
     try:
@@ -236,18 +209,19 @@ def load_model(folder: Path, device: str, required_signatures: dict[str, str]) -
                 f"{folder}: signature {signature} uses ops a serving model may not: "
                 + ", ".join(forbidden)
             )
+    fields = metadata.model_dump()
     return LoadedModel(
-        name=name,
-        version=version,
+        name=metadata.name,
+        version=metadata.version,
         folder=folder,
-        metadata=metadata,
-        height=height,
-        width=width,
+        metadata=fields,
+        height=metadata.input.height,
+        width=metadata.input.width,
         device=device,
         signatures={signature: saved_model.signatures[signature] for signature in outputs},
         outputs=outputs,
         _saved_model=saved_model,
-        ood=read_ood_check(metadata, folder),
+        ood=read_ood_check(fields, folder),
     )
 
 
@@ -317,15 +291,9 @@ def check_scores(model: LoadedModel, signature: str, batch: np.ndarray) -> None:
 
 def load_classifier(folder: Path, device: str) -> LoadedModel:
     """A classifier version: ``serving_default`` gives one probability row per image."""
-    model = load_model(folder, device, {"serving_default": "probabilities"})
-    class_names = model.metadata.get("class_names")
-    if not (
-        isinstance(class_names, list)
-        and class_names
-        and all(isinstance(name, str) for name in class_names)
-    ):
-        raise InvalidModelError(f"{folder}: metadata class_names must be a list of strings")
-    probabilities = dummy_outputs(model)["serving_default"]
+    model = load_model(folder, device, CLASSIFIER_OUTPUTS)
+    class_names = model.metadata["class_names"]  # a non-empty list of strings: validated
+    probabilities = dummy_outputs(model)[CLASSIFY]
     if probabilities.shape[1:] != (len(class_names),):
         raise InvalidModelError(
             f"{folder}: {probabilities.shape[1:]} outputs for {len(class_names)} class names"
@@ -337,18 +305,16 @@ def load_classifier(folder: Path, device: str) -> LoadedModel:
 
 def load_autoencoder(folder: Path, device: str) -> LoadedModel:
     """An autoencoder version: ``denoise`` keeps the input shape, ``encode`` gives code_dim."""
-    model = load_model(folder, device, {"denoise": "images", "encode": "codes"})
-    code_dim = model.metadata.get("code_dim")
-    if not (isinstance(code_dim, int) and code_dim > 0):
-        raise InvalidModelError(f"{folder}: metadata code_dim must be a positive integer")
+    model = load_model(folder, device, AUTOENCODER_SERVED)
+    code_dim = model.metadata["code_dim"]  # a positive integer: validated
     outputs = dummy_outputs(model)
-    if outputs["denoise"].shape[1:] != (model.height, model.width, 3):
+    if outputs[DENOISE].shape[1:] != (model.height, model.width, 3):
         raise InvalidModelError(
-            f"{folder}: denoise returns {outputs['denoise'].shape[1:]}, "
+            f"{folder}: denoise returns {outputs[DENOISE].shape[1:]}, "
             f"expected {(model.height, model.width, 3)}"
         )
-    if outputs["encode"].shape[1:] != (code_dim,):
+    if outputs[ENCODE].shape[1:] != (code_dim,):
         raise InvalidModelError(
-            f"{folder}: encode returns {outputs['encode'].shape[1:]}, metadata code_dim {code_dim}"
+            f"{folder}: encode returns {outputs[ENCODE].shape[1:]}, metadata code_dim {code_dim}"
         )
     return model

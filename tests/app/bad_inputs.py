@@ -100,10 +100,13 @@ def real_images() -> list[tuple[str, bytes, str]]:
     ]
 
 
-def rejected_uploads(max_upload_bytes: int) -> list[Case]:
+def rejected_uploads(max_upload_bytes: int, max_image_pixels: int) -> list[Case]:
     """Requests that every upload endpoint must refuse with the given 4xx status."""
     jpeg = image_bytes("JPEG", size=(200, 150))
     png = image_bytes("PNG", size=(200, 150))
+    if max_image_pixels < 200 * 150:
+        raise ValueError("make max_image_pixels at least 200 x 150 for this corpus")
+    one_row_too_many = image_bytes("PNG", size=(max_image_pixels // 100, 101))
     corrupt_png = png_with_corrupt_pixels()
     header_only_png = png[: len(PNG_SIGNATURE) + 25]  # signature + IHDR chunk, no pixel data
     oversized_bmp = image_bytes("BMP", size=(400, 400))
@@ -112,14 +115,17 @@ def rejected_uploads(max_upload_bytes: int) -> list[Case]:
     multipart = {"headers": {"Content-Type": "multipart/form-data; boundary=corpus"}}
     return [
         Case("no body at all", {}, 422, "file"),
+        Case("file under another field name", {"files": {"image": ("x.png", png)}}, 422, "file"),
         Case("zero-byte file", upload(b"", "empty.png"), 400, "empty.png: the file is empty"),
         Case("text named .png", upload(b"just some notes\n", "notes.png"), 415, "notes.png"),
         Case("SVG named .png", upload(b"<svg xmlns='http://www.w3.org/2000/svg'/>"), 415, "format"),
         Case("truncated JPEG", upload(jpeg[: len(jpeg) // 2], "cut.jpg"), 400, "cut.jpg"),
+        Case("PNG cut in half", upload(png[: len(png) // 2], "half.png"), 400, "half.png"),
         Case("PNG cut after its header", upload(header_only_png, "cut.png"), 400, "cut.png"),
         Case("PNG with corrupt pixels", upload(corrupt_png, "rot.png"), 400, "rot.png"),
         Case("JPEG marker then noise", upload(jpeg[:4] + bytes(range(256)) * 4), 400, "JPEG"),
         Case("20000x20000 PNG bomb", upload(png_bomb(), "bomb.png"), 413, "pixel limit"),
+        Case("one row over the pixel limit", upload(one_row_too_many), 413, "pixel limit"),
         Case("real image over the byte limit", upload(oversized_bmp, "big.bmp"), 413, "limit"),
         Case("form field instead of a file", {"data": {"file": "not a file"}}, 422, "UploadFile"),
         Case("JSON body", {"json": {"file": "aGVsbG8="}}, 422, "file"),

@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from app.main import create_app
-from app.settings import Settings
 from benchmarks.servers import UvicornServer
+from tests.app.helpers import BATCH_WAIT_MS, AppClientFactory, running_client, settings_for
 from tests.app.model_files import copy_models
-
-BATCH_WAIT_MS = 3000  # a request waits this long in the batcher: long enough to SIGTERM it
-
-AppClientFactory = Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-@contextlib.asynccontextmanager
-async def running_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the lifespan (model loading, batchers) around an in-process httpx client."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cellsign") as client:
-            yield client
-
-
-def settings_for(model_dir: Path, **overrides: Any) -> Settings:
-    """Settings for tests: no background polling unless a test asks for it."""
-    defaults: dict[str, Any] = {"reload_interval_s": 0, "device": "cpu"}
-    return Settings(model_dir=model_dir, **{**defaults, **overrides})
 
 
 @pytest.fixture
@@ -76,17 +54,3 @@ def uvicorn_server(quick_models: Path, tmp_path: Path) -> Iterator[UvicornServer
     }
     with UvicornServer("app.main:app", env, tmp_path / "uvicorn.log", "/readyz") as server:
         yield server
-
-
-def logged_errors(log_path: Path) -> list[str]:
-    """Python and uvicorn error records (``ERROR:...``) and tracebacks in a server's log:
-    a lifespan shutdown that fails or raises shows up here."""
-    lines = log_path.read_text().splitlines()
-    return [line for line in lines if line.startswith(("ERROR:", "Traceback"))]
-
-
-def started(server: UvicornServer) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """The running server's process, base URL and log file."""
-    if server.process is None:
-        raise RuntimeError("the server fixture did not start uvicorn")
-    return server.process, server.base_url, server.log_path

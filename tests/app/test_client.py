@@ -14,7 +14,7 @@ from PIL import Image
 
 from app.client import CellsignClient, CellsignError, main
 from app.main import create_app
-from tests.app.conftest import settings_for
+from tests.app.helpers import settings_for
 from tests.app.samples import image_bytes
 
 Handler = Callable[[httpx.Request], httpx.Response]

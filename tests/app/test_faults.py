@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.core.registry import ModelRegistry
-from tests.app.conftest import AppClientFactory
+from tests.app.helpers import AppClientFactory
 from tests.app.model_files import corrupt_saved_model, edit_metadata, rebuild_index_with_dimension
 
 pytestmark = pytest.mark.anyio

@@ -121,7 +121,8 @@ def test_hostile_version_folders_are_refused_quickly_and_the_old_ones_keep_servi
         for name, entries in models["refused"].items()
         for entry in entries
     }
-    assert "over the 1024 px limit" in reasons["signs_classifier", 2]
+    huge_input_reason = reasons["signs_classifier", 2]
+    assert "input.height: Input should be less than or equal to 1024" in huge_input_reason
     assert "WriteFile" in reasons["signs_classifier", 3]
     assert "header claims" in reasons["malaria_index", 2]
     assert "labels.npy unpacks to" in reasons["malaria_index", 3]

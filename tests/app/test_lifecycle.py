@@ -18,7 +18,7 @@ import pytest
 
 from benchmarks.payloads import multipart_body
 from benchmarks.servers import UvicornServer
-from tests.app.conftest import BATCH_WAIT_MS, logged_errors, started
+from tests.app.helpers import BATCH_WAIT_MS, logged_errors, started
 from tests.app.samples import image_bytes
 
 ENDPOINTS = ("/classify", "/denoise", "/similar")

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.conftest import AppClientFactory
+from tests.app.helpers import AppClientFactory
 from tests.app.model_files import clone_version, corrupt_saved_model, rebuild_index_with_dimension
 from tests.app.samples import image_bytes
 

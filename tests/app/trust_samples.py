@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import SHARED_DATA
+from tests.paths import SHARED_DATA
 
 SIGNS_IMAGE = SHARED_DATA / "signs" / "train" / "0_IMG_5864.jpg"
 MALARIA_ZIP = SHARED_DATA / "malaria" / "cell_images.zip"

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import REPO_ROOT
 from benchmarks.report import SECTIONS
-from tests.conftest import SHARED_DATA
+from tests.paths import SHARED_DATA
 
 pytestmark = pytest.mark.slow
 

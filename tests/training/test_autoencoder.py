@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from training.autoencoder import build_autoencoder, symmetry_averaged_codes
-from training.malaria import bottleneck_summary, save_autoencoder
+from training.malaria import bottleneck_summary
+from training.signatures import save_autoencoder
 
 SIZE = 16
 

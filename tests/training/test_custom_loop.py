@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.training.dataset_graph import dataset_steps
 from training import custom_loop
 from training.classifier import ClassifierConfig, build_classifier
 from training.custom_loop import (
@@ -149,3 +150,11 @@ def test_only_the_chief_writes_into_the_real_folders(
     assert is_chief(strategy) is chief
     folder = worker_folder(strategy, Path("models"))
     assert (folder == Path("models")) is chief
+
+
+def test_classifier_batches_are_shuffled_before_batching_and_prefetched_last() -> None:
+    images, labels = _toy_data(8, 6)
+    dataset = make_dataset(images, labels, 4, shuffle_seed=0, augmenter=build_augmenter(seed=0))
+    steps = dataset_steps(dataset)
+    assert steps.index("ShuffleDatasetV3") < steps.index("BatchDatasetV2")
+    assert steps[-1] == "PrefetchDataset"

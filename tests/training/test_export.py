@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.registry import available_versions
-from training.export import METADATA_FILE, existing_versions, next_version, write_version
+from contract.layout import CLASSIFIER, METADATA_FILE, versions
+from contract.metadata import MetadataError, read_metadata
+from training.export import next_version, write_version
 
-NAME = "signs_classifier"
+NAME = "some_model"  # a name without its own schema: only the common fields are required
 
 
 def write_two_files(folder: Path) -> None:
@@ -36,7 +37,21 @@ def test_versions_are_numbered_in_order_with_full_metadata(tmp_path: Path) -> No
     assert (metadata["name"], metadata["version"]) == (NAME, 2)
     assert metadata["metrics"] == {"accuracy": 0.75}
     assert metadata["created"] and metadata["tensorflow_version"]
+    assert len(metadata["commit"]) == 40  # this checkout's git commit
     assert (second / "report" / "metrics.json").is_file()
+    assert read_metadata(second).metrics == {"accuracy": 0.75}  # what the server reads
+
+
+def test_metadata_that_breaks_the_contract_is_refused_before_any_file_is_written(
+    tmp_path: Path,
+) -> None:
+    def must_not_run(folder: Path) -> None:
+        raise AssertionError("the payload was written for metadata that cannot serve")
+
+    fields = {"input": {"height": 64, "width": 64}, "class_names": []}
+    with pytest.raises(MetadataError, match="class_names"):
+        write_version(tmp_path, CLASSIFIER, must_not_run, fields)
+    assert entries(tmp_path / CLASSIFIER) == []
 
 
 @pytest.mark.parametrize("interruption", [OSError("disk full"), KeyboardInterrupt()])
@@ -57,7 +72,7 @@ def test_a_payload_writer_failing_midway_leaves_no_version_and_no_temporary_fold
 
 def test_metadata_that_cannot_be_written_leaves_no_version(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="not JSON serialisable"):
-        write_version(tmp_path, NAME, write_two_files, {"data": object()})
+        write_version(tmp_path, NAME, write_two_files, {"data": {"x": object()}})
     assert entries(tmp_path / NAME) == []
 
 
@@ -81,7 +96,6 @@ def test_a_process_killed_midway_leaves_only_a_hidden_folder_nobody_loads(tmp_pa
     (leftover,) = entries(model_root)
     assert leftover.startswith(".tmp-")
     assert not (model_root / leftover / METADATA_FILE).exists()
-    assert existing_versions(model_root) == [] and next_version(model_root) == 1
-    assert available_versions(model_root) == []  # the server's registry ignores it too
+    assert versions(model_root) == [] and next_version(model_root) == 1  # serving lists alike
     assert write_version(tmp_path, NAME, write_two_files, {}).name == "1"
     assert entries(model_root) == ["1"]  # the next export removed the dead writer's folder

@@ -11,9 +11,8 @@ import tensorflow as tf
 from training import ood
 from training.autoencoder import build_autoencoder
 from training.classifier import ClassifierConfig, build_classifier
-from training.malaria import save_autoencoder
 from training.malaria_ood import CellScore, candidate_scores
-from training.signs import export_saved_model
+from training.signatures import save_autoencoder, save_classifier
 from training.signs_trust import ClassifierTrust, feature_maps, features, logits_from
 
 SMALL = ClassifierConfig(filters=(8, 16), dense_units=16, dropout=0.0)
@@ -26,7 +25,7 @@ def test_classifier_export_divides_logits_by_t_and_scores_the_features(tmp_path:
     train = rng.random((60, 16, 16, 3), dtype=np.float32)
     fit = ood.fit_mahalanobis(features(feature_maps(model, train)).numpy(), np.arange(60) % 6)
     trust = ClassifierTrust(temperature=0.5, fit=fit)
-    export_saved_model(model, 16, tmp_path, trust)
+    save_classifier(model, 16, tmp_path, trust)
     serve = tf.saved_model.load(str(tmp_path)).signatures["serving_default"]
     images = rng.random((4, 16, 16, 3), dtype=np.float32)
     exported = serve(images=tf.constant(images))

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.servers import UvicornServer
-from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.paths import REPO_ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.browser
 

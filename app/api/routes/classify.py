@@ -12,6 +12,7 @@ from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import ClassifyResponse, ModelRef, Prediction
 from app.core.registry import CLASSIFIER
+from contract.signatures import CLASSIFY
 
 router = APIRouter(tags=["inference"])
 
@@ -34,7 +35,7 @@ async def classify(
     """
     model = choose(service, models, CLASSIFIER, pin)
     response.headers[MODEL_VERSION_HEADER] = str(model.version)
-    inputs, rows = await run_model(inference, "classify", model, "serving_default", files)
+    inputs, rows = await run_model(inference, "classify", model, CLASSIFY, files)
     rows, verdicts = assess(service, model, [item.filename for item in inputs], rows)
     class_names: list[str] = model.metadata["class_names"]
     predictions = []

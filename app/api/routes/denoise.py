@@ -18,6 +18,7 @@ from app.api.uploads import require_one_file
 from app.core import tracing
 from app.core.imaging import fit_within, to_png
 from app.core.registry import AUTOENCODER
+from contract.signatures import DENOISE
 
 router = APIRouter(tags=["inference"])
 
@@ -69,7 +70,7 @@ async def denoise(
     ``X-In-Distribution`` and ``X-OOD-Score`` headers on the PNG.
     """
     model = choose(service, models, AUTOENCODER, pin)
-    (item,), rows = await run_model(inference, "denoise", model, "denoise", [file])
+    (item,), rows = await run_model(inference, "denoise", model, DENOISE, [file])
     (output,), (verdict,) = assess(service, model, [item.filename], rows)
     output_size = (
         fit_within(item.original_size, service.settings.denoise_max_side)

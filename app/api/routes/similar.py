@@ -21,6 +21,7 @@ from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import IndexRef, ModelRef, Neighbour, SimilarResponse
 from app.api.uploads import require_one_file
 from app.core.registry import INDEX
+from contract.signatures import ENCODE
 
 router = APIRouter(tags=["inference"])
 
@@ -61,7 +62,7 @@ async def similar(
     response.headers[INDEX_VERSION_HEADER] = str(index.version)
     # A gallery id means a cell of this index version; link to that version unless default.
     query = "" if index is models.index else f"?version={index.version}"
-    (item,), rows = await run_model(inference, "encode", encoder, "encode", [file])
+    (item,), rows = await run_model(inference, "encode", encoder, ENCODE, [file])
     (code,), (verdict,) = assess(service, encoder, [item.filename], rows)
     neighbours = await run_in_threadpool(index.search, code, k)
     return SimilarResponse(

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.access_log import ACCESS_LOGGER
 from app.main import create_app
-from tests.app.conftest import AppClientFactory, running_client, settings_for
+from tests.app.helpers import AppClientFactory, running_client, settings_for
 from tests.app.samples import image_bytes
 from tests.app.spans import INCOMING_TRACE_ID, TRACEPARENT
 

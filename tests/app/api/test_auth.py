@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.conftest import AppClientFactory
+from tests.app.helpers import AppClientFactory
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from app.api.cors import ALLOWED_HEADERS
 from app.settings import Settings
-from tests.app.conftest import AppClientFactory
+from tests.app.helpers import AppClientFactory
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.app.samples import image_bytes
-from tests.conftest import SHARED_DATA
+from tests.paths import SHARED_DATA
 
 pytestmark = pytest.mark.anyio
 

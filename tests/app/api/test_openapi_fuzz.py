@@ -22,7 +22,7 @@ from schemathesis.python.asgi import shutdown_lifespans
 from app.api.admission import TIMEOUT_HEADER
 from app.main import create_app
 from app.settings import Settings
-from tests.app.conftest import settings_for
+from tests.app.helpers import settings_for
 from tests.app.model_files import copy_models
 from tests.app.samples import image_bytes
 

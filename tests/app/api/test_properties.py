@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from app.main import create_app
-from tests.app.conftest import running_client, settings_for
+from tests.app.helpers import running_client, settings_for
 from tests.app.samples import image_bytes
 
 pytestmark = pytest.mark.anyio

@@ -1,111 +1,185 @@
-"""Bad input gets a 4xx JSON ``detail`` (never a 5xx) and the server keeps serving."""
+"""Bad input gets a 4xx JSON ``detail`` (never a 5xx) and the server keeps serving.
+
+One app with small limits serves every case, so each limit is cheap to cross. After each
+corpus request the server must still be ready and no error may have been logged (the
+catch-all 500 handler logs a traceback, so a silent bug would show up there too).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.main import create_app
-from tests.app.conftest import running_client, settings_for
+from tests.app.bad_inputs import Case, real_images, rejected_uploads, upload
+from tests.app.helpers import AppClientFactory, running_client, settings_for
 from tests.app.samples import image_bytes
 
 pytestmark = pytest.mark.anyio
 
-LIMITS = {
-    "max_upload_bytes": 30_000,
-    "max_image_pixels": 100 * 100,
-    "max_files_per_request": 3,
-    "max_k": 10,
-}
+ENDPOINTS = ("/classify", "/denoise", "/similar")
+SINGLE_FILE_ENDPOINTS = ("/denoise", "/similar")
+MAX_UPLOAD_BYTES = 200_000
+MAX_IMAGE_PIXELS = 200 * 200
+MAX_FILES = 3
+MAX_K = 10
+BEYOND_THE_BODY_LIMIT = MAX_UPLOAD_BYTES * (MAX_FILES + 1) + 200_000
+JSON = {"Accept": "application/json"}
 
 
 @pytest.fixture(scope="module")
-async def strict(quick_models: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """An app with small limits, so every limit is cheap to cross."""
-    async with running_client(create_app(settings_for(quick_models, **LIMITS))) as client:
+def app(quick_models: Path) -> FastAPI:
+    limits = {
+        "max_upload_bytes": MAX_UPLOAD_BYTES,
+        "max_image_pixels": MAX_IMAGE_PIXELS,
+        "max_files_per_request": MAX_FILES,
+        "max_k": MAX_K,
+    }
+    return create_app(settings_for(quick_models, **limits))
+
+
+@pytest.fixture(scope="module")
+async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_client(app) as client:
         yield client
 
 
-def one_file(data: bytes, filename: str = "x.png") -> dict:
-    return {"file": (filename, data)}
-
-
-async def expect(response: httpx.Response, status: int, fragment: str) -> None:
-    assert response.status_code == status, response.text
+def expect(response: httpx.Response, status: int, fragment: str = "") -> None:
+    """The answer has ``status``, is JSON, and its non-empty ``detail`` names ``fragment``."""
+    assert response.status_code == status, response.text[:300]
     assert response.headers["content-type"] == "application/json"
-    assert fragment in str(response.json()["detail"])
+    detail = response.json()["detail"]
+    assert detail, "empty detail"
+    assert fragment in str(detail), detail
 
 
-@pytest.mark.parametrize("path", ["/classify", "/denoise", "/similar"])
-async def test_text_is_415_and_truncated_image_is_400(strict: httpx.AsyncClient, path: str) -> None:
-    await expect(await strict.post(path, files=one_file(b"plain text", "a.txt")), 415, "a.txt")
-    whole = image_bytes("PNG", size=(90, 90))
-    truncated = whole[: len(whole) // 2]
-    await expect(await strict.post(path, files=one_file(truncated, "t.png")), 400, "t.png")
+async def expect_still_ready(client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+    assert (await client.get("/readyz")).status_code == 200
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert not errors, [record.getMessage() for record in errors]
 
 
-async def test_empty_file_is_400(strict: httpx.AsyncClient) -> None:
-    await expect(await strict.post("/classify", files=one_file(b"", "e.png")), 400, "empty")
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize(
+    "case", rejected_uploads(MAX_UPLOAD_BYTES, MAX_IMAGE_PIXELS), ids=lambda case: case.name
+)
+async def test_bad_upload_is_a_4xx_with_a_clear_detail(
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, path: str, case: Case
+) -> None:
+    expect(await api.post(path, **case.request), case.status, case.fragment)
+    await expect_still_ready(api, caplog)
 
 
-async def test_file_over_the_byte_limit_is_413(strict: httpx.AsyncClient) -> None:
-    big = image_bytes("BMP", size=(99, 99)) + b"\0" * 30_000
-    await expect(await strict.post("/classify", files=one_file(big, "big.bmp")), 413, "bytes")
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize(
+    ("data", "filename"),
+    [(data, filename) for _, data, filename in real_images()],
+    ids=[name for name, _, _ in real_images()],
+)
+async def test_real_image_in_any_shape_mode_or_name_is_served(
+    api: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    data: bytes,
+    filename: str,
+) -> None:
+    response = await api.post(path, **upload(data, filename), headers=JSON)
+    assert response.status_code == 200, response.text[:300]
+    body = response.json()
+    if path == "/classify":
+        assert body["predictions"][0]["filename"] == filename
+    elif path == "/denoise":
+        assert body["image_base64"]
+    else:
+        assert len(body["results"]) == 5
+    await expect_still_ready(api, caplog)
 
 
-async def test_body_over_the_request_limit_is_413(strict: httpx.AsyncClient) -> None:
-    huge = b"\0" * (30_000 * 3 + 200_000)
-    response = await strict.post("/classify", files=one_file(huge))
-    assert response.status_code == 413
-    assert response.json()["detail"]
+async def test_body_over_the_request_limit_is_413(api: httpx.AsyncClient) -> None:
+    response = await api.post("/classify", **upload(b"\0" * BEYOND_THE_BODY_LIMIT))
+    expect(response, 413, "byte limit")
 
 
 async def test_streamed_body_without_length_is_cut_off_at_the_limit_with_413(
-    strict: httpx.AsyncClient,
+    api: httpx.AsyncClient,
 ) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
-        for _ in range(40):
+        for _ in range(BEYOND_THE_BODY_LIMIT // 10_000):
             yield b"\0" * 10_000
 
-    response = await strict.post(
+    response = await api.post(
         "/classify", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=b"}
     )
-    assert response.status_code == 413
-    assert "byte limit" in response.json()["detail"]
+    expect(response, 413, "byte limit")
 
 
-async def test_image_over_the_pixel_limit_is_413(strict: httpx.AsyncClient) -> None:
-    wide = image_bytes("PNG", size=(101, 100))
-    await expect(await strict.post("/denoise", files=one_file(wide)), 413, "pixel limit")
+async def test_too_many_files_is_413(api: httpx.AsyncClient) -> None:
+    files = [("file", (f"{n}.png", image_bytes())) for n in range(MAX_FILES + 1)]
+    expect(await api.post("/classify", files=files), 413, f"at most {MAX_FILES}")
 
 
-async def test_too_many_files_is_413(strict: httpx.AsyncClient) -> None:
-    files = [("file", (f"{n}.png", image_bytes())) for n in range(4)]
-    await expect(await strict.post("/classify", files=files), 413, "at most 3")
+async def test_classify_takes_as_many_files_as_allowed(api: httpx.AsyncClient) -> None:
+    files = [("file", (f"{n}.png", image_bytes())) for n in range(MAX_FILES)]
+    response = await api.post("/classify", files=files)
+    assert response.status_code == 200
+    assert [p["filename"] for p in response.json()["predictions"]] == [
+        f"{n}.png" for n in range(MAX_FILES)
+    ]
 
 
-@pytest.mark.parametrize("path", ["/classify", "/denoise", "/similar"])
-async def test_missing_or_misnamed_file_field_is_422(strict: httpx.AsyncClient, path: str) -> None:
-    await expect(await strict.post(path), 422, "file")
-    misnamed = {"image": ("x.png", image_bytes())}
-    await expect(await strict.post(path, files=misnamed), 422, "file")
+@pytest.mark.parametrize("path", SINGLE_FILE_ENDPOINTS)
+async def test_several_files_on_a_one_file_endpoint_are_refused(
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    files = [("file", (f"{n}.png", image_bytes())) for n in range(3)]
+    expect(await api.post(path, files=files), 422, "exactly one")
+    await expect_still_ready(api, caplog)
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+async def test_a_thousand_tiny_file_parts_are_refused(
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    """Past the multipart parser's own part limit (1000), before any image is decoded."""
+    files = [("file", (f"{n}.png", b"x")) for n in range(1001)]
+    response = await api.post(path, files=files)
+    assert 400 <= response.status_code < 500, response.text[:300]
+    expect(response, response.status_code)
+    await expect_still_ready(api, caplog)
 
 
 @pytest.mark.parametrize(
-    ("k", "fragment"), [("0", "greater"), ("11", "between 1 and 10"), ("x", "integer")]
+    ("k", "fragment"),
+    [
+        ("0", "greater than or equal to 1"),
+        ("-1", "greater than or equal to 1"),
+        (str(MAX_K + 1), f"between 1 and {MAX_K}"),
+        (str(10**6), f"between 1 and {MAX_K}"),
+        (str(10**30), f"between 1 and {MAX_K}"),
+        ("x", "integer"),
+        ("2.5", "integer"),
+        ("", "integer"),
+    ],
 )
-async def test_bad_k_is_422(strict: httpx.AsyncClient, k: str, fragment: str) -> None:
-    response = await strict.post("/similar", params={"k": k}, files=one_file(image_bytes()))
-    await expect(response, 422, fragment)
+async def test_out_of_range_or_malformed_k_is_422(
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, k: str, fragment: str
+) -> None:
+    response = await api.post("/similar", params={"k": k}, **upload(image_bytes()))
+    expect(response, 422, fragment)
+    await expect_still_ready(api, caplog)
 
 
-async def test_bad_denoise_size_is_422(strict: httpx.AsyncClient) -> None:
-    response = await strict.post("/denoise", params={"size": "huge"}, files=one_file(image_bytes()))
-    await expect(response, 422, "original")
+async def test_bad_denoise_size_is_422(api: httpx.AsyncClient) -> None:
+    response = await api.post("/denoise", params={"size": "huge"}, **upload(image_bytes()))
+    expect(response, 422, "original")
 
 
 @pytest.mark.parametrize(
@@ -118,31 +192,93 @@ async def test_bad_denoise_size_is_422(strict: httpx.AsyncClient) -> None:
         ("/gallery/..%2F..%2Fapp%2Fmain.py", 404),
         ("/gallery/..%2F..%2Fetc%2Fpasswd.png", 404),
         ("/gallery/%2E%2E/%2E%2E/README.md", 404),
-        ("/gallery/1.png/../../../../etc/passwd", 404),
     ],
 )
 async def test_gallery_ids_are_integers_never_paths(
-    strict: httpx.AsyncClient, path: str, status: int
+    api: httpx.AsyncClient, path: str, status: int
 ) -> None:
-    response = await strict.get(path)
-    assert response.status_code == status
-    assert response.headers["content-type"] == "application/json"
+    expect(await api.get(path), status)
 
 
-async def test_the_server_still_serves_after_all_that(strict: httpx.AsyncClient) -> None:
-    response = await strict.post("/classify", files=one_file(image_bytes()))
+async def raw_get(app: FastAPI, raw_path: bytes) -> tuple[int, bytes]:
+    """GET exactly ``raw_path``, as uvicorn passes it on: ``..`` kept, %-escapes decoded in
+    ``path`` only. (httpx would normalise the dot segments away before sending.)"""
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": unquote(raw_path.decode("ascii")),
+        "raw_path": raw_path,
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"cellsign")],
+        "server": ("cellsign", 80),
+        "client": ("127.0.0.1", 50000),
+    }
+    sent: list[dict] = []
+    requests = [{"type": "http.request", "body": b"", "more_body": False}]
+    response_complete = asyncio.Event()
+
+    async def receive() -> dict:
+        if requests:
+            return requests.pop()
+        await response_complete.wait()  # file responses listen for the client leaving
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            response_complete.set()
+
+    await app(scope, receive, send)
+    body = b"".join(message.get("body", b"") for message in sent[1:])
+    return sent[0]["status"], body
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    [
+        b"/gallery/../../etc/passwd",
+        b"/gallery/1.png/../../../../etc/passwd",
+        b"/static/../../etc/passwd",
+        b"/static/../main.py",
+        b"/static/..%2f..%2fapp%2fmain.py",
+        b"/static/%2e%2e/%2e%2e/README.md",
+        b"/static/%252e%252e/main.py",
+        b"/static/....//....//etc/passwd",
+        b"/static/%00",
+        b"/gallery/99999999999999999999999999.png",
+        b"/gallery/-99999999999999999999.png",
+    ],
+)
+async def test_raw_paths_never_reach_files_outside_the_served_folders(
+    app: FastAPI, api: httpx.AsyncClient, raw_path: bytes
+) -> None:
+    status, body = await raw_get(app, raw_path)
+    assert status == 404, body[:200]
+    assert b"root:" not in body and b"import" not in body
+
+
+async def test_the_static_folder_itself_is_served(app: FastAPI, api: httpx.AsyncClient) -> None:
+    """The control for the traversal cases: the same helper does fetch a real static file."""
+    status, body = await raw_get(app, b"/static/index.html")
+    assert status == 200 and b"<html" in body.lower()
+
+
+async def test_the_server_still_classifies_after_all_that(api: httpx.AsyncClient) -> None:
+    response = await api.post("/classify", **upload(image_bytes()))
     assert response.status_code == 200
 
 
 async def test_endpoints_answer_503_naming_the_cause_when_nothing_is_loaded(
-    tmp_path: Path,
+    make_client: AppClientFactory, tmp_path: Path
 ) -> None:
-    async with running_client(create_app(settings_for(tmp_path))) as client:
+    async with make_client(tmp_path) as client:
         assert (await client.get("/healthz")).status_code == 200
-        for path in ("/classify", "/denoise", "/similar"):
-            response = await client.post(path, files=one_file(image_bytes()))
-            await expect(response, 503, "no version folder")
-        await expect(await client.get("/gallery/1.png"), 503, "malaria_index")
+        for path in ENDPOINTS:
+            expect(await client.post(path, **upload(image_bytes())), 503, "no version folder")
+        expect(await client.get("/gallery/1.png"), 503, "malaria_index")
 
 
 async def test_a_genuine_bug_is_a_json_500_and_the_server_keeps_serving(tmp_path: Path) -> None:
@@ -153,5 +289,29 @@ async def test_a_genuine_bug_is_a_json_500_and_the_server_keeps_serving(tmp_path
         raise RuntimeError("a bug")
 
     async with running_client(app) as client:
-        await expect(await client.get("/bug"), 500, "internal server error")
+        expect(await client.get("/bug"), 500, "internal server error")
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_a_request_without_the_api_key_is_refused_before_its_body_is_read(
+    make_client: AppClientFactory, tmp_path: Path
+) -> None:
+    pulled = 0
+
+    async def five_megabytes() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+        for _ in range(50):
+            pulled += 100_000
+            yield b"\0" * 100_000
+        yield b"\r\n--b--\r\n"
+
+    async with make_client(tmp_path, api_key="s3cret", api_key_scope="all") as client:
+        response = await client.post(
+            "/classify",
+            content=five_megabytes(),
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
+    assert response.status_code == 401
+    assert response.json()["detail"] == "missing or wrong X-API-Key header"
+    assert pulled <= 1_000_000, f"{pulled} bytes read from an unauthenticated client"

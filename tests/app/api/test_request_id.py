@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from app.api.request_context import accept_or_create, with_request_id
 from app.main import create_app
-from tests.app.conftest import running_client, settings_for
+from tests.app.helpers import running_client, settings_for
 from tests.app.samples import image_bytes
 
 pytestmark = pytest.mark.anyio

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from app.api.request_context import fastapi_telemetry
 from app.main import create_app
-from tests.app.conftest import running_client, settings_for
+from tests.app.helpers import running_client, settings_for
 from tests.app.samples import image_bytes
 from tests.app.spans import (
     INCOMING_SPAN_ID,

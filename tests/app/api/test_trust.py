@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.conftest import AppClientFactory
+from tests.app.helpers import AppClientFactory
 from tests.app.trust_samples import (
     SIGNS_IMAGE,
     cell_png,

@@ -14,10 +14,10 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from app.core.imaging import to_model_input
 from app.core.registry import AUTOENCODER, CLASSIFIER
 from benchmarks.servers import UvicornServer
-from tests.app.conftest import AppClientFactory
+from contract.pixels import model_input
+from tests.app.helpers import AppClientFactory
 from tests.app.model_files import clone_version, copy_models
 from tests.app.samples import gradient_image, image_bytes
 
@@ -126,7 +126,7 @@ def test_binary_and_json_bytes_and_fp32_inputs_give_the_same_probabilities(
     assert "data" in as_json.get_response()["outputs"][0]  # the output came back as JSON
     np.testing.assert_allclose(as_json.as_numpy("probabilities"), probabilities, atol=1e-6)
 
-    pixels = np.stack([to_model_input(gradient_image((80, 60)), 64, 64)])
+    pixels = np.stack([model_input(gradient_image((80, 60)), 64, 64)])
     for binary_input in (True, False):
         fp32 = client.infer(CLASSIFIER, [pixels_input(pixels, binary_input)])
         np.testing.assert_allclose(fp32.as_numpy("probabilities"), probabilities[:1], atol=1e-5)

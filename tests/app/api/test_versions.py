@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app.core.registry import AUTOENCODER, CLASSIFIER, INDEX
-from tests.app.conftest import AppClientFactory
+from tests.app.helpers import AppClientFactory
 from tests.app.model_files import clone_version
 from tests.app.samples import image_bytes
 

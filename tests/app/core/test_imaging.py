@@ -19,10 +19,10 @@ from app.core.imaging import (
     decode_for_model,
     decode_upload,
     fit_within,
-    to_model_input,
     to_png,
 )
 from benchmarks.hostile_inputs import flat_png, progressive_jpeg
+from contract.pixels import model_input
 from tests.app.samples import gradient_image, image_bytes
 
 LIMITS = DecodeLimits(
@@ -120,16 +120,8 @@ def test_empty_upload_is_400() -> None:
         decode_upload(b"", "empty.png", LIMITS)
 
 
-def test_model_input_is_float_in_unit_range_at_the_requested_size() -> None:
-    pixels = to_model_input(gradient_image((100, 50)), height=48, width=32)
-    assert pixels.shape == (48, 32, 3)
-    assert pixels.dtype == np.float32
-    assert pixels.min() >= 0.0 and pixels.max() <= 1.0
-    assert pixels.max() > 0.9  # the gradient reaches white: values were scaled, not clipped
-
-
 def test_png_round_trip_keeps_pixels_and_resizes_on_request() -> None:
-    pixels = to_model_input(gradient_image((16, 16)), 16, 16)
+    pixels = model_input(gradient_image((16, 16)), 16, 16)
     decoded = Image.open(io.BytesIO(to_png(pixels)))
     assert decoded.format == "PNG"
     assert np.abs(np.asarray(decoded, np.float32) / 255 - pixels).max() <= 1 / 255
@@ -141,8 +133,8 @@ def test_large_jpeg_decodes_reduced_for_the_model_but_reports_its_full_size() ->
     decoded = decode_for_model(data, "x", LARGE, target_size=(64, 64))
     assert decoded.original_size == (2000, 1200)
     assert min(decoded.image.size) >= 64 and decoded.image.size[0] < 2000
-    reduced = to_model_input(decoded.image, 64, 64)
-    full = to_model_input(decode_upload(data, "x", LARGE), 64, 64)
+    reduced = model_input(decoded.image, 64, 64)
+    full = model_input(decode_upload(data, "x", LARGE), 64, 64)
     assert np.abs(reduced - full).mean() < 0.02  # same picture, slightly different filtering
 
 

@@ -33,7 +33,8 @@ def write_index(folder: Path, index: faiss.Index, **metadata: object) -> Path:
         offsets=offsets,
     )
     (folder / "gallery_images.bin").write_bytes(b"".join(PNGS))
-    (folder / "metadata.json").write_text(json.dumps({"name": "malaria_index", **metadata}))
+    fields = {"name": "malaria_index", "version": 1, **metadata}
+    (folder / "metadata.json").write_text(json.dumps(fields))
     return folder
 
 

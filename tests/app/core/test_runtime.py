@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from app.core.errors import InvalidModelError
-from app.core.runtime import MAX_METADATA_BYTES, forbidden_ops, read_metadata, select_device
+from app.core.runtime import forbidden_ops, read_metadata, select_device
+from contract.metadata import MAX_METADATA_BYTES
 
 HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
 
