@@ -3,23 +3,16 @@
 Within an epoch a person sees a tqdm bar on a terminal, or a plain log line every few
 seconds when the output is a file or pipe (``docker logs``, CI): step, rate and time left.
 The same figures go to ``<out>/.training-status.json`` (replaced atomically, so a reader
-never sees half a file), which a server can read to say what is still training.
-
-Status file fields (JSON object, see docs/training-speed.md):
-``job`` (signs | malaria | index), ``state`` (training | done | failed), ``epoch``/``epochs``
-(1-based, 0 before the first epoch), ``step``/``steps`` (within the epoch), ``eta_s`` (seconds
-left for this job, null until a rate is known), ``pending`` (jobs of this run still to come),
-``started``/``updated`` (Unix seconds), ``message`` (one plain line), ``pid`` (the writer).
+never sees half a file; fields in ``contract.training_status``), which the server reads to
+say what is still training.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,39 +20,11 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from contract.training_status import write_status
+
 log = logging.getLogger(__name__)
 
-STATUS_FILE = ".training-status.json"
-STATES = ("training", "done", "failed")
 DEFAULT_INTERVAL_S = 5.0
-
-
-def status_path(out_dir: Path) -> Path:
-    return Path(out_dir) / STATUS_FILE
-
-
-def write_status(path: Path, status: dict[str, Any]) -> None:
-    """Write ``status`` as JSON through a temporary file in the same folder and
-    ``os.replace``, so readers see the old or the new file, never a partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(status, file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def read_status(out_dir: Path) -> dict[str, Any] | None:
-    """The last status a training run wrote under ``out_dir``; None when there is none."""
-    try:
-        status = json.loads(status_path(out_dir).read_text())
-    except (OSError, ValueError):
-        return None
-    return status if isinstance(status, dict) and status.get("state") in STATES else None
 
 
 def format_seconds(seconds: float | None) -> str:

@@ -87,6 +87,20 @@ class ModelReadiness(BaseModel):
     reason: str | None = Field(None, description="Why the model is not ready.")
 
 
+TRAINING_DESCRIPTION = (
+    "The status a training run beside the server last wrote into MODEL_DIR (job, state, "
+    "epoch, step, eta_s, pending); absent when there is none or it has finished."
+)
+TRAINING_EXAMPLE = {
+    "job": "malaria",
+    "state": "training",
+    "epoch": 3,
+    "epochs": 8,
+    "eta_s": 412.0,
+    "pending": ["index"],
+}
+
+
 class Ready(BaseModel):
     status: str = Field(examples=["ready"])
     models: dict[str, int] = Field(
@@ -95,11 +109,17 @@ class Ready(BaseModel):
     components: dict[str, ModelReadiness] = Field(
         description="Per model: ready or not (its endpoints answer 503 while not)."
     )
+    training: dict[str, Any] | None = Field(
+        None, description=TRAINING_DESCRIPTION, examples=[TRAINING_EXAMPLE]
+    )
 
 
 class NotReady(BaseModel):
     detail: str = Field(examples=["not ready: malaria_autoencoder: no version folder"])
     components: dict[str, ModelReadiness]
+    training: dict[str, Any] | None = Field(
+        None, description=TRAINING_DESCRIPTION, examples=[TRAINING_EXAMPLE]
+    )
 
 
 class ModelVersionsInfo(BaseModel):

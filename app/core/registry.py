@@ -31,6 +31,7 @@ from app.core.labels import (
 from app.core.runtime import LoadedModel, load_autoencoder, load_classifier, settle_heap
 from contract import layout
 from contract.layout import AUTOENCODER, CLASSIFIER, INDEX
+from contract.training_status import read_status, training_message
 
 logger = logging.getLogger(__name__)
 
@@ -141,17 +142,27 @@ class ModelRegistry:
         self._on_change = on_change
         self._lock = threading.Lock()
 
+    def training_status(self) -> dict[str, Any] | None:
+        """What a training run writing into the models folder last said (None: no run)."""
+        return read_status(self.model_dir)
+
     def missing(self) -> dict[str, str]:
-        """Components that cannot serve, with the reason; empty when ready."""
-        return {
-            name: self.problems.get(name, "not loaded yet")
+        """Components that cannot serve, with the reason; empty when ready. A model that a
+        training run beside the server has yet to export says so (epoch, time left)."""
+        unloaded = [
+            name
             for name in COMPONENTS
             if not self.current.versions.get(name, ModelVersions()).loaded
+        ]
+        status = self.training_status() if unloaded else None
+        return {
+            name: training_message(status, name) or self.problems.get(name, "not loaded yet")
+            for name in unloaded
         }
 
     def missing_reason(self, name: str) -> str:
         """One line for a 503: why ``name`` cannot serve."""
-        return f"{name} is not loaded: {self.problems.get(name, 'not loaded yet')}"
+        return f"{name} is not loaded: {self.missing().get(name, 'not loaded yet')}"
 
     def readiness(self) -> dict[str, dict[str, Any]]:
         """Per model: ready or not, the default version, the loaded ones and the reason."""

@@ -498,3 +498,23 @@ $("denoise-sigma").addEventListener("input", (event) => {
 });
 showModels();
 showReports();
+
+// Service status: while a model is not ready (say, still training beside the server), a line
+// under the header says which and why, from /readyz; it checks again every 10 s until ready.
+const STATUS_POLL_MS = 10000;
+
+async function showServiceStatus() {
+  let body;
+  try {
+    body = await (await fetch("/readyz")).json();
+  } catch (unreachable) {
+    return;
+  }
+  const notReady = Object.entries(body.components || {}).filter(([, state]) => !state.ready);
+  const line = $("service-status");
+  line.hidden = notReady.length === 0;
+  line.textContent = notReady.map(([name, state]) => `${name}: ${state.reason}`).join(" · ");
+  if (notReady.length) setTimeout(showServiceStatus, STATUS_POLL_MS);
+}
+
+showServiceStatus();

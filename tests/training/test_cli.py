@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contract.training_status import read_status
 from training import cli
 from training.errors import DataError
-from training.progress import JobProgress, read_status
+from training.progress import JobProgress
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_SIGNS = REPO_ROOT.parent / "shared" / "data" / "signs" / "train"

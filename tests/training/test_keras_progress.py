@@ -8,8 +8,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from contract.training_status import STATUS_FILE, status_path
 from training.keras_progress import KerasProgress
-from training.progress import STATUS_FILE, JobProgress, status_path
+from training.progress import JobProgress
 
 
 def test_keras_callback_reports_each_batch_and_epoch(tmp_path: Path) -> None:

@@ -9,13 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from training.progress import (
-    STATUS_FILE,
-    JobProgress,
-    read_status,
-    status_path,
-    write_status,
-)
+from contract.training_status import STATUS_FILE, read_status, status_path, write_status
+from training.progress import JobProgress
 
 FIELDS = {"job", "state", "epoch", "epochs", "step", "steps", "eta_s", "started", "updated"}
 

@@ -26,18 +26,22 @@ async def readyz(service: ServiceDep) -> Ready | JSONResponse:
     """200 once both models and the index serve; 503 naming each missing piece otherwise.
 
     `components` says per model whether it is ready: a model that is not gives its own
-    endpoints 503 while the others keep serving.
+    endpoints 503 while the others keep serving. `training` is what a training run beside
+    the server is doing (`scripts/serve.sh` starts one when models are missing).
     """
     components = service.registry.readiness()
+    status = service.registry.training_status()
+    training = status if status and status["state"] != "done" else None
     missing = {name: state["reason"] for name, state in components.items() if not state["ready"]}
     if missing:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in missing.items())
-        body = {"detail": f"not ready: {reasons}", "components": components}
+        body = {"detail": f"not ready: {reasons}", "components": components, "training": training}
         return JSONResponse(NotReady.model_validate(body).model_dump(), status_code=503)
     return Ready.model_validate(
         {
             "status": "ready",
             "models": {name: state["version"] for name, state in components.items()},
             "components": components,
+            "training": training,
         }
     )
