@@ -59,14 +59,14 @@ class Settings(BaseSettings):
             "at their aspect ratio scaled to fit (the model sees 48 px anyway)."
         ),
     )
-    max_files_per_request: int = Field(64, gt=0)
+    max_files_per_request: int = Field(64, gt=0, description="`file` parts per /classify request.")
     body_read_timeout_s: float = Field(
         30.0,
         gt=0,
         description="Seconds a request body may go without data before the request gets 408.",
     )
     max_k: int = Field(100, gt=0, description="Upper bound of k on /similar.")
-    default_k: int = Field(5, gt=0)
+    default_k: int = Field(5, gt=0, description="k on /similar when the request names none.")
     batch_max_size: int = Field(32, gt=0, description="Largest micro-batch sent to a model.")
     batch_max_wait_ms: float = Field(
         2.0, ge=0, description="How long a batch waits for more requests."
@@ -85,8 +85,8 @@ class Settings(BaseSettings):
         gt=0,
         description=(
             "Inference requests (/classify, /denoise, /similar) in progress at once, from their"
-            " first byte to their answer; one more gets 503 with Retry-After before its body is"
-            " read. Default: 2 x BATCH_MAX_SIZE."
+            " first byte to their answer; more wait unread for a slot until their deadline,"
+            " then get 503 with Retry-After. Default: 2 x BATCH_MAX_SIZE."
         ),
     )
     decode_threads: int | None = Field(
@@ -124,7 +124,9 @@ class Settings(BaseSettings):
         description="Answer 422 instead of a flagged result when an input does not look like"
         " the model's training data (out-of-distribution score above its threshold).",
     )
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Lowest level logged."
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="text: readable lines; json: one JSON object per line."
     )

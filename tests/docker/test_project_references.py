@@ -82,6 +82,12 @@ def test_compose_passes_every_setting_to_the_api() -> None:
             assert not missing, f"{name} does not pass {sorted(missing)} (add them to compose)"
 
 
+def test_settings_page_names_every_setting() -> None:
+    page = (REPO_ROOT / "docs" / "settings.md").read_text()
+    missing = {name for name in SETTINGS_VARIABLES if f"`{name}`" not in page}
+    assert not missing, f"docs/settings.md does not describe {sorted(missing)}"
+
+
 def training_command_lines() -> dict[str, list[str]]:
     """``python -m training`` arguments found in compose, the Dockerfile, k8s and the docs."""
     lines = {"Dockerfile train CMD": exec_form(last_value("train", "CMD") or "[]")}
@@ -118,8 +124,15 @@ def server_command_lines() -> dict[str, list[str]]:
     lines["k8s deployment-api.yaml"] = containers(load_yaml(K8S_DIR / "deployment-api.yaml"))[0][
         "command"
     ]
-    exec_lines = [line for line in SERVE_SCRIPT.read_text().splitlines() if line.startswith("exec")]
-    lines["scripts/serve.sh"] = shlex.split(exec_lines[-1])[1:]
+    # serve.sh starts the server in two places: alone (exec) and beside a training run (&).
+    starts = [
+        shlex.split(line.replace("exec ", "").rstrip("& "))
+        for line in SERVE_SCRIPT.read_text().splitlines()
+        if "-m app" in line and not line.lstrip().startswith("#")
+    ]
+    assert len(starts) == 2, starts
+    for number, command in enumerate(starts, 1):
+        lines[f"scripts/serve.sh start {number}"] = command
     return lines
 
 
