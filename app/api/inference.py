@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import Depends, Header, Request, UploadFile
+from fastapi import Depends, Header, Request
 from starlette.types import Receive
 
 from app.api.admission import TIMEOUT_HEADER
 from app.api.deps import ServiceDep, ServiceState
-from app.api.uploads import ModelInput, check_file_count, read_uploads
+from app.api.uploads import ModelInput, Upload, check_file_count, read_uploads
 from app.core.deadline import Deadline
 from app.core.errors import ClientDisconnectedError, ShedError
 from app.core.runtime import LoadedModel
@@ -64,7 +64,7 @@ async def run_model(
     batcher_name: str,
     model: LoadedModel,
     signature: str,
-    files: list[UploadFile],
+    files: list[Upload],
 ) -> tuple[list[ModelInput], np.ndarray]:
     """Decode ``files`` for ``model`` and run them through ``signature`` in the named
     micro-batcher; returns the prepared inputs and one output row per file (with its OOD
@@ -87,7 +87,7 @@ async def _decode_and_run(
     batcher_name: str,
     model: LoadedModel,
     signature: str,
-    files: list[UploadFile],
+    files: list[Upload],
 ) -> tuple[list[ModelInput], np.ndarray]:
     service, deadline = context.service, context.deadline
     inputs = await read_uploads(

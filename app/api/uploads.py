@@ -1,10 +1,18 @@
-"""Read multipart uploads within the limits and turn them into model inputs off the event loop."""
+"""Read uploads within the limits and turn them into model inputs off the event loop.
+
+An image arrives either as ``file`` parts of a multipart form (browsers, curl) or as the raw
+request body with an image Content-Type (programs; no multipart parsing on the event loop,
+about 0.09 ms per part). A raw body carries one image; several go as several requests, or as
+several parts of one form. Both go through the same byte, pixel and decode checks.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from anyio import CapacityLimiter, to_thread
@@ -12,7 +20,7 @@ from fastapi import HTTPException, Request, UploadFile
 
 from app.core import tracing
 from app.core.deadline import Deadline
-from app.core.errors import DeadlineExceededError, PayloadTooLargeError
+from app.core.errors import DeadlineExceededError, PayloadTooLargeError, UnsupportedImageError
 from app.core.imaging import DecodeLimits, claimed_pixels, decode_for_model
 from app.settings import Settings
 from contract.pixels import model_input
@@ -50,6 +58,91 @@ async def require_one_file(request: Request) -> None:
         )
 
 
+# Body types read as one raw image; octet-stream is sniffed by the decoder like any upload.
+RAW_IMAGE_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "image/bmp",
+    "image/tiff",
+    "application/octet-stream",
+)
+# Body types FastAPI parses as a form ("" = no body at all: answered "missing file", 422).
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded", "")
+RAW_BODY_NAME = "body"  # the ``filename`` a raw body's prediction is reported under
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """A raw request body, already read within the byte limit."""
+
+    filename: str
+    data: bytes
+
+
+Upload = UploadFile | RawImage
+
+
+def raw_body_openapi(description: str) -> dict[str, Any]:
+    """``openapi_extra`` of an upload endpoint: the raw image bodies beside the multipart form
+    FastAPI documents itself (whose ``file`` field is optional only because a raw body may
+    replace it)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {media_type: binary for media_type in RAW_IMAGE_TYPES},
+        }
+    }
+
+
+def body_media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def request_uploads(
+    request: Request, files: list[UploadFile] | None, settings: Settings
+) -> list[Upload]:
+    """The images of a request: its raw image body (read now, before inference starts
+    watching the connection for a disconnect) or its ``file`` parts."""
+    media_type = body_media_type(request)
+    if media_type in RAW_IMAGE_TYPES:
+        return [RawImage(RAW_BODY_NAME, await read_raw_body(request, settings.max_upload_bytes))]
+    if media_type not in _FORM_TYPES:
+        raise UnsupportedImageError(
+            f"Content-Type {media_type} is not accepted: send multipart/form-data with `file` "
+            f"parts, or one image as the body with one of {', '.join(RAW_IMAGE_TYPES)}"
+        )
+    if not files:
+        raise HTTPException(
+            422,
+            detail="missing `file` field: send multipart/form-data with `file` parts, "
+            "or one image as the body with an image Content-Type",
+        )
+    return list(files)
+
+
+async def read_raw_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``max_bytes`` (by its declared
+    Content-Length before any of it is read, else while it streams in), so no more than one
+    image's worth is ever held."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLargeError(f"{RAW_BODY_NAME}: {declared} bytes exceeds the {max_bytes} limit")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > max_bytes:
+            raise PayloadTooLargeError(
+                f"{RAW_BODY_NAME}: more than {max_bytes} bytes, over the {max_bytes} limit"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def check_file_count(count: int, settings: Settings) -> None:
     """Refuse too many files before anything else is spent on the request."""
     if count > settings.max_files_per_request:
@@ -59,7 +152,7 @@ def check_file_count(count: int, settings: Settings) -> None:
 
 
 async def read_uploads(
-    files: list[UploadFile],
+    files: Sequence[Upload],
     settings: Settings,
     height: int,
     width: int,
@@ -88,7 +181,7 @@ def _late_detail(deadline: Deadline) -> str:
 
 
 def _read_and_prepare_all(
-    files: list[UploadFile], settings: Settings, height: int, width: int, deadline: Deadline
+    files: Sequence[Upload], settings: Settings, height: int, width: int, deadline: Deadline
 ) -> list[ModelInput]:
     """Read each part (at most ``max_upload_bytes + 1`` bytes, so an oversized one is detected
     without holding it all) and prepare it; one thread hop per request, not one per file.
@@ -103,8 +196,11 @@ def _read_and_prepare_all(
         for position, upload in enumerate(files):
             if deadline.expired():  # queued too long for a thread: the work would be wasted
                 raise DeadlineExceededError(_late_detail(deadline))
-            data = upload.file.read(settings.max_upload_bytes + 1)
-            filename = upload.filename or f"file {position + 1}"
+            if isinstance(upload, RawImage):
+                data, filename = upload.data, upload.filename
+            else:
+                data = upload.file.read(settings.max_upload_bytes + 1)
+                filename = upload.filename or f"file {position + 1}"
             pixels += claimed_pixels(data) if len(data) <= settings.max_upload_bytes else 0
             if pixels > settings.max_request_pixels:
                 raise PayloadTooLargeError(

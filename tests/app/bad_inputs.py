@@ -100,6 +100,11 @@ def real_images() -> list[tuple[str, bytes, str]]:
     ]
 
 
+def raw_as(content_type: str = "application/octet-stream") -> dict[str, Any]:
+    """The keyword arguments of a raw-body request with this Content-Type."""
+    return {"headers": {"Content-Type": content_type}}
+
+
 def rejected_uploads(max_upload_bytes: int, max_image_pixels: int) -> list[Case]:
     """Requests that every upload endpoint must refuse with the given 4xx status."""
     jpeg = image_bytes("JPEG", size=(200, 150))
@@ -128,8 +133,17 @@ def rejected_uploads(max_upload_bytes: int, max_image_pixels: int) -> list[Case]
         Case("one row over the pixel limit", upload(one_row_too_many), 413, "pixel limit"),
         Case("real image over the byte limit", upload(oversized_bmp, "big.bmp"), 413, "limit"),
         Case("form field instead of a file", {"data": {"file": "not a file"}}, 422, "UploadFile"),
-        Case("JSON body", {"json": {"file": "aGVsbG8="}}, 422, "file"),
-        Case("raw image body", {"content": png, "headers": {"Content-Type": "image/png"}}, 422, ""),
+        Case("JSON body", {"json": {"file": "aGVsbG8="}}, 415, "application/json"),
+        Case(
+            "raw image as text/plain", {"content": png, **raw_as("text/plain")}, 415, "text/plain"
+        ),
+        Case("raw empty body", {"content": b"", **raw_as("image/png")}, 400, "empty"),
+        Case(
+            "raw text as image/jpeg", {"content": b"notes\n", **raw_as("image/jpeg")}, 415, "body"
+        ),
+        Case("raw truncated JPEG", {"content": jpeg[:300], **raw_as("image/jpeg")}, 400, "body"),
+        Case("raw PNG bomb", {"content": png_bomb(), **raw_as("image/png")}, 413, "pixel limit"),
+        Case("raw image over the byte limit", {"content": oversized_bmp, **raw_as()}, 413, "limit"),
         Case(
             "multipart without boundary",
             {"content": b"x", "headers": {"Content-Type": "multipart/form-data"}},

@@ -238,6 +238,45 @@ def test_real_app_similar_returns_k_nearest_with_their_images(
     assert png_size(client.gallery_image(results[0]["image_url"]))[0] > 0
 
 
+def test_raw_sends_the_bytes_as_the_body_one_image_per_request(image_file: Path) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=CLASSIFY_ANSWER)
+
+    client = CellsignClient("http://server:9", http_client=mock_http(handler), raw=True)
+    assert client.classify([image_file]) == CLASSIFY_ANSWER
+    assert seen[0].headers["content-type"] == "application/octet-stream"
+    assert seen[0].content == image_file.read_bytes()
+    with pytest.raises(ValueError, match="one image"):
+        client.classify([image_file, image_file])
+    assert len(seen) == 1
+
+
+def test_real_app_answers_raw_and_multipart_alike(app_http: TestClient, cell_png: Path) -> None:
+    by_form = CellsignClient(http_client=app_http)
+    by_body = CellsignClient(http_client=app_http, raw=True)
+    assert by_body.denoise(cell_png, size_original=True) == by_form.denoise(
+        cell_png, size_original=True
+    )
+    assert by_body.similar(cell_png, k=2) == by_form.similar(cell_png, k=2)
+    (raw_prediction,) = by_body.classify([cell_png])["predictions"]
+    (form_prediction,) = by_form.classify([cell_png])["predictions"]
+    assert raw_prediction["label"] == form_prediction["label"]
+
+
+def test_cli_raw_with_several_images_is_one_line_error(
+    app_http: TestClient, cell_png: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--raw", "classify", str(cell_png), str(cell_png)], http_client=app_http) == 1
+    assert capsys.readouterr().err == (
+        "error: a raw body carries one image: classify them one at a time\n"
+    )
+    assert main(["--raw", "classify", str(cell_png)], http_client=app_http) == 0
+    assert capsys.readouterr().out.startswith("body: ")
+
+
 def test_cli_on_the_real_app_prints_its_error_for_a_text_file(
     app_http: TestClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

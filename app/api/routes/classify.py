@@ -4,30 +4,39 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Response, UploadFile
+from fastapi import APIRouter, File, Request, Response, UploadFile
 
 from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, PinDep, ServiceDep, choose
 from app.api.inference import InferenceDep, run_model
 from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import ClassifyResponse, ModelRef, Prediction
+from app.api.uploads import raw_body_openapi, request_uploads
 from app.core.registry import CLASSIFIER
 from contract.signatures import CLASSIFY
 
 router = APIRouter(tags=["inference"])
 
 
-@router.post("/classify", response_model=ClassifyResponse, responses=UPLOAD_ERRORS)
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    responses=UPLOAD_ERRORS,
+    openapi_extra=raw_body_openapi(
+        "A form with one or several `file` parts, or one image as the raw body."
+    ),
+)
 async def classify(
-    files: Annotated[
-        list[UploadFile],
-        File(alias="file", description="One image, or several: repeat the `file` field."),
-    ],
+    request: Request,
     service: ServiceDep,
     models: ModelsDep,
     pin: PinDep,
     response: Response,
     inference: InferenceDep,
+    files: Annotated[
+        list[UploadFile] | None,
+        File(alias="file", description="One image, or several: repeat the `file` field."),
+    ] = None,
 ) -> ClassifyResponse:
     """Classify each uploaded image (any common format; resized to the model's input).
 
@@ -35,7 +44,8 @@ async def classify(
     """
     model = choose(service, models, CLASSIFIER, pin)
     response.headers[MODEL_VERSION_HEADER] = str(model.version)
-    inputs, rows = await run_model(inference, "classify", model, CLASSIFY, files)
+    uploads = await request_uploads(request, files, service.settings)
+    inputs, rows = await run_model(inference, "classify", model, CLASSIFY, uploads)
     rows, verdicts = assess(service, model, [item.filename for item in inputs], rows)
     class_names: list[str] = model.metadata["class_names"]
     predictions = []

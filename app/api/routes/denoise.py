@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Header, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -14,7 +14,7 @@ from app.api.inference import InferenceDep, run_model
 from app.api.ood import Verdict, assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import DenoiseResponse, ModelRef
-from app.api.uploads import require_one_file
+from app.api.uploads import raw_body_openapi, request_uploads, require_one_file
 from app.core import tracing
 from app.core.imaging import fit_within, to_png
 from app.core.registry import AUTOENCODER
@@ -48,13 +48,15 @@ def prefers_json(accept: str | None) -> bool:
     response_class=Response,
     responses=_RESPONSES,
     dependencies=[Depends(require_one_file)],
+    openapi_extra=raw_body_openapi("A form with one `file` part, or the image as the raw body."),
 )
 async def denoise(
-    file: Annotated[UploadFile, File(description="One image of a cell.")],
+    request: Request,
     service: ServiceDep,
     models: ModelsDep,
     pin: PinDep,
     inference: InferenceDep,
+    file: Annotated[UploadFile | None, File(description="One image of a cell.")] = None,
     size: Annotated[
         Literal["model", "original"],
         Query(
@@ -70,7 +72,8 @@ async def denoise(
     ``X-In-Distribution`` and ``X-OOD-Score`` headers on the PNG.
     """
     model = choose(service, models, AUTOENCODER, pin)
-    (item,), rows = await run_model(inference, "denoise", model, DENOISE, [file])
+    uploads = await request_uploads(request, None if file is None else [file], service.settings)
+    (item,), rows = await run_model(inference, "denoise", model, DENOISE, uploads)
     (output,), (verdict,) = assess(service, model, [item.filename], rows)
     output_size = (
         fit_within(item.original_size, service.settings.denoise_max_side)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, HTTPException, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import (
@@ -19,7 +19,7 @@ from app.api.inference import InferenceDep, run_model
 from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import IndexRef, ModelRef, Neighbour, SimilarResponse
-from app.api.uploads import require_one_file
+from app.api.uploads import raw_body_openapi, request_uploads, require_one_file
 from app.core.registry import INDEX
 from contract.signatures import ENCODE
 
@@ -31,14 +31,16 @@ router = APIRouter(tags=["inference"])
     response_model=SimilarResponse,
     responses=UPLOAD_ERRORS,
     dependencies=[Depends(require_one_file)],
+    openapi_extra=raw_body_openapi("A form with one `file` part, or the image as the raw body."),
 )
 async def similar(
-    file: Annotated[UploadFile, File(description="One image of a cell.")],
+    request: Request,
     service: ServiceDep,
     models: ModelsDep,
     pin: PinDep,
     response: Response,
     inference: InferenceDep,
+    file: Annotated[UploadFile | None, File(description="One image of a cell.")] = None,
     k: Annotated[
         int | None,
         Query(ge=1, description="How many neighbours: 1..MAX_K (default DEFAULT_K)."),
@@ -62,7 +64,8 @@ async def similar(
     response.headers[INDEX_VERSION_HEADER] = str(index.version)
     # A gallery id means a cell of this index version; link to that version unless default.
     query = "" if index is models.index else f"?version={index.version}"
-    (item,), rows = await run_model(inference, "encode", encoder, ENCODE, [file])
+    uploads = await request_uploads(request, None if file is None else [file], settings)
+    (item,), rows = await run_model(inference, "encode", encoder, ENCODE, uploads)
     (code,), (verdict,) = assess(service, encoder, [item.filename], rows)
     neighbours = await run_in_threadpool(index.search, code, k)
     return SimilarResponse(
