@@ -48,6 +48,7 @@ from app.api.routes.page import STATIC_DIR
 from app.core.batching import MicroBatcher
 from app.core.imaging import set_pixel_limit
 from app.core.registry import ModelRegistry
+from app.core.reload_signal import CHECK_INTERVAL_S, ReloadSignal
 from app.core.runtime import select_device
 from app.core.tracing import build_tracer_provider
 from app.logging_config import configure_logging
@@ -84,6 +85,14 @@ async def _poll_for_new_versions(registry: ModelRegistry, interval_s: float) -> 
     while True:
         await asyncio.sleep(interval_s)
         await _reload_logged(registry)
+
+
+async def _follow_reload_signal(registry: ModelRegistry, signal: ReloadSignal) -> None:
+    """Another worker process of this server was asked to reload: do the same."""
+    while True:
+        await asyncio.sleep(CHECK_INTERVAL_S)
+        if await to_thread.run_sync(signal.received):
+            await _reload_logged(registry)
 
 
 async def _reload_logged(registry: ModelRegistry) -> None:
@@ -147,23 +156,28 @@ def create_app(
             for name in BATCHERS
         }
         decode_threads = CapacityLimiter(settings.decode_thread_limit)
+        signal = ReloadSignal(settings.runtime_dir) if settings.runtime_dir else None
         app.state.service = ServiceState(
-            settings, metrics, registry, batchers, device, decode_threads
+            settings, metrics, registry, batchers, device, decode_threads, signal
         )
         await _reload_logged(registry)
         logger.info("serving on %s; missing: %s", device, registry.missing() or "nothing")
-        poll = None
+        watchers = []
         if settings.reload_interval_s > 0:
-            poll = asyncio.create_task(_poll_for_new_versions(registry, settings.reload_interval_s))
+            poll = _poll_for_new_versions(registry, settings.reload_interval_s)
+            watchers.append(asyncio.create_task(poll))
+        if signal is not None:
+            watchers.append(asyncio.create_task(_follow_reload_signal(registry, signal)))
         try:
             yield
         finally:
-            if poll is not None:
-                poll.cancel()
+            for watcher in watchers:
+                watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await poll
+                    await watcher
             for batcher in batchers.values():
                 await to_thread.run_sync(batcher.close)
+            metrics.process_exiting()
 
     app = FastAPI(
         title="cellsign",

@@ -1,23 +1,41 @@
-"""The production server: uvicorn started from the settings, with the limits the edge needs.
+"""The production server: uvicorn started from the settings, with the limits the edge needs,
+in ``WORKERS`` processes.
 
 ``uvicorn app.main:app`` picks the httptools parser when it is installed, and that parser
 has no header size limit: a 64 MB header that never ends costs seconds of event-loop CPU.
 Here the h11 parser is chosen explicitly so that ``MAX_HEADER_BYTES`` bounds the head.
 What uvicorn cannot bound (how slowly a client may send its head or body) is left to the
 reverse proxy of the documented deployments (docker/nginx/cellsign.conf, docs/security.md).
+
+One interpreter lock caps a process at about one core (parsing, JSON, the event loop), so
+several worker processes, each with its own models and micro-batchers, share the listening
+socket (docs/workers.md). They act as one service through a runtime folder created fresh at
+each start and removed at exit: ``/metrics`` reads every worker's values (prometheus_client's
+multiprocess mode) and ``POST /admin/reload`` reaches every worker (app/core/reload_signal.py).
+``/readyz`` answers for the worker that receives it.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from app.main import create_app
 from app.settings import Settings, get_settings
 
 
 def server_config(settings: Settings) -> uvicorn.Config:
+    """With several workers each one builds its app itself (from the environment)."""
+    several = settings.workers > 1
     return uvicorn.Config(
-        create_app(settings),
+        "app.main:create_app" if several else create_app(settings),
+        factory=several,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         http="h11",
@@ -32,5 +50,22 @@ def server_config(settings: Settings) -> uvicorn.Config:
     )
 
 
+def serve(settings: Settings) -> None:
+    if settings.workers == 1:
+        uvicorn.Server(server_config(settings)).run()
+        return
+    runtime_dir = Path(tempfile.mkdtemp(prefix="cellsign-"))
+    try:
+        (runtime_dir / "metrics").mkdir()
+        # Read by every worker when it starts (before prometheus_client is imported there).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(runtime_dir / "metrics")
+        os.environ["RUNTIME_DIR"] = str(runtime_dir)
+        config = server_config(settings)
+        server = uvicorn.Server(config)
+        Multiprocess(config, target=server.run, sockets=[config.bind_socket()]).run()
+    finally:
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
 def main() -> None:
-    uvicorn.Server(server_config(get_settings())).run()
+    serve(get_settings())

@@ -11,6 +11,16 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# Each worker holds its own TensorFlow runtime and models; past this many the memory grows
+# while one machine's other limits (memory bandwidth, the batcher's fill) cap the gain.
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_workers() -> int:
+    """The CPU cores this process may run on (its affinity mask, e.g. a container's cpuset),
+    at most ``MAX_DEFAULT_WORKERS``."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WORKERS))
+
 
 class Settings(BaseSettings):
     """Environment variables are the field names in upper case, e.g. ``MODEL_DIR``."""
@@ -114,6 +124,17 @@ class Settings(BaseSettings):
         ge=1,
         description="Newest valid versions of each model kept loaded (clients may pin any of "
         "them); versions named by a label are kept in addition.",
+    )
+    workers: int = Field(
+        default_factory=lambda: default_workers(),
+        gt=0,
+        description="Worker processes of `python -m app`, each with its own copy of the models; "
+        f"default: the CPU cores this process may use, at most {MAX_DEFAULT_WORKERS}.",
+    )
+    runtime_dir: Path | None = Field(
+        None,
+        description="Folder the worker processes of one server share (reload signal); "
+        "`python -m app` creates and sets it. Unset: a single process.",
     )
     api_key: str | None = Field(None, description="When set, admin endpoints need X-API-Key.")
     api_key_scope: Literal["admin", "all"] = Field(

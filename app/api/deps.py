@@ -12,6 +12,7 @@ from app.api.metrics import ServiceMetrics
 from app.core.batching import MicroBatcher
 from app.core.errors import ModelUnavailableError
 from app.core.registry import ModelRegistry, ModelSet
+from app.core.reload_signal import ReloadSignal
 from app.settings import Settings
 
 
@@ -25,6 +26,7 @@ class ServiceState:
     batchers: dict[str, MicroBatcher]
     device: str
     decode_threads: CapacityLimiter  # uploads decoded at once (not anyio's default 40)
+    reload_signal: ReloadSignal | None = None  # set when several worker processes serve
 
 
 async def get_service(request: Request) -> ServiceState:

@@ -1,11 +1,26 @@
-"""Prometheus metrics, kept in a registry per app so several apps (tests) never collide."""
+"""Prometheus metrics, kept in a registry per app so several apps (tests) never collide.
+
+Under ``python -m app`` with several workers, ``PROMETHEUS_MULTIPROC_DIR`` is set: every
+worker process writes its values to files there and ``/metrics``, whichever worker answers,
+reads them all, so counters and histograms are the whole service's sums. The model-version
+gauge is reported per live worker process (a ``pid`` label), which shows a reload reaching
+each of them.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import ClientDisconnectedError, DeadlineExceededError, QueueFullError
@@ -76,6 +91,7 @@ class ServiceMetrics:
             "Version currently serving (0 when none is loaded).",
             ["model"],
             registry=self.registry,
+            multiprocess_mode="liveall",
         )
         for name in (CLASSIFIER, AUTOENCODER, INDEX):
             self.model_version.labels(model=name).set(0)
@@ -108,7 +124,20 @@ class ServiceMetrics:
             self.model_version.labels(model=name).set(model.version if model else 0)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if _multiprocess_dir() is None:
+            return generate_latest(self.registry)
+        every_process = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_process)
+        return generate_latest(every_process)
+
+    def process_exiting(self) -> None:
+        """Drop this process's per-process gauges from the service's view."""
+        if _multiprocess_dir() is not None:
+            multiprocess.mark_process_dead(os.getpid())
+
+
+def _multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class BatcherMetrics:

@@ -130,7 +130,8 @@ async def read_raw_body(request: Request, max_bytes: int) -> bytes:
     image's worth is ever held."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLargeError(f"{RAW_BODY_NAME}: {declared} bytes exceeds the {max_bytes} limit")
+        detail = f"{RAW_BODY_NAME}: {declared} bytes exceeds the {max_bytes} limit"
+        raise PayloadTooLargeError(detail)
     chunks: list[bytes] = []
     received = 0
     async for chunk in request.stream():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from app.settings import Settings
+from app.settings import MAX_DEFAULT_WORKERS, Settings
 
 
 def test_environment_variables_are_the_upper_case_field_names(
@@ -48,3 +49,14 @@ def test_empty_api_key_turns_the_check_off() -> None:
 def test_contradictory_or_invalid_settings_are_refused(values: dict) -> None:
     with pytest.raises(ValidationError):
         Settings(**values)
+
+
+def test_workers_default_to_the_usable_cores_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(3)))
+    assert Settings().workers == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert Settings().workers == MAX_DEFAULT_WORKERS
+    monkeypatch.setenv("WORKERS", "12")
+    assert Settings().workers == 12
+    with pytest.raises(ValidationError):
+        Settings(workers=0)

@@ -42,8 +42,11 @@ async def reload_models(service: ServiceDep) -> ReloadResponse:
     """Load and validate any newer version, swap it in, and report what changed.
 
     A broken version is refused (see `refused` in /models) and the old one keeps serving.
+    The answer is this worker process's; the server's other workers follow within a second.
     """
     changes = await to_thread.run_sync(service.registry.reload)
+    if service.reload_signal is not None:
+        await to_thread.run_sync(service.reload_signal.send)
     return ReloadResponse(changes=changes, missing=service.registry.missing())
 
 
