@@ -9,6 +9,7 @@ if [ -f scripts/install-browser.sh ]; then
   bash scripts/install-browser.sh || echo "browser install failed: browser tests will be skipped"
 fi
 bash scripts/install-nginx.sh || echo "nginx install failed: tests/docker/test_nginx.py will be skipped"
+bash scripts/install-wrk.sh || echo "wrk install failed: the wrk benchmark test will be skipped"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,292 @@
+"""HTTP throughput with a compiled load generator: real ``python -m app`` servers driven by wrk.
+
+``python -m benchmarks.wrk_bench --models DIR [--workers 1,2] [--duration S] [--rounds N]``
+
+Each server (one per ``--workers`` value) is started alone, warmed, measured for every
+scenario and stopped; with ``--rounds`` above 1 the servers alternate, so a change in the
+machine's other load hits every configuration alike. Beside every figure: the server's CPU
+(all its processes, from /proc, as core-ms per request: what predicts scaling on more cores),
+wrk's own CPU (it must stay a few percent of a core, or it competes with the server) and the
+load average when the run started. The in-process SavedModel signature at batch 32
+(benchmarks/model_bench.py) is the ceiling the 32-image requests are compared against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks import REPO_ROOT
+from benchmarks.model_bench import signature_throughput
+from benchmarks.payloads import malaria_images, multipart_body, signs_images
+from benchmarks.servers import cpu_seconds, free_port
+
+CONNECTIONS = 32  # the issue's setting: enough to keep every batcher busy
+BATCH_IMAGES = 32
+READY_TIMEOUT_S = 300.0
+_WRK_LUA = """
+local file = io.open("{body}", "rb")
+wrk.method = "POST"
+wrk.body = file:read("*a")
+file:close()
+wrk.headers["Content-Type"] = "{content_type}"
+"""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    body: bytes
+    content_type: str
+    images: int = 1
+
+
+def scenarios(data_dir: Path) -> list[Scenario]:
+    (hand,) = signs_images(data_dir, 1)
+    (cell,) = malaria_images(data_dir, 1)
+    one_form, one_form_type = multipart_body([hand])
+    batch_form, batch_form_type = multipart_body(signs_images(data_dir, BATCH_IMAGES))
+    return [
+        Scenario("/classify 1 image, multipart", "/classify", one_form, one_form_type),
+        Scenario("/classify 1 image, raw body", "/classify", hand, "image/jpeg"),
+        Scenario(
+            f"/classify {BATCH_IMAGES} images, multipart",
+            "/classify",
+            batch_form,
+            batch_form_type,
+            BATCH_IMAGES,
+        ),
+        Scenario("/denoise 1 cell, raw body", "/denoise", cell, "image/png"),
+        Scenario("/similar 1 cell, raw body", "/similar", cell, "image/png"),
+    ]
+
+
+class AppServer:
+    """``python -m app`` with ``workers`` processes, ready once every worker serves."""
+
+    def __init__(self, models: Path, workers: int, log_path: Path) -> None:
+        self.workers = workers
+        self.port = free_port()
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "MODEL_DIR": str(models),
+            "WORKERS": str(workers),
+            "PORT": str(self.port),
+            "RELOAD_INTERVAL_S": "0",
+            "ACCESS_LOG": "false",
+            "LOG_LEVEL": "warning",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> AppServer:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app"],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while self._ready_workers() < self.workers:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"server not ready; see {self.log_path}")
+            time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+
+    def _ready_workers(self) -> int:
+        """Workers whose classifier is loaded: one series per worker under several workers."""
+        try:
+            text = httpx.get(self.base_url + "/metrics", timeout=5).text
+        except httpx.TransportError:
+            return 0
+        series = r'cellsign_model_version\{model="signs_classifier"[^}]*\} (\S+)'
+        versions = re.findall(series, text)
+        return sum(float(version) > 0 for version in versions)
+
+    def cpu_seconds(self) -> float:
+        """The supervisor and every worker process (their children, from /proc)."""
+        assert self.process is not None
+        pids = [self.process.pid, *_children(self.process.pid)]
+        return sum(cpu_seconds(pid) for pid in pids)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        found += [int(child) for child in children]
+    return found + [grandchild for child in found for grandchild in _children(child)]
+
+
+def run_wrk(url: str, lua: Path, duration_s: float) -> dict[str, Any]:
+    """One wrk run; its own CPU from the rusage of waited-for children."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration_s:g}s", "--latency", "-s", str(lua)]
+    output = subprocess.run(
+        [*command, url], capture_output=True, text=True, check=True, timeout=duration_s + 60
+    ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {**parse_wrk(output), "wrk_cpu_s": wrk_cpu_s}
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """Requests, req/s, p50/p99 (ms) and failures from wrk's ``--latency`` report."""
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    percentiles = re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+    latency = {percent: _ms(value, unit) for percent, value, unit in percentiles}
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: (.*)", output)
+    return {
+        "requests": requests,
+        "rps": rps,
+        "p50_ms": latency.get("50"),
+        "p99_ms": latency.get("99"),
+        "failed": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1).strip() if errors else "",
+    }
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def measure_server(
+    models: Path, workers: int, cases: list[Scenario], duration_s: float, work: Path
+) -> list[dict[str, Any]]:
+    rows = []
+    with AppServer(models, workers, work / f"server-{workers}.log") as server:
+        for case in cases:
+            body_path = work / f"{abs(hash(case.name))}.body"
+            body_path.write_bytes(case.body)
+            lua = body_path.with_suffix(".lua")
+            lua.write_text(_WRK_LUA.format(body=body_path, content_type=case.content_type))
+            url = server.base_url + case.path
+            run_wrk(url, lua, min(1.0, duration_s))  # warm-up: batch shapes traced, pools full
+            load = os.getloadavg()[0]
+            cpu_before = server.cpu_seconds()
+            result = run_wrk(url, lua, duration_s)
+            server_cpu_s = server.cpu_seconds() - cpu_before
+            answered = max(result["requests"], 1)
+            rows.append(
+                {
+                    "scenario": case.name,
+                    "workers": workers,
+                    **result,
+                    "images_per_s": result["rps"] * case.images,
+                    "server_cores": server_cpu_s / duration_s,
+                    "server_core_ms_per_request": server_cpu_s * 1000 / answered,
+                    "wrk_core_percent": result["wrk_cpu_s"] / duration_s * 100,
+                    "load_average": load,
+                }
+            )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], ceiling: dict[str, Any], note: str) -> str:
+    header = (
+        "| scenario | workers | req/s | images/s | p50 ms | p99 ms | server cores | "
+        "server core-ms/req | wrk CPU % of a core | load avg (1 min) | failed |"
+    )
+    lines = [
+        "# HTTP throughput under wrk (python -m benchmarks.wrk_bench)",
+        "",
+        note,
+        "",
+        header,
+        "|" + "---|" * 11,
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['scenario']} | {row['workers']} | {row['rps']:.0f} | "
+            f"{row['images_per_s']:.0f} | {_maybe(row['p50_ms'])} | {_maybe(row['p99_ms'])} | "
+            f"{row['server_cores']:.2f} | {row['server_core_ms_per_request']:.2f} | "
+            f"{row['wrk_core_percent']:.1f} | {row['load_average']:.2f} | "
+            f"{row['failed']}{' ' + row['socket_errors'] if row['socket_errors'] else ''} |"
+        )
+    batch = [row for row in rows if row["scenario"].startswith(f"/classify {BATCH_IMAGES} ")]
+    lines += [
+        "",
+        f"In-process signature at batch {BATCH_IMAGES} ({ceiling['device']}): "
+        f"{ceiling['images_per_s']:.0f} images/s.",
+    ]
+    for row in batch:
+        ratio = row["images_per_s"] / ceiling["images_per_s"]
+        lines.append(f"- {row['workers']} worker(s): {ratio:.2f}x of it over HTTP.")
+    return "\n".join(lines) + "\n"
+
+
+def _maybe(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _workers(text: str) -> list[int]:
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"comma-separated worker counts >= 1, got {text!r}")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.wrk_bench", description=__doc__)
+    parser.add_argument("--models", type=Path, required=True, help="models folder")
+    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--workers", type=_workers, default=[1, 2], help="e.g. 1,2")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=1, help="alternations of the servers")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/wrk_results.md"))
+    arguments = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (scripts/install-wrk.sh)", file=sys.stderr)
+        return 1
+    cases = scenarios(arguments.data)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="wrk-bench-") as work:
+        for _ in range(arguments.rounds):
+            for workers in arguments.workers:
+                rows += measure_server(
+                    arguments.models, workers, cases, arguments.duration, Path(work)
+                )
+    (ceiling,) = signature_throughput(
+        arguments.models, arguments.data, (BATCH_IMAGES,), arguments.duration
+    )
+    cpus = len(os.sched_getaffinity(0))
+    note = (
+        f"{cpus} usable CPU cores; wrk -t1 -c{CONNECTIONS}, {arguments.duration:g} s per run "
+        f"after a 1 s warm-up, {arguments.rounds} round(s), servers one at a time; "
+        f"load average at the start of each run beside it (it includes the server itself)."
+    )
+    arguments.out.write_text(markdown(rows, ceiling, note))
+    print(arguments.out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The wrk benchmark runs end to end for about a second per scenario on one worker.
+
+No speed is asserted (the machine is shared); what is checked is that every scenario was
+served without failures, and that CPU figures for the server and for wrk are reported.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks.wrk_bench import main, parse_wrk
+from tests.conftest import SHARED_DATA
+
+WRK_REPORT = """Running 1s test @ http://127.0.0.1:1/classify
+  1 threads and 32 connections
+  Latency Distribution
+     50%   12.50ms
+     75%   20.00ms
+     90%   30.00ms
+     99%    1.20s
+  412 requests in 1.00s, 200.00KB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:    411.52
+Transfer/sec:    199.00KB
+"""
+
+
+def test_parse_wrk_reads_rate_percentiles_and_failures() -> None:
+    assert parse_wrk(WRK_REPORT) == {
+        "requests": 412,
+        "rps": 411.52,
+        "p50_ms": 12.5,
+        "p99_ms": 1200.0,
+        "failed": 3,
+        "socket_errors": "",
+    }
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="no wrk: see scripts/install-wrk.sh")
+def test_one_second_run_writes_a_row_per_scenario(quick_models: Path, tmp_path: Path) -> None:
+    out = tmp_path / "wrk.md"
+    arguments = ["--models", str(quick_models), "--data", str(SHARED_DATA), "--workers", "1"]
+    assert main([*arguments, "--duration", "1", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| /")]
+    assert len(rows) == 5
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        rps, server_ms, wrk_percent, failed = (float(cells[i]) for i in (2, 7, 8, 10))
+        assert rps > 0 and server_ms > 0 and wrk_percent > 0 and failed == 0, row
+    assert re.search(r"In-process signature at batch 32 \(\w+\): \d+ images/s", out.read_text())
