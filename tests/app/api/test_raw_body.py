@@ -14,11 +14,10 @@ from app.main import create_app
 from app.settings import Settings
 from tests.app.conftest import running_client, settings_for
 from tests.app.samples import image_bytes
-from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.anyio
 
-SIGNS_JPEG = SHARED_DATA / "signs" / "train" / "0_IMG_5864.jpg"
+JPEG = image_bytes("JPEG", size=(120, 90), quality=90)
 MAX_UPLOAD_BYTES = 200_000
 
 
@@ -45,7 +44,7 @@ def assert_same_predictions(by_body: dict, by_form: dict) -> None:
 @pytest.mark.parametrize(
     ("data", "content_type"),
     [
-        (SIGNS_JPEG.read_bytes(), "image/jpeg"),
+        (JPEG, "image/jpeg"),
         (image_bytes("PNG"), "image/png"),
         (image_bytes("WEBP"), "application/octet-stream"),  # sniffed like any upload
         (image_bytes("PNG"), "image/jpeg"),  # the decoder trusts the bytes, not the label
@@ -155,7 +154,7 @@ def server(quick_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 def test_real_server_raw_jpeg_png_and_refusals(server: str) -> None:
     with httpx.Client(base_url=server, timeout=30) as http:
-        jpeg = SIGNS_JPEG.read_bytes()
+        jpeg = JPEG
         by_form = http.post("/classify", files={"file": ("hand.jpg", jpeg)}).json()
         by_body = http.post("/classify", **raw(jpeg, "image/jpeg")).json()
         assert_same_predictions(by_body, by_form)
