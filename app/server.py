@@ -61,8 +61,7 @@ def serve(settings: Settings) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(runtime_dir / "metrics")
         os.environ["RUNTIME_DIR"] = str(runtime_dir)
         config = server_config(settings)
-        server = uvicorn.Server(config)
-        Multiprocess(config, target=server.run, sockets=[config.bind_socket()]).run()
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
     finally:
         shutil.rmtree(runtime_dir, ignore_errors=True)
 

@@ -131,10 +131,11 @@ class UvicornServer:
 
 class AppServer(UvicornServer):
     """``python -m app``, the production command: every setting (HOST and PORT included)
-    comes from the environment, so its limits are the ones a deployment gets."""
+    comes from the environment, so its limits are the ones a deployment gets. One worker
+    process unless ``env`` sets WORKERS, so that ``pid`` is the process that serves."""
 
     def __init__(self, env: dict[str, str], log_path: Path, ready_path: str = "/readyz") -> None:
-        super().__init__("app", env, log_path, ready_path)
+        super().__init__("app", {"WORKERS": "1", **env}, log_path, ready_path)
         self.env |= {"HOST": "127.0.0.1", "PORT": str(self.port)}
 
     def command(self) -> list[str]:

@@ -2,9 +2,9 @@
 
 Under ``python -m app`` with several workers, ``PROMETHEUS_MULTIPROC_DIR`` is set: every
 worker process writes its values to files there and ``/metrics``, whichever worker answers,
-reads them all, so counters and histograms are the whole service's sums. The model-version
-gauge is reported per live worker process (a ``pid`` label), which shows a reload reaching
-each of them.
+reads them all, so counters, histograms and the queue depth are the whole service's sums.
+The model-version gauge is reported per live worker process (a ``pid`` label), which shows a
+reload reaching each of them.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class ServiceMetrics:
             "Images waiting in each micro-batcher's queue.",
             ["batcher"],
             registry=self.registry,
+            multiprocess_mode="livesum",  # summed over the live worker processes
         )
         self.queue_wait = Histogram(
             "cellsign_queue_wait_seconds",
