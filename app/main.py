@@ -137,7 +137,7 @@ def create_app(
         )
         if warning:
             logger.warning(warning)
-        set_pixel_limit(settings.max_image_pixels)
+        pillow_limit = set_pixel_limit(settings.max_image_pixels)
         device = select_device(settings.device)
         registry = ModelRegistry(
             settings.model_dir,
@@ -177,6 +177,7 @@ def create_app(
                     await watcher
             for batcher in batchers.values():
                 await to_thread.run_sync(batcher.close)
+            set_pixel_limit(pillow_limit)
             metrics.process_exiting()
 
     app = FastAPI(

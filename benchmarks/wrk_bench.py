@@ -31,7 +31,7 @@ import httpx
 from benchmarks import REPO_ROOT
 from benchmarks.model_bench import signature_throughput
 from benchmarks.payloads import malaria_images, multipart_body, signs_images
-from benchmarks.servers import cpu_seconds, free_port
+from benchmarks.servers import AppServer, cpu_seconds
 
 CONNECTIONS = 32  # the issue's setting: enough to keep every batcher busy
 # wrk's default (2 s) drops slow answers from the latency figures instead of counting them.
@@ -76,50 +76,27 @@ def scenarios(data_dir: Path) -> list[Scenario]:
     ]
 
 
-class AppServer:
+class WorkersServer(AppServer):
     """``python -m app`` with ``workers`` processes, ready once every worker serves."""
 
     def __init__(self, models: Path, workers: int, log_path: Path) -> None:
-        self.workers = workers
-        self.port = free_port()
-        self.log_path = log_path
-        self.env = {
-            **os.environ,
+        env = {
             "MODEL_DIR": str(models),
             "WORKERS": str(workers),
-            "PORT": str(self.port),
             "RELOAD_INTERVAL_S": "0",
-            "ACCESS_LOG": "false",
             "LOG_LEVEL": "warning",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
         }
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(env, log_path)
+        self.workers = workers
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> AppServer:
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "app"],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+    def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while self._ready_workers() < self.workers:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError(f"server not ready; see {self.log_path}")
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"server exited; see {self.log_path}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not ready after {READY_TIMEOUT_S:.0f} s")
             time.sleep(0.5)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=60)
 
     def _ready_workers(self) -> int:
         """Workers whose classifier is loaded: one series per worker under several workers."""
@@ -133,8 +110,7 @@ class AppServer:
 
     def cpu_seconds(self) -> float:
         """The supervisor and every worker process (their children, from /proc)."""
-        assert self.process is not None
-        pids = [self.process.pid, *_children(self.process.pid)]
+        pids = [self.pid, *_children(self.pid)]
         return sum(cpu_seconds(pid) for pid in pids)
 
 
@@ -185,7 +161,7 @@ def measure_server(
     models: Path, workers: int, cases: list[Scenario], duration_s: float, work: Path, round_: int
 ) -> list[dict[str, Any]]:
     rows = []
-    with AppServer(models, workers, work / f"server-{workers}.log") as server:
+    with WorkersServer(models, workers, work / f"server-{workers}.log") as server:
         for case in cases:
             body_path = work / f"{abs(hash(case.name))}.body"
             body_path.write_bytes(case.body)

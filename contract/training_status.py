@@ -76,7 +76,11 @@ def training_message(
     if JOB_MODELS.get(job) != model:
         return f"waiting to be trained (training {job} first)"
     eta = status.get("eta_s")
-    left = f", about {round(eta / 60)} min left" if isinstance(eta, int | float) else ""
+    left = ""
+    if isinstance(eta, int | float):
+        left = (
+            f", about {round(eta / 60)} min left" if eta >= 90 else f", about {round(eta)} s left"
+        )
     message = (
         f"still training: {job} epoch {status.get('epoch', 0)}/{status.get('epochs', '?')}{left}"
     )

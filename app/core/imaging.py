@@ -45,9 +45,13 @@ _SIGNATURES = {
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 
-def set_pixel_limit(max_pixels: int) -> None:
-    """Keep Pillow's process-wide bomb guard in line with our own pixel limit."""
+def set_pixel_limit(max_pixels: int | None) -> int | None:
+    """Keep Pillow's process-wide bomb guard in line with our own pixel limit; returns the
+    previous limit, which the app puts back when it stops (tests and embedding programs
+    share the process with other Pillow users)."""
+    previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels
+    return previous
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from benchmarks.payloads import multipart_body
 from benchmarks.servers import UvicornServer
-from tests.app.helpers import BATCH_WAIT_MS, logged_errors, started
+from tests.app.helpers import BATCH_WAIT_MS, AppClientFactory, logged_errors, started
 from tests.app.samples import image_bytes
 
 ENDPOINTS = ("/classify", "/denoise", "/similar")
@@ -110,3 +111,15 @@ def test_sigterm_lets_every_in_flight_request_on_every_endpoint_finish(
     # uvicorn exits 0 after a graceful shutdown, or re-raises the signal once it is complete
     assert process.wait(timeout=60) in (0, -signal.SIGTERM)
     assert logged_errors(log_path) == []
+
+
+@pytest.mark.anyio
+async def test_the_app_hands_pillows_pixel_limit_back_when_it_stops(
+    make_client: AppClientFactory, quick_models: Path
+) -> None:
+    """The app tightens Pillow's process-wide bomb guard while it runs; an embedding program
+    (or the next test) gets its own limit back afterwards."""
+    before = Image.MAX_IMAGE_PIXELS
+    async with make_client(quick_models, max_image_pixels=1234):
+        assert Image.MAX_IMAGE_PIXELS == 1234
+    assert before == Image.MAX_IMAGE_PIXELS

@@ -41,6 +41,10 @@ def test_the_model_in_training_gets_epoch_and_time_left() -> None:
     assert training_message(MALARIA, AUTOENCODER, NOW) == (
         "still training: malaria epoch 3/8, about 5 min left"
     )
+    almost = {**MALARIA, "eta_s": 29.6}
+    assert training_message(almost, AUTOENCODER, NOW) == (
+        "still training: malaria epoch 3/8, about 30 s left"
+    )
 
 
 def test_a_pending_model_waits_and_a_finished_one_is_not_mentioned() -> None:

@@ -62,7 +62,7 @@ async def test_requests_sharing_a_batch_each_get_queue_and_model_spans() -> None
     provider, exporter = recording_provider()
     tracer = tracing.tracer_of(provider)
     assert tracer is not None
-    batcher = MicroBatcher("classify", max_size=8, max_wait_s=0.2)
+    batcher = MicroBatcher("classify", max_size=8, max_wait_s=0.2, max_queued=64)
     requests = [tracing.RequestTrace(f"r{index}", tracer) for index in range(2)]
 
     def double(batch: np.ndarray) -> np.ndarray:  # one function: the batcher shares its calls
@@ -98,7 +98,7 @@ async def test_requests_sharing_a_batch_each_get_queue_and_model_spans() -> None
 async def test_a_request_cut_into_chunks_counts_each_wait_once() -> None:
     """Three rows with max_size 1 run as three calls in turn: the queue time excludes the
     earlier chunks' model calls, so queue + model never exceeds the time spent waiting."""
-    batcher = MicroBatcher("encode", max_size=1, max_wait_s=0)
+    batcher = MicroBatcher("encode", max_size=1, max_wait_s=0, max_queued=64)
     request = tracing.RequestTrace("r1")
 
     def slow(batch: np.ndarray) -> np.ndarray:
@@ -119,7 +119,7 @@ async def test_a_request_cut_into_chunks_counts_each_wait_once() -> None:
 
 async def test_a_failed_model_call_is_an_error_span() -> None:
     provider, exporter = recording_provider()
-    batcher = MicroBatcher("denoise", max_size=4, max_wait_s=0)
+    batcher = MicroBatcher("denoise", max_size=4, max_wait_s=0, max_queued=64)
 
     def broken(batch: np.ndarray) -> np.ndarray:
         raise ValueError("bad weights")
