@@ -53,6 +53,8 @@ def write_stub_models(models: Path, target: Path) -> Path:
     folder = target / CLASSIFIER / real.name
     save_classifier(stub, size, folder)
     metadata.stub = "global average pooling + Dense, a near-zero-cost benchmark stand-in"
+    for block in ("ood", "calibration"):  # the real network's score and temperature
+        (metadata.model_extra or {}).pop(block, None)
     (folder / METADATA_FILE).write_text(to_json(metadata))
     for other in models.iterdir():
         if other.is_dir() and other.name != CLASSIFIER and not other.name.startswith("."):
