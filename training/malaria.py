@@ -23,7 +23,7 @@ from contract.layout import AUTOENCODER, REPORT_DIR
 from contract.metadata import InputSpec, signature_specs
 from contract.pixels import scale
 from contract.signatures import AUTOENCODER_OUTPUTS
-from training import malaria_ood, malaria_report, reports
+from training import malaria_ood, malaria_report, ood, reports
 from training.autoencoder import (
     SYMMETRIES,
     AutoencoderParts,
@@ -265,7 +265,7 @@ def train_malaria(
     metrics["epochs_run"] = len(history.get("loss", []))
     metrics["best_val_images_loss"] = min(history.get(MONITOR, [float("nan")]))
     score, ood_block, ood_scores = malaria_ood.calibrate(parts, cells, data, seed)
-    metrics["ood"] = malaria_ood.headline(ood_block)
+    metrics["ood"] = ood.headline(ood_block)
 
     def write_payload(version_dir: Path) -> None:
         save_autoencoder(parts, config.image_size, version_dir, score)

@@ -106,17 +106,12 @@ def calibrate(
         for name, function in functions.items()
     }
     summary = {name: summarise(scores, list(negatives)) for name, scores in candidates.items()}
-    block = {
-        "score": SCORE_NAME,
-        "output": "ood_score",
-        "signatures": ["denoise", "encode", "serving_default"],
-        "higher_is_ood": True,
-        "threshold": summary[SCORE_NAME]["threshold"],
-        "in_distribution": "blood-smear cell images like the NIH malaria data",
-        "validation_false_flag_target": ood.FALSE_FLAG_TARGET,
-        **{k: v for k, v in summary[SCORE_NAME].items() if k != "threshold"},
-        "candidates": {name: headline(result) for name, result in summary.items()},
-    }
+    block = ood.metadata_block(
+        SCORE_NAME,
+        ["denoise", "encode", "serving_default"],
+        "blood-smear cell images like the NIH malaria data",
+        summary,
+    )
     log.info(
         "OOD %s: AUROC %.4f, test false-flag rate %.3f",
         SCORE_NAME,
@@ -157,9 +152,3 @@ def summarise(scores: dict[str, np.ndarray], negative_names: list[str]) -> dict[
         for sigma in NOISY_SIGMAS
     }
     return {"threshold": threshold, **result}
-
-
-def headline(result: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers a summary shows of one score's evaluation."""
-    keys = ("score", "threshold", "auroc", "test_false_flag_rate", "noisy_test_false_flag_rate")
-    return {key: result[key] for key in keys if key in result}

@@ -180,3 +180,28 @@ def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     return np.ascontiguousarray(image[..., :3]).astype(np.uint8)
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers a summary shows of one score's evaluation."""
+    keys = ("score", "threshold", "auroc", "test_false_flag_rate", "noisy_test_false_flag_rate")
+    return {key: result[key] for key in keys if key in result}
+
+
+def metadata_block(
+    score: str, signatures: list[str], in_distribution: str, summary: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The ``ood`` block of ``metadata.json`` for the chosen ``score``: the signature output
+    the server reads, its threshold, what the model counts as in distribution, and the
+    evaluation of every candidate score (``summary``: score name -> its evaluation)."""
+    return {
+        "score": score,
+        "output": "ood_score",
+        "signatures": signatures,
+        "higher_is_ood": True,
+        "threshold": summary[score]["threshold"],
+        "in_distribution": in_distribution,
+        "validation_false_flag_target": FALSE_FLAG_TARGET,
+        **{k: v for k, v in summary[score].items() if k != "threshold"},
+        "candidates": {name: headline(result) for name, result in summary.items()},
+    }

@@ -17,7 +17,7 @@ import tensorflow as tf
 from contract.layout import CLASSIFIER, REPORT_DIR
 from contract.metadata import InputSpec, signature_specs
 from contract.signatures import CLASSIFIER_OUTPUTS
-from training import reports, signs_trust
+from training import ood, reports, signs_trust
 from training.classifier import ClassifierConfig, build_classifier
 from training.custom_loop import (
     LoopConfig,
@@ -106,7 +106,7 @@ def train_signs(
     )
     metrics["test_ece_before"] = calibration_block["test_ece_before"]
     metrics["test_ece_after"] = calibration_block["test_ece_after"]
-    metrics["ood"] = signs_trust.headline(ood_block)
+    metrics["ood"] = ood.headline(ood_block)
 
     metadata = {
         **build_metadata(run, splits, metrics),

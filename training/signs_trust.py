@@ -166,17 +166,9 @@ def calibrate(
         },
     }
     summary = {name: summarise(scores, list(negatives)) for name, scores in candidates.items()}
-    ood_block = {
-        "score": SCORE_NAME,
-        "output": "ood_score",
-        "signatures": ["serving_default"],
-        "higher_is_ood": True,
-        "threshold": summary[SCORE_NAME]["threshold"],
-        "in_distribution": "SIGNS hand-gesture photos (0-5 fingers)",
-        "validation_false_flag_target": ood.FALSE_FLAG_TARGET,
-        **{k: v for k, v in summary[SCORE_NAME].items() if k != "threshold"},
-        "candidates": {name: headline(result) for name, result in summary.items()},
-    }
+    ood_block = ood.metadata_block(
+        SCORE_NAME, ["serving_default"], "SIGNS hand-gesture photos (0-5 fingers)", summary
+    )
     log.info(
         "temperature %.3f: test ECE %.4f -> %.4f; OOD %s AUROC %.4f, test false-flag rate %.3f",
         temperature,
@@ -195,12 +187,6 @@ def summarise(scores: dict[str, np.ndarray], negative_names: list[str]) -> dict[
         "threshold": threshold,
         **ood.evaluate(scores["test"], {n: scores[n] for n in negative_names}, threshold),
     }
-
-
-def headline(result: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers a summary shows of one score's evaluation."""
-    keys = ("score", "threshold", "auroc", "test_false_flag_rate")
-    return {key: result[key] for key in keys if key in result}
 
 
 def write_plots(
