@@ -1,9 +1,9 @@
 """The production server: uvicorn started from the settings, with the limits the edge needs,
 in ``WORKERS`` processes.
 
-``uvicorn app.main:app`` picks the httptools parser when it is installed, and that parser
-has no header size limit: a 64 MB header that never ends costs seconds of event-loop CPU.
-Here the h11 parser is chosen explicitly so that ``MAX_HEADER_BYTES`` bounds the head.
+The protocol is uvicorn's httptools one with a head size limit (``MAX_HEADER_BYTES``) and
+JSON refusals (app/protocol.py); ``uvicorn app.main:app`` has no such limit. uvicorn's own
+access log is off: the app writes one line per request itself (``ACCESS_LOG``).
 What uvicorn cannot bound (how slowly a client may send its head or body) is left to the
 reverse proxy of the documented deployments (docker/nginx/cellsign.conf, docs/security.md).
 
@@ -38,8 +38,8 @@ def server_config(settings: Settings) -> uvicorn.Config:
         workers=settings.workers,
         host=settings.host,
         port=settings.port,
-        http="h11",
-        h11_max_incomplete_event_size=settings.max_header_bytes,
+        http="app.protocol:HeadLimitedHttpToolsProtocol",
+        h11_max_incomplete_event_size=settings.max_header_bytes,  # read by that protocol
         # uvloop accepts one new connection per loop iteration: under a flood a fresh
         # connection (a Kubernetes probe) waited 5.5-8.9 s for /healthz, against 0.02-0.4 s
         # on asyncio's own loop (docs/overload.md).
@@ -50,6 +50,7 @@ def server_config(settings: Settings) -> uvicorn.Config:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         server_header=False,
+        access_log=False,
         log_level=settings.log_level,
     )
 

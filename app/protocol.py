@@ -1,0 +1,96 @@
+"""The HTTP/1.1 protocol ``python -m app`` serves with: uvicorn's httptools protocol with a
+bound on the request head and JSON refusals.
+
+httptools (a C parser) costs about a millisecond less server CPU per request than h11
+(docs/performance-history.md), but uvicorn gives it no head size limit: a header that never
+ends is buffered and re-joined as it grows, which cost seconds of event-loop CPU for 64 MB.
+Here the bytes that arrive while a head is incomplete are counted, and past
+``MAX_HEADER_BYTES`` the client gets 431 and the connection is closed, so such a head costs
+at most the limit plus one read. uvicorn's plain-text 503 past ``MAX_CONCURRENCY`` becomes a
+JSON ``detail`` like every other refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
+
+CONCURRENCY_DETAIL = "overloaded: too many connections; retry later"
+
+
+class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
+    """The head limit is ``config.h11_max_incomplete_event_size`` (uvicorn's own setting for
+    the same bound in its h11 protocol; ``app.server`` sets it from ``MAX_HEADER_BYTES``)."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._head_limit = config.h11_max_incomplete_event_size
+        self._in_head = True  # a connection starts by waiting for a head
+        self._head_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        # A read that completes the head may carry body bytes too: only a head still
+        # incomplete after it is refused.
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._in_head and self._head_bytes > self._head_limit:
+            self._refuse_head()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head, self._head_bytes = True, 0  # the next request on this connection
+        super().on_message_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        if app is service_unavailable:  # what uvicorn answers past limit_concurrency
+            app = _json_service_unavailable
+        super()._start_asgi_task(cycle, app)
+
+    def _refuse_head(self) -> None:
+        if self.transport.is_closing():
+            return
+        detail = f"request line and headers over the {self._head_limit} byte limit"
+        body = json.dumps({"detail": detail}).encode()
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + body
+        )
+        self.transport.close()
+
+
+async def _json_service_unavailable(
+    scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+) -> None:
+    body = json.dumps({"detail": CONCURRENCY_DETAIL}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"1"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
