@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from anyio import CapacityLimiter
 from fastapi import Depends, HTTPException, Query, Request
 
 from app.api.metrics import ServiceMetrics
+from app.api.uploads import DecodePool
 from app.core.batching import MicroBatcher
 from app.core.errors import ModelUnavailableError
 from app.core.registry import ModelRegistry, ModelSet
@@ -25,18 +25,22 @@ class ServiceState:
     registry: ModelRegistry
     batchers: dict[str, MicroBatcher]
     device: str
-    decode_threads: CapacityLimiter  # uploads decoded at once (not anyio's default 40)
+    decode_pool: DecodePool
     reload_signal: ReloadSignal | None = None  # set when several worker processes serve
+
+
+def service_of(request: Request) -> ServiceState:
+    return request.app.state.service
 
 
 async def get_service(request: Request) -> ServiceState:
     """Async so FastAPI calls it on the loop instead of hopping to the thread pool."""
-    return request.app.state.service
+    return service_of(request)
 
 
 async def get_models(request: Request) -> ModelSet:
     """Read once per request: a hot swap during the request does not change its models."""
-    return (await get_service(request)).registry.current
+    return service_of(request).registry.current
 
 
 @dataclass(frozen=True)
@@ -48,15 +52,16 @@ class Pin:
     label: str | None = None
 
 
-async def get_pin(
-    version: Annotated[
-        int | None, Query(ge=1, description="Use this loaded version (see /models).")
-    ] = None,
-    label: Annotated[
-        str | None,
-        Query(max_length=32, description="Use the version this label names, e.g. `stable`."),
-    ] = None,
-) -> Pin:
+VersionQuery = Annotated[
+    int | None, Query(ge=1, description="Use this loaded version (see /models).")
+]
+LabelQuery = Annotated[
+    str | None,
+    Query(max_length=32, description="Use the version this label names, e.g. `stable`."),
+]
+
+
+def pin_of(version: int | None, label: str | None) -> Pin:
     if version is not None and label is not None:
         raise HTTPException(422, detail="give either version or label, not both")
     return Pin(version, label)
@@ -73,7 +78,6 @@ def choose(service: ServiceState, models: ModelSet, name: str, pin: Pin) -> Any:
 
 ServiceDep = Annotated[ServiceState, Depends(get_service)]
 ModelsDep = Annotated[ModelSet, Depends(get_models)]
-PinDep = Annotated[Pin, Depends(get_pin)]
 
 MODEL_VERSION_HEADER = "X-Model-Version"
 INDEX_VERSION_HEADER = "X-Index-Version"

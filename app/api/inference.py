@@ -21,10 +21,11 @@ from fastapi import Depends, Header, Request
 from starlette.types import Receive
 
 from app.api.admission import TIMEOUT_HEADER
-from app.api.deps import ServiceDep, ServiceState
+from app.api.deps import LabelQuery, Pin, ServiceState, VersionQuery, choose, pin_of, service_of
 from app.api.uploads import ModelInput, Upload, check_file_count, read_uploads
 from app.core.deadline import Deadline
 from app.core.errors import ClientDisconnectedError, ShedError
+from app.core.registry import ModelSet
 from app.core.runtime import LoadedModel
 
 T = TypeVar("T")
@@ -32,14 +33,24 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class InferenceContext:
+    """What an inference endpoint needs of its request, gathered by one dependency (each
+    FastAPI dependency costs event-loop time on every request)."""
+
     service: ServiceState
+    models: ModelSet  # read once: a hot swap during the request does not change them
+    pin: Pin
     receive: Receive  # the ASGI channel that reports the client's disconnect
     deadline: Deadline
+
+    def model(self, name: str) -> Any:
+        """The version of ``name`` this request uses (503 or 404 when not loaded)."""
+        return choose(self.service, self.models, name, self.pin)
 
 
 async def inference_context(
     request: Request,
-    service: ServiceDep,
+    version: VersionQuery = None,
+    label: LabelQuery = None,
     timeout: Annotated[
         float | None,
         Header(
@@ -53,7 +64,10 @@ async def inference_context(
     """The deadline starts now, with what was left of the request's time after it waited
     for admission (the middleware applies ``timeout``; declaring the header here validates
     it, with a 422, and documents it)."""
-    return InferenceContext(service, request.receive, request.state.budget.start())
+    service = service_of(request)
+    pin = pin_of(version, label)
+    deadline = request.state.budget.start()
+    return InferenceContext(service, service.registry.current, pin, request.receive, deadline)
 
 
 InferenceDep = Annotated[InferenceContext, Depends(inference_context)]
@@ -91,7 +105,7 @@ async def _decode_and_run(
 ) -> tuple[list[ModelInput], np.ndarray]:
     service, deadline = context.service, context.deadline
     inputs = await read_uploads(
-        files, service.settings, model.height, model.width, deadline, service.decode_threads
+        files, service.settings, model.height, model.width, deadline, service.decode_pool
     )
     examples = np.stack([item.pixels for item in inputs])
     batcher = service.batchers[batcher_name]
@@ -101,19 +115,31 @@ async def _decode_and_run(
 async def _unless_disconnected(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
     """Run ``work``, but cancel it when the client disconnects first: uvicorn does not stop a
     request whose client left, and its place in the thread pool and the queue should go to
-    someone still waiting."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnect(receive))
+    someone still waiting. One watcher task cancels this one (cheaper on the event loop than
+    running ``work`` as a task of its own)."""
+    current = asyncio.current_task()
+    assert current is not None
+    finished = gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _disconnect(receive)
+        if not finished:  # never cancel what comes after ``work``
+            gone = True
+            current.cancel()
+
+    watcher = asyncio.create_task(watch())
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        result = await work
+        finished = True  # set before any other task can run
+        return result
+    except asyncio.CancelledError:
+        if gone:
+            current.uncancel()
+            raise ClientDisconnectedError("the client closed the connection") from None
+        raise
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)  # its clean-up has run
-    if task.cancelled():
-        raise ClientDisconnectedError("the client closed the connection")
-    return task.result()
 
 
 async def _disconnect(receive: Receive) -> None:

@@ -236,9 +236,13 @@ class MicroBatcher:
         if not dead:
             return
         self._remove(dead)
-        for item in dead:
-            if item.deadline is not None and not item.future.cancelled():
-                _settle(item, None, DeadlineExceededError(self._late_detail(item.deadline)))
+        _settle(
+            [
+                (item, None, DeadlineExceededError(self._late_detail(item.deadline)))
+                for item in dead
+                if item.deadline is not None and not item.future.cancelled()
+            ]
+        )
 
     def _fitting(self) -> tuple[list[_Pending], bool]:
         """The queued requests for the first one's function that fit in one batch, in order,
@@ -270,26 +274,31 @@ class MicroBatcher:
                 raise RuntimeError(f"{self.name}: {outputs.shape[0]} outputs for {rows} inputs")
         except Exception as error:  # every waiter must hear about the failure
             logger.exception("batch of %d on %s failed", rows, self.name)
-            for item in live:
-                _settle(item, None, error)
+            _settle([(item, None, error) for item in live])
             return
         parts = np.split(outputs, np.cumsum(counts)[:-1])
-        for item, output in zip(live, parts, strict=True):
-            _settle(item, output, None)
+        _settle([(item, output, None) for item, output in zip(live, parts, strict=True)])
 
 
-def _settle(item: _Pending, value: np.ndarray | None, error: BaseException | None) -> None:
-    """Hand a result to the request's event loop (from the worker thread)."""
-    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
-        item.loop.call_soon_threadsafe(_resolve, item.future, value, error)
+_Outcome = tuple[_Pending, np.ndarray | None, BaseException | None]
 
 
-def _resolve(
-    future: asyncio.Future[np.ndarray], value: np.ndarray | None, error: BaseException | None
-) -> None:
-    if future.done():  # the request was cancelled (client went away)
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)  # type: ignore[arg-type]
+def _settle(outcomes: list[_Outcome]) -> None:
+    """Hand results to their requests' event loops (from the worker thread): one wake-up
+    per loop for the whole batch, not one per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, group in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_resolve, group)
+
+
+def _resolve(outcomes: list[_Outcome]) -> None:
+    for item, value, error in outcomes:
+        if item.future.done():  # the request was cancelled (client went away)
+            continue
+        if error is not None:
+            item.future.set_exception(error)
+        else:
+            item.future.set_result(value)  # type: ignore[arg-type]

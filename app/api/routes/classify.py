@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Request, Response, UploadFile
 
-from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, PinDep, ServiceDep, choose
+from app.api.deps import MODEL_VERSION_HEADER
 from app.api.inference import InferenceDep, run_model
 from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
@@ -28,9 +28,6 @@ router = APIRouter(tags=["inference"])
 )
 async def classify(
     request: Request,
-    service: ServiceDep,
-    models: ModelsDep,
-    pin: PinDep,
     response: Response,
     inference: InferenceDep,
     files: Annotated[
@@ -42,7 +39,8 @@ async def classify(
 
     ``in_distribution`` says whether the image looks like a SIGNS hand gesture at all.
     """
-    model = choose(service, models, CLASSIFIER, pin)
+    service = inference.service
+    model = inference.model(CLASSIFIER)
     response.headers[MODEL_VERSION_HEADER] = str(model.version)
     uploads = await request_uploads(request, files, service.settings)
     inputs, rows = await run_model(inference, "classify", model, CLASSIFY, uploads)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, PinDep, ServiceDep, choose
+from app.api.deps import MODEL_VERSION_HEADER
 from app.api.inference import InferenceDep, run_model
 from app.api.ood import Verdict, assess
 from app.api.routes import UPLOAD_ERRORS
@@ -52,9 +52,6 @@ def prefers_json(accept: str | None) -> bool:
 )
 async def denoise(
     request: Request,
-    service: ServiceDep,
-    models: ModelsDep,
-    pin: PinDep,
     inference: InferenceDep,
     file: Annotated[UploadFile | None, File(description="One image of a cell.")] = None,
     size: Annotated[
@@ -71,7 +68,8 @@ async def denoise(
     Whether the upload looks like a blood-smear cell: ``in_distribution`` in JSON, the
     ``X-In-Distribution`` and ``X-OOD-Score`` headers on the PNG.
     """
-    model = choose(service, models, AUTOENCODER, pin)
+    service = inference.service
+    model = inference.model(AUTOENCODER)
     uploads = await request_uploads(request, None if file is None else [file], service.settings)
     (item,), rows = await run_model(inference, "denoise", model, DENOISE, uploads)
     (output,), (verdict,) = assess(service, model, [item.filename], rows)

@@ -7,14 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import (
-    INDEX_VERSION_HEADER,
-    MODEL_VERSION_HEADER,
-    ModelsDep,
-    PinDep,
-    ServiceDep,
-    choose,
-)
+from app.api.deps import INDEX_VERSION_HEADER, MODEL_VERSION_HEADER
 from app.api.inference import InferenceDep, run_model
 from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
@@ -35,9 +28,6 @@ router = APIRouter(tags=["inference"])
 )
 async def similar(
     request: Request,
-    service: ServiceDep,
-    models: ModelsDep,
-    pin: PinDep,
     response: Response,
     inference: InferenceDep,
     file: Annotated[UploadFile | None, File(description="One image of a cell.")] = None,
@@ -53,12 +43,13 @@ async def similar(
     index's own version). ``in_distribution`` says whether the upload looks like a
     blood-smear cell.
     """
+    service, models = inference.service, inference.models
     settings = service.settings
     if k is None:
         k = settings.default_k
     if k > settings.max_k:
         raise HTTPException(422, detail=f"k must be between 1 and {settings.max_k}, got {k}")
-    index = choose(service, models, INDEX, pin)
+    index = inference.model(INDEX)
     encoder = models.encoders[index.version]
     response.headers[MODEL_VERSION_HEADER] = str(encoder.version)
     response.headers[INDEX_VERSION_HEADER] = str(index.version)
