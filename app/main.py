@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from anyio import CapacityLimiter, to_thread
+from anyio import to_thread
 from fastapi import FastAPI, Security
 from fastapi.staticfiles import StaticFiles
 from opentelemetry.trace import TracerProvider
@@ -45,6 +45,7 @@ from app.api.routes import (
     v2,
 )
 from app.api.routes.page import STATIC_DIR
+from app.api.uploads import DecodePool
 from app.core.batching import MicroBatcher
 from app.core.imaging import set_pixel_limit
 from app.core.registry import ModelRegistry
@@ -155,10 +156,15 @@ def create_app(
             )
             for name in BATCHERS
         }
-        decode_threads = CapacityLimiter(settings.decode_thread_limit)
         signal = ReloadSignal(settings.runtime_dir) if settings.runtime_dir else None
         app.state.service = ServiceState(
-            settings, metrics, registry, batchers, device, decode_threads, signal
+            settings,
+            metrics,
+            registry,
+            batchers,
+            device,
+            DecodePool.from_settings(settings),
+            signal,
         )
         await _reload_logged(registry)
         logger.info("serving on %s; missing: %s", device, registry.missing() or "nothing")

@@ -103,8 +103,16 @@ class Settings(BaseSettings):
         None,
         gt=0,
         description=(
-            "Worker threads that decode uploads at once. Default: the CPUs this process may"
-            " use. More threads than cores only fight over the GIL and starve the event loop."
+            "Worker threads that decode uploads at once. Default: BATCH_MAX_SIZE, so that a"
+            " burst of requests reaches the micro-batcher together and shares one model call."
+        ),
+    )
+    large_decodes: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Of those, uploads over one megapixel decoded at once (they bound the memory and"
+            " CPU that large or hostile images take). Default: the CPUs this process may use."
         ),
     )
     request_timeout_s: float = Field(
@@ -177,7 +185,7 @@ class Settings(BaseSettings):
         32 * 1024,
         ge=1024,
         description="Largest request line plus headers; a longer (or never finished) head "
-        "gets 400 and the connection is closed.",
+        "gets 431 with a JSON detail and the connection is closed.",
     )
     keep_alive_timeout_s: int = Field(
         5, gt=0, description="Seconds an idle keep-alive connection stays open."
@@ -264,9 +272,14 @@ class Settings(BaseSettings):
 
     @property
     def decode_thread_limit(self) -> int:
-        """DECODE_THREADS, or its default: the CPUs this process may run on."""
-        if self.decode_threads is not None:
-            return self.decode_threads
+        """DECODE_THREADS, or its default: a full batch's worth."""
+        return self.decode_threads if self.decode_threads is not None else self.batch_max_size
+
+    @property
+    def large_decode_limit(self) -> int:
+        """LARGE_DECODES, or its default: the CPUs this process may run on."""
+        if self.large_decodes is not None:
+            return self.large_decodes
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
     @model_validator(mode="after")

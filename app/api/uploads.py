@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,32 @@ class ModelInput:
     filename: str
     original_size: tuple[int, int]  # (width, height) after EXIF orientation
     pixels: np.ndarray  # (height, width, 3) float32 in [0, 1] at the model's input size
+
+
+# Claimed width x height above which an upload counts against ``DecodePool.large``.
+LARGE_IMAGE_PIXELS = 1_000_000
+
+
+@dataclass(frozen=True)
+class DecodePool:
+    """Where uploads are decoded: on up to ``threads`` worker threads at once, of which at
+    most ``large`` decode an image over ``LARGE_IMAGE_PIXELS``.
+
+    Many threads let a burst of small uploads decode together, so their requests reach the
+    micro-batcher together and share one model call (with one thread per CPU, /classify
+    batches averaged 2.8 images and cost 0.7 ms more CPU per request: docs/overload.md).
+    Few large decodes keep the memory and CPU that big or hostile images take bounded.
+    """
+
+    threads: CapacityLimiter
+    large: threading.BoundedSemaphore
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DecodePool:
+        return cls(
+            CapacityLimiter(settings.decode_thread_limit),
+            threading.BoundedSemaphore(settings.large_decode_limit),
+        )
 
 
 def decode_limits(settings: Settings) -> DecodeLimits:
@@ -158,18 +185,20 @@ async def read_uploads(
     height: int,
     width: int,
     deadline: Deadline,
-    threads: CapacityLimiter,
+    pool: DecodePool,
 ) -> list[ModelInput]:
     """Read and prepare every part in one worker-thread call (``check_file_count`` first),
-    on one of ``threads``.
+    on one of ``pool``'s threads.
 
-    Waiting for a free worker thread ends at ``deadline`` (``DeadlineExceededError``), and a
-    thread that starts after it decodes nothing.
+    Waiting for a free worker thread (or a large-decode slot) ends at ``deadline``
+    (``DeadlineExceededError``), and a thread that starts after it decodes nothing.
     """
-    work = functools.partial(_read_and_prepare_all, files, settings, height, width, deadline)
+    work = functools.partial(
+        _read_and_prepare_all, files, settings, height, width, deadline, pool.large
+    )
     try:
         async with asyncio.timeout(deadline.remaining()):
-            return await to_thread.run_sync(work, limiter=threads)
+            return await to_thread.run_sync(work, limiter=pool.threads)
     except TimeoutError:
         raise DeadlineExceededError(_late_detail(deadline)) from None
 
@@ -182,14 +211,19 @@ def _late_detail(deadline: Deadline) -> str:
 
 
 def _read_and_prepare_all(
-    files: Sequence[Upload], settings: Settings, height: int, width: int, deadline: Deadline
+    files: Sequence[Upload],
+    settings: Settings,
+    height: int,
+    width: int,
+    deadline: Deadline,
+    large: threading.BoundedSemaphore,
 ) -> list[ModelInput]:
     """Read each part (at most ``max_upload_bytes + 1`` bytes, so an oversized one is detected
     without holding it all) and prepare it; one thread hop per request, not one per file.
 
     The pixels every file claims in its header count against ``max_request_pixels`` before
     that file is decoded, so one request's decoding work stays bounded however many files
-    it carries.
+    it carries; a file over ``LARGE_IMAGE_PIXELS`` waits for one of the ``large`` slots.
     """
     inputs = []
     pixels = 0
@@ -202,11 +236,20 @@ def _read_and_prepare_all(
             else:
                 data = upload.file.read(settings.max_upload_bytes + 1)
                 filename = upload.filename or f"file {position + 1}"
-            pixels += claimed_pixels(data) if len(data) <= settings.max_upload_bytes else 0
+            claimed = claimed_pixels(data) if len(data) <= settings.max_upload_bytes else 0
+            pixels += claimed
             if pixels > settings.max_request_pixels:
                 raise PayloadTooLargeError(
                     f"{filename}: the files up to this one hold {pixels} pixels together, over "
                     f"the {settings.max_request_pixels} pixel limit of one request"
                 )
-            inputs.append(prepare(data, filename, settings, height, width))
+            if claimed <= LARGE_IMAGE_PIXELS:
+                inputs.append(prepare(data, filename, settings, height, width))
+                continue
+            if not large.acquire(timeout=max(deadline.remaining(), 0.0)):
+                raise DeadlineExceededError(_late_detail(deadline))
+            try:
+                inputs.append(prepare(data, filename, settings, height, width))
+            finally:
+                large.release()
     return inputs
