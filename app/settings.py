@@ -99,12 +99,13 @@ class Settings(BaseSettings):
             " then get 503 with Retry-After. Default: 2 x BATCH_MAX_SIZE."
         ),
     )
-    decode_threads: int | None = Field(
-        None,
+    decode_threads: int = Field(
+        8,
         gt=0,
         description=(
-            "Worker threads that decode uploads at once. Default: BATCH_MAX_SIZE, so that a"
-            " burst of requests reaches the micro-batcher together and shares one model call."
+            "Worker threads that decode uploads at once. Default: 8, so that a burst of"
+            " requests reaches the micro-batcher together and shares one model call; more"
+            " threads take the interpreter lock from the event loop (/healthz slows down)."
         ),
     )
     large_decodes: int | None = Field(
@@ -269,11 +270,6 @@ class Settings(BaseSettings):
         if self.inference_concurrency is not None:
             return self.inference_concurrency
         return 2 * self.batch_max_size
-
-    @property
-    def decode_thread_limit(self) -> int:
-        """DECODE_THREADS, or its default: a full batch's worth."""
-        return self.decode_threads if self.decode_threads is not None else self.batch_max_size
 
     @property
     def large_decode_limit(self) -> int:

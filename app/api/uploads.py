@@ -43,10 +43,10 @@ class DecodePool:
     """Where uploads are decoded: on up to ``threads`` worker threads at once, of which at
     most ``large`` decode an image over ``LARGE_IMAGE_PIXELS``.
 
-    Many threads let a burst of small uploads decode together, so their requests reach the
-    micro-batcher together and share one model call (with one thread per CPU, /classify
-    batches averaged 2.8 images and cost 0.7 ms more CPU per request: docs/overload.md).
-    Few large decodes keep the memory and CPU that big or hostile images take bounded.
+    Several threads let a burst of small uploads decode together, so their requests reach
+    the micro-batcher together and share one model call; too many take the interpreter lock
+    from the event loop (docs/overload.md has the measurements behind the default). Few
+    large decodes keep the memory and CPU that big or hostile images take bounded.
     """
 
     threads: CapacityLimiter
@@ -55,7 +55,7 @@ class DecodePool:
     @classmethod
     def from_settings(cls, settings: Settings) -> DecodePool:
         return cls(
-            CapacityLimiter(settings.decode_thread_limit),
+            CapacityLimiter(settings.decode_threads),
             threading.BoundedSemaphore(settings.large_decode_limit),
         )
 

@@ -28,9 +28,9 @@ SMALL = RawImage("small.png", png(64, 64))
 LARGE = RawImage("large.png", png(1100, 1000))  # 1.1 MP: over LARGE_IMAGE_PIXELS
 
 
-def test_the_defaults_decode_a_batch_at_once_and_one_large_image_per_cpu() -> None:
-    settings = Settings(batch_max_size=16)
-    assert settings.decode_thread_limit == 16
+def test_the_defaults_decode_several_at_once_and_one_large_image_per_cpu() -> None:
+    settings = Settings()
+    assert settings.decode_threads == 8
     assert 1 <= settings.large_decode_limit <= 1024
     assert Settings(decode_threads=3, large_decodes=2).large_decode_limit == 2
     assert 1100 * 1000 > LARGE_IMAGE_PIXELS > 64 * 64
