@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.wrk_bench import main, parse_wrk
+from benchmarks.wrk import parse_wrk
+from benchmarks.wrk_bench import main
 from tests.conftest import SHARED_DATA
 
 WRK_REPORT = """Running 1s test @ http://127.0.0.1:1/classify

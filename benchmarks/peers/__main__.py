@@ -1,0 +1,377 @@
+"""``python -m benchmarks.peers --models DIR [--data DIR] [--peers cellsign,pytriton,...]
+[--parallel 1,2] [--duration S] [--warmup S] [--rounds N] [--out FILE]``
+
+The same SIGNS SavedModel and the same JPEG behind cellsign and behind other model servers,
+each loaded by wrk (``-t1 -c32``) with the request its users would send. Servers run one at
+a time and alternate round by round (a change in the machine's other load then hits all of
+them alike); each is checked with one real request before it is measured, warmed, then
+measured; the table holds the median over rounds. Beside req/s and p99: the server's CPU
+per request (all its processes) and wrk's own CPU. Peers are installed on first use into
+their own venvs (``benchmarks/peers/venvs.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks import REPO_ROOT
+from benchmarks.environment import machine_description
+from benchmarks.payloads import signs_images
+from benchmarks.peers.catalog import CELLSIGN, PEERS, Peer
+from benchmarks.peers.requests import PeerRequest
+from benchmarks.peers.venvs import VENVS_ROOT, venv_python, venv_size_mib
+from benchmarks.servers import UvicornServer, WorkersServer, descendants, tree_cpu_seconds
+from benchmarks.wrk import CONNECTIONS, WRK_TIMEOUT_S, run_wrk, write_script
+
+READY_TIMEOUT_S = 300.0  # Ray starts a cluster; every server loads TensorFlow
+# The same model and decoder in another TensorFlow build: equal to float32 rounding.
+PROBABILITY_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Config:
+    peer: Peer
+    parallel: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.peer.name}-{self.parallel}"
+
+
+class PeerServer(UvicornServer):
+    """A peer's server module in the peer's venv, ready once ``probe`` gets a 200."""
+
+    def __init__(
+        self, python: Path, config: Config, models: Path, probe: PeerRequest, log_path: Path
+    ) -> None:
+        super().__init__(config.peer.module, {}, log_path, probe.path)
+        self.python, self.config, self.models, self.probe = python, config, models, probe
+
+    def command(self) -> list[str]:
+        command = [str(self.python), "-m", self.config.peer.module, "--models", str(self.models)]
+        return command + ["--port", str(self.port), "--parallel", str(self.config.parallel)]
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.app} exited; see {self.log_path}:\n{self.log_tail()}")
+            try:
+                if _send(self.base_url, self.probe).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"{self.app} not ready after {READY_TIMEOUT_S:.0f} s")
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.pid)
+
+    def stop(self) -> None:
+        """The server, then whatever it started that outlived it, then the peer's cleanup."""
+        if self.process is None:
+            return
+        left = descendants(self.pid) if self.process.poll() is None else []
+        super().stop()
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.config.peer.cleanup:
+            subprocess.run(
+                [str(self.python), *self.config.peer.cleanup], capture_output=True, check=False
+            )
+
+
+def _send(base_url: str, request: PeerRequest) -> httpx.Response:
+    # identity: as wrk asks (some servers compress answers for clients that accept gzip)
+    headers = {**request.headers, "Accept-Encoding": "identity"}
+    return httpx.post(base_url + request.path, content=request.body, headers=headers, timeout=60)
+
+
+def check_answer(request: PeerRequest, response: httpx.Response, expected: np.ndarray) -> None:
+    """Raise unless the server answered this image's probabilities (same class, same values
+    within float rounding)."""
+    got = request.probabilities(response)
+    if got.shape != expected.shape or not np.allclose(got, expected, atol=PROBABILITY_TOLERANCE):
+        raise AssertionError(f"{request.kind} to {request.path}: {got} instead of {expected}")
+    if int(np.argmax(got)) != int(np.argmax(expected)):
+        raise AssertionError(f"{request.kind} to {request.path}: class {np.argmax(got)}")
+
+
+def measure(
+    config: Config,
+    python: Path | None,
+    models: Path,
+    image: bytes,
+    expected: np.ndarray,
+    timing: tuple[float, float],
+    work: Path,
+    round_: int,
+) -> list[dict[str, Any]]:
+    """Start ``config``'s server alone, check every request kind once, then time each."""
+    warmup_s, duration_s = timing
+    requests = config.peer.requests(image)
+    log = work / f"{config.label}-{round_}.log"
+    if python is None:
+        server: UvicornServer = WorkersServer(models, config.parallel, log)
+    else:
+        server = PeerServer(python, config, models, requests[0], log)
+    rows = []
+    with server:
+        for request in requests:
+            check_answer(request, _send(server.base_url, request), expected)
+        for index, request in enumerate(requests):
+            script = write_script(work, f"{config.label}-{index}", request.body, request.headers)
+            url = server.base_url + request.path
+            run_wrk(url, script, warmup_s)
+            load = os.getloadavg()[0]
+            cpu_before = server.cpu_seconds()  # type: ignore[attr-defined]
+            result = run_wrk(url, script, duration_s)
+            server_cpu_s = server.cpu_seconds() - cpu_before  # type: ignore[attr-defined]
+            rows.append(
+                {
+                    "peer": config.peer.name,
+                    "parallel": config.parallel,
+                    "request": request.kind,
+                    "round": round_,
+                    **result,
+                    "server_cores": server_cpu_s / duration_s,
+                    "server_core_ms_per_request": server_cpu_s * 1000 / max(result["requests"], 1),
+                    "wrk_core_percent": result["wrk_cpu_s"] / duration_s * 100,
+                    "load_average": load,
+                }
+            )
+    return rows
+
+
+def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (server, parallel, request): the median of each figure over rounds."""
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["peer"], row["parallel"], row["request"]), []).append(row)
+    merged = []
+    for (peer, parallel, request), group in groups.items():
+        keys = ("rps", "p99_ms", "server_core_ms_per_request", "server_cores", "wrk_core_percent")
+        figures = {key: _median([row[key] for row in group]) for key in keys}
+        merged.append(
+            {
+                "peer": peer,
+                "parallel": parallel,
+                "request": request,
+                "rounds": len(group),
+                **figures,
+                "failed": sum(row["failed"] for row in group),
+                "socket_errors": "; ".join(
+                    row["socket_errors"] for row in group if row["socket_errors"]
+                ),
+                "load_average": _median([row["load_average"] for row in group]),
+            }
+        )
+    return merged
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+def installed_versions(python: Path, packages: Sequence[str]) -> dict[str, str]:
+    """Versions of ``packages`` as installed in the venv of ``python``."""
+    script = (
+        "import importlib.metadata as m, json, sys\n"
+        "print(json.dumps({name: m.version(name) for name in sys.argv[1:]}))"
+    )
+    completed = subprocess.run(
+        [str(python), "-c", script, *packages], capture_output=True, text=True, check=True
+    )
+    return json.loads(completed.stdout)
+
+
+def markdown(rows: list[dict[str, Any]], context: dict[str, Any]) -> str:
+    """The median table, then every round, then the conditions."""
+    peer_rates = [row["rps"] for row in rows if row["peer"] != CELLSIGN]
+    best = max(peer_rates, default=None)
+    lines = [
+        "# cellsign and other model servers, same model and image (python -m benchmarks.peers)",
+        "",
+        context["summary"],
+        "",
+        "| server | version | settings | request | req/s | vs best peer | p99 ms | "
+        "server core-ms/req | server cores | wrk CPU % of a core | failed |",
+        "|" + "---|" * 11,
+    ]
+    for row in sorted(rows, key=lambda row: -row["rps"]):
+        peer = PEERS[row["peer"]]
+        ratio = "-" if best is None else f"{row['rps'] / best:.2f}x"
+        failed = f"{row['failed']}{' ' + row['socket_errors'] if row['socket_errors'] else ''}"
+        lines.append(
+            f"| {peer.title} | {context['versions'][peer.name][peer.package]} | "
+            f"{peer.settings(row['parallel'])} | {row['request']} | {row['rps']:.0f} | {ratio} | "
+            f"{_cell(row['p99_ms'])} | {_cell(row['server_core_ms_per_request'], 2)} | "
+            f"{_cell(row['server_cores'], 2)} | {_cell(row['wrk_core_percent'])} | {failed} |"
+        )
+    lines += ["", "Every round (req/s, load average at the start of the run):", ""]
+    for row in context["rounds"]:
+        lines.append(
+            f"- round {row['round']}: {row['peer']} x{row['parallel']}, {row['request']}: "
+            f"{row['rps']:.0f} req/s, p99 {_cell(row['p99_ms'])} ms, "
+            f"load {row['load_average']:.2f}"
+        )
+    lines += ["", "## Conditions", ""]
+    lines += [f"- {key}: {value}" for key, value in context["conditions"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(PEERS))
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(PEERS)}; got {text!r}")
+    return names
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"comma-separated counts >= 1, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.peers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--models", type=Path, required=True, help="models folder")
+    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--peers", type=_names, default=list(PEERS), help=",".join(PEERS))
+    parser.add_argument(
+        "--parallel", type=_counts, default=[1, 2], help="processes/instances/replicas, e.g. 1,2"
+    )
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of wrk before each")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the servers")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/peers_results.md"))
+    parser.add_argument("--venvs", type=Path, default=VENVS_ROOT, help="where peers install")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (scripts/install-wrk.sh)", file=sys.stderr)
+        return 1
+    if arguments.duration <= 0 or arguments.warmup <= 0 or arguments.rounds < 1:
+        print("--duration and --warmup must be positive, --rounds at least 1", file=sys.stderr)
+        return 1
+    models = arguments.models.resolve()
+    (image,) = signs_images(arguments.data, 1)
+    pythons: dict[str, Path | None] = {CELLSIGN: None}
+    versions: dict[str, dict[str, str]] = {}
+    for name in arguments.peers:
+        peer = PEERS[name]
+        if name == CELLSIGN:
+            versions[name] = {"cellsign": _cellsign_version()}
+            continue
+        pythons[name] = venv_python(name, peer.requirements, arguments.venvs)
+        packages = (peer.package, "tensorflow-cpu", "pillow", "numpy")
+        versions[name] = installed_versions(pythons[name], packages)  # type: ignore[arg-type]
+    expected = _reference(models, image)
+    configs = [
+        Config(PEERS[name], parallel) for name in arguments.peers for parallel in arguments.parallel
+    ]
+    machine = machine_description()
+    started = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="peers-bench-") as work:
+        for round_ in range(1, arguments.rounds + 1):
+            for config in configs:
+                print(f"round {round_}: {config.label}", flush=True)
+                rows += measure(
+                    config,
+                    pythons[config.peer.name],
+                    models,
+                    image,
+                    expected,
+                    (arguments.warmup, arguments.duration),
+                    Path(work),
+                    round_,
+                )
+    elapsed = time.monotonic() - started
+    conditions = {
+        "date (UTC)": dt.datetime.now(dt.UTC).isoformat(timespec="minutes"),
+        "machine": f"{machine['cpu_count']} cores ({os.sched_getaffinity(0).__len__()} usable), "
+        f"{machine['processor']}, {machine['memory_gib']} GiB",
+        "load average (1, 5, 15 min) at start / end": f"{machine['load_average_at_start']} / "
+        f"{[round(value, 2) for value in os.getloadavg()]}",
+        "Python": machine["python"],
+        "cellsign": f"commit {machine['git']}, tensorflow {machine['versions']['tensorflow']}",
+        **{
+            f"{PEERS[name].title} venv": ", ".join(f"{k} {v}" for k, v in found.items())
+            + f" ({venv_size_mib(name, arguments.venvs):.0f} MiB)"
+            for name, found in versions.items()
+            if name != CELLSIGN
+        },
+        "load": f"wrk -t1 -c{CONNECTIONS} --timeout {WRK_TIMEOUT_S}s, {arguments.warmup:g} s "
+        f"warm-up then {arguments.duration:g} s measured per row, {arguments.rounds} round(s), "
+        "one server up at a time, servers alternating",
+        "image": f"{len(image)}-byte JPEG (the first SIGNS training image by name)",
+        "model": f"{models} (newest signs_classifier version), expected class "
+        f"{int(np.argmax(expected))}; every server checked with one real request first",
+        "wall time": f"{elapsed:.0f} s ({elapsed / arguments.rounds:.0f} s per round)",
+    }
+    summary = (
+        f"Median of {arguments.rounds} round(s). 'server core-ms/req': CPU time of all the "
+        "server's processes per answered request; 'vs best peer': req/s over the best "
+        "non-cellsign row."
+    )
+    context = {"summary": summary, "versions": versions, "rounds": rows, "conditions": conditions}
+    arguments.out.write_text(markdown(medians(rows), context))
+    print(arguments.out.read_text())
+    return 0
+
+
+def _cellsign_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("cellsign")
+    except Exception:  # noqa: BLE001 (not installed as a distribution: the source tree)
+        return "source tree"
+
+
+def _reference(models: Path, image: bytes) -> np.ndarray:
+    """The probabilities every server must answer, from the SavedModel in this process."""
+    from benchmarks.peers.servers.signs import SignsClassifier
+
+    return SignsClassifier(models).probabilities([image])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
