@@ -34,7 +34,7 @@ import numpy as np
 
 from benchmarks import REPO_ROOT
 from benchmarks.environment import machine_description
-from benchmarks.payloads import signs_images
+from benchmarks.payloads import signs_paths
 from benchmarks.peers.catalog import CELLSIGN, PEERS, Peer
 from benchmarks.peers.requests import PeerRequest
 from benchmarks.peers.venvs import VENVS_ROOT, venv_python, venv_size_mib
@@ -44,6 +44,7 @@ from benchmarks.wrk import CONNECTIONS, WRK_TIMEOUT_S, run_wrk, write_script
 READY_TIMEOUT_S = 300.0  # Ray starts a cluster; every server loads TensorFlow
 # The same model and decoder in another TensorFlow build: equal to float32 rounding.
 PROBABILITY_TOLERANCE = 1e-4
+STOP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,22 @@ class PeerServer(UvicornServer):
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while any(map(running, left)) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the next server starts only when this one is gone
         if self.config.peer.cleanup:
             subprocess.run(
                 [str(self.python), *self.config.peer.cleanup], capture_output=True, check=False
             )
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie has finished; it only awaits its parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _send(base_url: str, request: PeerRequest) -> httpx.Response:
@@ -122,7 +135,7 @@ def measure(
     models: Path,
     image: bytes,
     expected: np.ndarray,
-    timing: tuple[float, float],
+    timing: tuple[int, int],
     work: Path,
     round_: int,
 ) -> list[dict[str, Any]]:
@@ -240,6 +253,10 @@ def markdown(rows: list[dict[str, Any]], context: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _loads(values: Sequence[float]) -> str:
+    return ", ".join(f"{value:.2f}" for value in values)
+
+
 def _cell(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -262,6 +279,13 @@ def _counts(text: str) -> list[int]:
     return values
 
 
+def _seconds(text: str) -> int:
+    """wrk takes whole seconds."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"whole seconds >= 1, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.peers",
@@ -274,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--parallel", type=_counts, default=[1, 2], help="processes/instances/replicas, e.g. 1,2"
     )
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per wrk run")
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of wrk before each")
+    parser.add_argument("--duration", type=_seconds, default=15, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=_seconds, default=3, help="seconds of wrk before each")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the servers")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/peers_results.md"))
     parser.add_argument("--venvs", type=Path, default=VENVS_ROOT, help="where peers install")
@@ -287,11 +311,16 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed (scripts/install-wrk.sh)", file=sys.stderr)
         return 1
-    if arguments.duration <= 0 or arguments.warmup <= 0 or arguments.rounds < 1:
-        print("--duration and --warmup must be positive, --rounds at least 1", file=sys.stderr)
+    if arguments.rounds < 1:
+        print("--rounds must be at least 1", file=sys.stderr)
         return 1
     models = arguments.models.resolve()
-    (image,) = signs_images(arguments.data, 1)
+    try:
+        (image_path,) = signs_paths(arguments.data, 1)
+    except FileNotFoundError as error:
+        print(f"{error} (--data)", file=sys.stderr)
+        return 1
+    image = image_path.read_bytes()
     pythons: dict[str, Path | None] = {CELLSIGN: None}
     versions: dict[str, dict[str, str]] = {}
     for name in arguments.peers:
@@ -326,10 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     conditions = {
         "date (UTC)": dt.datetime.now(dt.UTC).isoformat(timespec="minutes"),
-        "machine": f"{machine['cpu_count']} cores ({os.sched_getaffinity(0).__len__()} usable), "
+        "machine": f"{machine['cpu_count']} cores ({len(os.sched_getaffinity(0))} usable), "
         f"{machine['processor']}, {machine['memory_gib']} GiB",
-        "load average (1, 5, 15 min) at start / end": f"{machine['load_average_at_start']} / "
-        f"{[round(value, 2) for value in os.getloadavg()]}",
+        "load average (1, 5, 15 min) at start / end": f"{_loads(machine['load_average_at_start'])}"
+        f" / {_loads(os.getloadavg())}",
         "Python": machine["python"],
         "cellsign": f"commit {machine['git']}, tensorflow {machine['versions']['tensorflow']}",
         **{
@@ -341,9 +370,11 @@ def main(argv: list[str] | None = None) -> int:
         "load": f"wrk -t1 -c{CONNECTIONS} --timeout {WRK_TIMEOUT_S}s, {arguments.warmup:g} s "
         f"warm-up then {arguments.duration:g} s measured per row, {arguments.rounds} round(s), "
         "one server up at a time, servers alternating",
-        "image": f"{len(image)}-byte JPEG (the first SIGNS training image by name)",
-        "model": f"{models} (newest signs_classifier version), expected class "
-        f"{int(np.argmax(expected))}; every server checked with one real request first",
+        "image": f"{image_path.name}, {len(image)} bytes, class {image_path.name.split('_')[0]} "
+        "in the data",
+        "model": f"{models}, newest signs_classifier version; it answers class "
+        f"{int(np.argmax(expected))} in-process, and every server was checked to answer the "
+        "same probabilities (one real request) before it was measured",
         "wall time": f"{elapsed:.0f} s ({elapsed / arguments.rounds:.0f} s per round)",
     }
     summary = (
