@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import SubprocessError
 from typing import Any
 
 import httpx
@@ -111,6 +112,12 @@ def running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def rotated(configs: list[Config], by: int) -> list[Config]:
+    """Each round starts one server later, so none always runs first (or last)."""
+    by %= max(len(configs), 1)
+    return configs[by:] + configs[:by]
 
 
 def _send(base_url: str, request: PeerRequest) -> httpx.Response:
@@ -248,6 +255,9 @@ def markdown(rows: list[dict[str, Any]], context: dict[str, Any]) -> str:
             f"{row['rps']:.0f} req/s, p99 {_cell(row['p99_ms'])} ms, "
             f"load {row['load_average']:.2f}"
         )
+    if context["problems"]:
+        lines += ["", "Not measured (failed to start or answered wrongly):", ""]
+        lines += [f"- {problem}" for problem in context["problems"]]
     lines += ["", "## Conditions", ""]
     lines += [f"- {key}: {value}" for key, value in context["conditions"].items()]
     return "\n".join(lines) + "\n"
@@ -314,78 +324,131 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.rounds < 1:
         print("--rounds must be at least 1", file=sys.stderr)
         return 1
-    models = arguments.models.resolve()
     try:
         (image_path,) = signs_paths(arguments.data, 1)
     except FileNotFoundError as error:
         print(f"{error} (--data)", file=sys.stderr)
         return 1
-    image = image_path.read_bytes()
-    pythons: dict[str, Path | None] = {CELLSIGN: None}
-    versions: dict[str, dict[str, str]] = {}
-    for name in arguments.peers:
-        peer = PEERS[name]
-        if name == CELLSIGN:
-            versions[name] = {"cellsign": _cellsign_version()}
-            continue
-        pythons[name] = venv_python(name, peer.requirements, arguments.venvs)
-        packages = (peer.package, "tensorflow-cpu", "pillow", "numpy")
-        versions[name] = installed_versions(pythons[name], packages)  # type: ignore[arg-type]
-    expected = _reference(models, image)
-    configs = [
-        Config(PEERS[name], parallel) for name in arguments.peers for parallel in arguments.parallel
-    ]
+    models = arguments.models.resolve()
+    pythons, versions = install(arguments.peers, arguments.venvs)
     machine = machine_description()
     started = time.monotonic()
-    rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="peers-bench-") as work:
-        for round_ in range(1, arguments.rounds + 1):
-            for config in configs:
-                print(f"round {round_}: {config.label}", flush=True)
-                rows += measure(
-                    config,
-                    pythons[config.peer.name],
-                    models,
-                    image,
-                    expected,
-                    (arguments.warmup, arguments.duration),
-                    Path(work),
-                    round_,
-                )
+    image = image_path.read_bytes()
+    expected = _reference(models, image)
+    rows, problems = run_rounds(arguments, models, image, expected, pythons)
     elapsed = time.monotonic() - started
-    conditions = {
-        "date (UTC)": dt.datetime.now(dt.UTC).isoformat(timespec="minutes"),
-        "machine": f"{machine['cpu_count']} cores ({len(os.sched_getaffinity(0))} usable), "
-        f"{machine['processor']}, {machine['memory_gib']} GiB",
-        "load average (1, 5, 15 min) at start / end": f"{_loads(machine['load_average_at_start'])}"
-        f" / {_loads(os.getloadavg())}",
-        "Python": machine["python"],
-        "cellsign": f"commit {machine['git']}, tensorflow {machine['versions']['tensorflow']}",
-        **{
-            f"{PEERS[name].title} venv": ", ".join(f"{k} {v}" for k, v in found.items())
-            + f" ({venv_size_mib(name, arguments.venvs):.0f} MiB)"
-            for name, found in versions.items()
-            if name != CELLSIGN
-        },
-        "load": f"wrk -t1 -c{CONNECTIONS} --timeout {WRK_TIMEOUT_S}s, {arguments.warmup:g} s "
-        f"warm-up then {arguments.duration:g} s measured per row, {arguments.rounds} round(s), "
-        "one server up at a time, servers alternating",
-        "image": f"{image_path.name}, {len(image)} bytes, class {image_path.name.split('_')[0]} "
-        "in the data",
-        "model": f"{models}, newest signs_classifier version; it answers class "
-        f"{int(np.argmax(expected))} in-process, and every server was checked to answer the "
-        "same probabilities (one real request) before it was measured",
-        "wall time": f"{elapsed:.0f} s ({elapsed / arguments.rounds:.0f} s per round)",
+    context = {
+        "summary": (
+            f"Median of {arguments.rounds} round(s). 'server core-ms/req': CPU time of all the "
+            "server's processes per answered request; 'vs best peer': req/s over the best "
+            "non-cellsign row."
+        ),
+        "versions": versions,
+        "rounds": rows,
+        "problems": problems,
+        "conditions": conditions(arguments, machine, versions, image_path, expected, elapsed),
     }
-    summary = (
-        f"Median of {arguments.rounds} round(s). 'server core-ms/req': CPU time of all the "
-        "server's processes per answered request; 'vs best peer': req/s over the best "
-        "non-cellsign row."
-    )
-    context = {"summary": summary, "versions": versions, "rounds": rows, "conditions": conditions}
     arguments.out.write_text(markdown(medians(rows), context))
     print(arguments.out.read_text())
-    return 0
+    return 1 if problems else 0
+
+
+def install(
+    names: list[str], venvs: Path
+) -> tuple[dict[str, Path | None], dict[str, dict[str, str]]]:
+    """Each peer's interpreter (its venv installed if needed) and what is installed in it."""
+    pythons: dict[str, Path | None] = {CELLSIGN: None}
+    versions = {CELLSIGN: {"cellsign": _cellsign_version()}}
+    for name in names:
+        if name != CELLSIGN:
+            python = venv_python(name, PEERS[name].requirements, venvs)
+            pythons[name] = python
+            packages = (PEERS[name].package, "tensorflow-cpu", "pillow", "numpy")
+            versions[name] = installed_versions(python, packages)
+    return pythons, versions
+
+
+def run_rounds(
+    arguments: argparse.Namespace,
+    models: Path,
+    image: bytes,
+    expected: np.ndarray,
+    pythons: dict[str, Path | None],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every configuration once per round, one server at a time. A server that fails to
+    start or answers wrongly is reported and skipped in that round; the rest still run."""
+    configs = [Config(PEERS[name], n) for name in arguments.peers for n in arguments.parallel]
+    timing = (arguments.warmup, arguments.duration)
+    rows: list[dict[str, Any]] = []
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="peers-bench-") as work:
+        for round_ in range(1, arguments.rounds + 1):
+            for config in rotated(configs, round_ - 1):
+                print(f"round {round_}: {config.label}", flush=True)
+                python = pythons[config.peer.name]
+                try:
+                    rows += measure(
+                        config, python, models, image, expected, timing, Path(work), round_
+                    )
+                except (
+                    AssertionError,
+                    RuntimeError,
+                    OSError,
+                    SubprocessError,
+                    httpx.HTTPError,
+                ) as error:
+                    problem = f"round {round_}, {config.label}: {str(error)[:500]}"
+                    print(problem, file=sys.stderr, flush=True)
+                    problems.append(problem)
+    return rows, problems
+
+
+def conditions(
+    arguments: argparse.Namespace,
+    machine: dict[str, Any],
+    versions: dict[str, dict[str, str]],
+    image_path: Path,
+    expected: np.ndarray,
+    elapsed: float,
+) -> dict[str, str]:
+    """What the figures depend on, for the lines under the table."""
+    cores = f"{machine['cpu_count']} cores ({len(os.sched_getaffinity(0))} usable)"
+    described = {
+        "date (UTC)": dt.datetime.now(dt.UTC).isoformat(timespec="minutes"),
+        "machine": f"{cores}, {machine['processor']}, {machine['memory_gib']} GiB",
+        "load average (1, 5, 15 min) at start / end": (
+            f"{_loads(machine['load_average_at_start'])} / {_loads(os.getloadavg())}"
+        ),
+        "Python": machine["python"],
+        "cellsign": f"commit {machine['git']}, tensorflow {machine['versions']['tensorflow']}",
+    }
+    for name, found in versions.items():
+        if name != CELLSIGN:
+            size = venv_size_mib(name, arguments.venvs)
+            installed = ", ".join(f"{package} {version}" for package, version in found.items())
+            described[f"{PEERS[name].title} venv"] = f"{installed} ({size:.0f} MiB)"
+    described["load"] = (
+        f"{_wrk_version()}: -t1 -c{CONNECTIONS} --timeout {WRK_TIMEOUT_S}s, "
+        f"{arguments.warmup} s warm-up then {arguments.duration} s measured per row, "
+        f"{arguments.rounds} round(s), one server up at a time, servers alternating (each "
+        "round starting one later)"
+    )
+    size = image_path.stat().st_size
+    label = image_path.name.split("_")[0]
+    described["image"] = f"{image_path.name}, {size} bytes, class {label} in the data"
+    described["model"] = (
+        f"{arguments.models}, newest signs_classifier version, class "
+        f"{int(np.argmax(expected))} for this image in-process; every server was checked to "
+        "answer the same probabilities (one real request) before it was measured"
+    )
+    described["wall time"] = f"{elapsed:.0f} s ({elapsed / arguments.rounds:.0f} s per round)"
+    return described
+
+
+def _wrk_version() -> str:
+    completed = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    first = (completed.stdout + completed.stderr).splitlines()[:1]
+    return first[0].split(" Copyright")[0] if first else "wrk"
 
 
 def _cellsign_version() -> str:

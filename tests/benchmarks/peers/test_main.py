@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from benchmarks import REPO_ROOT
-from benchmarks.peers.__main__ import Config, build_parser, main, measure, medians, running
+from benchmarks.peers import __main__ as peers_main
+from benchmarks.peers.__main__ import Config, build_parser, main, measure, medians, rotated, running
 from benchmarks.peers.catalog import CELLSIGN, PEERS, Peer
 from benchmarks.peers.requests import json_probabilities, raw_request
 from tests.benchmarks.peers import fake_peer
@@ -135,3 +136,29 @@ def test_every_peer_has_a_server_module_and_pinned_versions() -> None:
         assert "==" in pinned, pinned
         assert peer.requests(b"jpeg"), peer.name
     assert replace(FAKE, name="x").settings(2) == "2 process(es); none"
+
+
+def test_rounds_rotate_the_starting_server() -> None:
+    configs = [Config(FAKE, parallel) for parallel in (1, 2, 3)]
+    orders = [[c.parallel for c in rotated(configs, by)] for by in range(4)]
+    assert orders == [[1, 2, 3], [2, 3, 1], [3, 1, 2], [1, 2, 3]]
+
+
+@needs_wrk
+def test_a_failing_server_is_reported_and_the_others_still_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = replace(FAKE, name="broken", module="tests.benchmarks.peers.no_such_module")
+    monkeypatch.setattr(peers_main, "PEERS", {"fake": FAKE, "broken": broken})
+    arguments = build_parser().parse_args(["--models", str(tmp_path), "--duration", "1"])
+    arguments.peers, arguments.parallel, arguments.warmup = ["broken", "fake"], [1], 1
+    python = Path(sys.executable)
+    rows, problems = peers_main.run_rounds(
+        arguments, tmp_path, b"x", EXPECTED, {"fake": python, "broken": python}
+    )
+    assert [row["peer"] for row in rows] == ["fake"] * 3  # three rounds by default
+    assert len(problems) == 3 and all("broken-1" in problem for problem in problems)
+    context = {"summary": "", "versions": {"fake": {"fake": "1.0"}}, "rounds": rows}
+    text = peers_main.markdown(medians(rows), {**context, "problems": problems, "conditions": {}})
+    assert "| Fake | 1.0 | 1 process(es); none | raw body |" in text
+    assert "Not measured" in text and "round 3, broken-1" in text
