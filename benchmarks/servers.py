@@ -60,6 +60,15 @@ def descendants(pid: int) -> list[int]:
     return found + [grandchild for child in found for grandchild in descendants(child)]
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie has finished; it only awaits its parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 class UvicornServer:
     """``uvicorn APP`` with one worker, as a context manager that waits for readiness.
 

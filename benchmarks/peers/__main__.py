@@ -13,19 +13,15 @@ their own venvs (``benchmarks/peers/venvs.py``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from subprocess import SubprocessError
 from typing import Any
@@ -36,82 +32,16 @@ import numpy as np
 from benchmarks import REPO_ROOT
 from benchmarks.environment import machine_description
 from benchmarks.payloads import signs_paths
-from benchmarks.peers.catalog import CELLSIGN, PEERS, Peer
+from benchmarks.peers.catalog import CELLSIGN, PEERS, Config
+from benchmarks.peers.peer_server import PeerServer, send
+from benchmarks.peers.report import markdown, medians
 from benchmarks.peers.requests import PeerRequest
 from benchmarks.peers.venvs import VENVS_ROOT, venv_python, venv_size_mib
-from benchmarks.servers import UvicornServer, WorkersServer, descendants, tree_cpu_seconds
+from benchmarks.servers import UvicornServer, WorkersServer
 from benchmarks.wrk import CONNECTIONS, WRK_TIMEOUT_S, run_wrk, write_script
 
-READY_TIMEOUT_S = 300.0  # Ray starts a cluster; every server loads TensorFlow
 # The same model and decoder in another TensorFlow build: equal to float32 rounding.
 PROBABILITY_TOLERANCE = 1e-4
-STOP_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class Config:
-    peer: Peer
-    parallel: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.peer.name}-{self.parallel}"
-
-
-class PeerServer(UvicornServer):
-    """A peer's server module in the peer's venv, ready once ``probe`` gets a 200."""
-
-    def __init__(
-        self, python: Path, config: Config, models: Path, probe: PeerRequest, log_path: Path
-    ) -> None:
-        super().__init__(config.peer.module, {}, log_path, probe.path)
-        self.python, self.config, self.models, self.probe = python, config, models, probe
-
-    def command(self) -> list[str]:
-        command = [str(self.python), "-m", self.config.peer.module, "--models", str(self.models)]
-        return command + ["--port", str(self.port), "--parallel", str(self.config.parallel)]
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.app} exited; see {self.log_path}:\n{self.log_tail()}")
-            try:
-                if _send(self.base_url, self.probe).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        raise TimeoutError(f"{self.app} not ready after {READY_TIMEOUT_S:.0f} s")
-
-    def cpu_seconds(self) -> float:
-        return tree_cpu_seconds(self.pid)
-
-    def stop(self) -> None:
-        """The server, then whatever it started that outlived it, then the peer's cleanup."""
-        if self.process is None:
-            return
-        left = descendants(self.pid) if self.process.poll() is None else []
-        super().stop()
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while any(map(running, left)) and time.monotonic() < deadline:
-            time.sleep(0.1)  # the next server starts only when this one is gone
-        if self.config.peer.cleanup:
-            subprocess.run(
-                [str(self.python), *self.config.peer.cleanup], capture_output=True, check=False
-            )
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` still runs (a zombie has finished; it only awaits its parent)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def rotated(configs: list[Config], by: int) -> list[Config]:
@@ -120,10 +50,8 @@ def rotated(configs: list[Config], by: int) -> list[Config]:
     return configs[by:] + configs[:by]
 
 
-def _send(base_url: str, request: PeerRequest) -> httpx.Response:
-    # identity: as wrk asks (some servers compress answers for clients that accept gzip)
-    headers = {**request.headers, "Accept-Encoding": "identity"}
-    return httpx.post(base_url + request.path, content=request.body, headers=headers, timeout=60)
+class WrongAnswerError(RuntimeError):
+    """A server answered something else than the model gives in-process."""
 
 
 def check_answer(request: PeerRequest, response: httpx.Response, expected: np.ndarray) -> None:
@@ -131,9 +59,9 @@ def check_answer(request: PeerRequest, response: httpx.Response, expected: np.nd
     within float rounding)."""
     got = request.probabilities(response)
     if got.shape != expected.shape or not np.allclose(got, expected, atol=PROBABILITY_TOLERANCE):
-        raise AssertionError(f"{request.kind} to {request.path}: {got} instead of {expected}")
+        raise WrongAnswerError(f"{request.kind} to {request.path}: {got}, not {expected}")
     if int(np.argmax(got)) != int(np.argmax(expected)):
-        raise AssertionError(f"{request.kind} to {request.path}: class {np.argmax(got)}")
+        raise WrongAnswerError(f"{request.kind} to {request.path}: class {np.argmax(got)}")
 
 
 def measure(
@@ -157,7 +85,7 @@ def measure(
     rows = []
     with server:
         for request in requests:
-            check_answer(request, _send(server.base_url, request), expected)
+            check_answer(request, send(server.base_url, request), expected)
         for index, request in enumerate(requests):
             script = write_script(work, f"{config.label}-{index}", request.body, request.headers)
             url = server.base_url + request.path
@@ -182,37 +110,6 @@ def measure(
     return rows
 
 
-def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (server, parallel, request): the median of each figure over rounds."""
-    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["peer"], row["parallel"], row["request"]), []).append(row)
-    merged = []
-    for (peer, parallel, request), group in groups.items():
-        keys = ("rps", "p99_ms", "server_core_ms_per_request", "server_cores", "wrk_core_percent")
-        figures = {key: _median([row[key] for row in group]) for key in keys}
-        merged.append(
-            {
-                "peer": peer,
-                "parallel": parallel,
-                "request": request,
-                "rounds": len(group),
-                **figures,
-                "failed": sum(row["failed"] for row in group),
-                "socket_errors": "; ".join(
-                    row["socket_errors"] for row in group if row["socket_errors"]
-                ),
-                "load_average": _median([row["load_average"] for row in group]),
-            }
-        )
-    return merged
-
-
-def _median(values: list[float | None]) -> float | None:
-    present = [value for value in values if value is not None]
-    return statistics.median(present) if present else None
-
-
 def installed_versions(python: Path, packages: Sequence[str]) -> dict[str, str]:
     """Versions of ``packages`` as installed in the venv of ``python``."""
     script = (
@@ -223,52 +120,6 @@ def installed_versions(python: Path, packages: Sequence[str]) -> dict[str, str]:
         [str(python), "-c", script, *packages], capture_output=True, text=True, check=True
     )
     return json.loads(completed.stdout)
-
-
-def markdown(rows: list[dict[str, Any]], context: dict[str, Any]) -> str:
-    """The median table, then every round, then the conditions."""
-    peer_rates = [row["rps"] for row in rows if row["peer"] != CELLSIGN]
-    best = max(peer_rates, default=None)
-    lines = [
-        "# cellsign and other model servers, same model and image (python -m benchmarks.peers)",
-        "",
-        context["summary"],
-        "",
-        "| server | version | settings | request | req/s | vs best peer | p99 ms | "
-        "server core-ms/req | server cores | wrk CPU % of a core | failed |",
-        "|" + "---|" * 11,
-    ]
-    for row in sorted(rows, key=lambda row: -row["rps"]):
-        peer = PEERS[row["peer"]]
-        ratio = "-" if best is None else f"{row['rps'] / best:.2f}x"
-        failed = f"{row['failed']}{' ' + row['socket_errors'] if row['socket_errors'] else ''}"
-        lines.append(
-            f"| {peer.title} | {context['versions'][peer.name][peer.package]} | "
-            f"{peer.settings(row['parallel'])} | {row['request']} | {row['rps']:.0f} | {ratio} | "
-            f"{_cell(row['p99_ms'])} | {_cell(row['server_core_ms_per_request'], 2)} | "
-            f"{_cell(row['server_cores'], 2)} | {_cell(row['wrk_core_percent'])} | {failed} |"
-        )
-    lines += ["", "Every round (req/s, load average at the start of the run):", ""]
-    for row in context["rounds"]:
-        lines.append(
-            f"- round {row['round']}: {row['peer']} x{row['parallel']}, {row['request']}: "
-            f"{row['rps']:.0f} req/s, p99 {_cell(row['p99_ms'])} ms, "
-            f"load {row['load_average']:.2f}"
-        )
-    if context["problems"]:
-        lines += ["", "Not measured (failed to start or answered wrongly):", ""]
-        lines += [f"- {problem}" for problem in context["problems"]]
-    lines += ["", "## Conditions", ""]
-    lines += [f"- {key}: {value}" for key, value in context["conditions"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def _loads(values: Sequence[float]) -> str:
-    return ", ".join(f"{value:.2f}" for value in values)
-
-
-def _cell(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _names(text: str) -> list[str]:
@@ -443,6 +294,10 @@ def conditions(
     )
     described["wall time"] = f"{elapsed:.0f} s ({elapsed / arguments.rounds:.0f} s per round)"
     return described
+
+
+def _loads(values: Sequence[float]) -> str:
+    return ", ".join(f"{value:.2f}" for value in values)
 
 
 def _wrk_version() -> str:

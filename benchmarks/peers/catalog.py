@@ -42,6 +42,16 @@ class Peer:
         return f"{parallel} {self.parallel_unit}; {self.batching}"
 
 
+@dataclass(frozen=True)
+class Config:
+    peer: Peer
+    parallel: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.peer.name}-{self.parallel}"
+
+
 def _cellsign_requests(image: bytes) -> list[PeerRequest]:
     return [
         multipart_request(image, "/classify", "file", cellsign_probabilities),

@@ -16,9 +16,12 @@ import pytest
 
 from benchmarks import REPO_ROOT
 from benchmarks.peers import __main__ as peers_main
-from benchmarks.peers.__main__ import Config, build_parser, main, measure, medians, rotated, running
-from benchmarks.peers.catalog import CELLSIGN, PEERS, Peer
+from benchmarks.peers import report
+from benchmarks.peers.__main__ import WrongAnswerError, build_parser, main, measure, rotated
+from benchmarks.peers.catalog import CELLSIGN, PEERS, Config, Peer
+from benchmarks.peers.report import markdown, medians
 from benchmarks.peers.requests import json_probabilities, raw_request
+from benchmarks.servers import running
 from tests.benchmarks.peers import fake_peer
 from tests.conftest import SHARED_DATA
 
@@ -52,7 +55,7 @@ def test_a_peer_is_checked_measured_and_stopped_with_its_helpers(tmp_path: Path)
 
 def test_a_wrong_answer_stops_the_run_and_the_server(tmp_path: Path) -> None:
     wrong = np.array([[0.7, 0.1, 0.2]], dtype=np.float32)
-    with pytest.raises(AssertionError, match="raw body to /anything"):
+    with pytest.raises(WrongAnswerError, match="raw body to /anything"):
         measure(Config(FAKE, 1), Path(sys.executable), tmp_path, b"x", wrong, (1, 1), tmp_path, 1)
     assert not running(_helper_pid(tmp_path / "fake-1-1.log"))
 
@@ -149,7 +152,9 @@ def test_a_failing_server_is_reported_and_the_others_still_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broken = replace(FAKE, name="broken", module="tests.benchmarks.peers.no_such_module")
-    monkeypatch.setattr(peers_main, "PEERS", {"fake": FAKE, "broken": broken})
+    fakes = {"fake": FAKE, "broken": broken}
+    monkeypatch.setattr(peers_main, "PEERS", fakes)
+    monkeypatch.setattr(report, "PEERS", fakes)
     arguments = build_parser().parse_args(["--models", str(tmp_path), "--duration", "1"])
     arguments.peers, arguments.parallel, arguments.warmup = ["broken", "fake"], [1], 1
     python = Path(sys.executable)
@@ -159,6 +164,6 @@ def test_a_failing_server_is_reported_and_the_others_still_run(
     assert [row["peer"] for row in rows] == ["fake"] * 3  # three rounds by default
     assert len(problems) == 3 and all("broken-1" in problem for problem in problems)
     context = {"summary": "", "versions": {"fake": {"fake": "1.0"}}, "rounds": rows}
-    text = peers_main.markdown(medians(rows), {**context, "problems": problems, "conditions": {}})
+    text = markdown(medians(rows), {**context, "problems": problems, "conditions": {}})
     assert "| Fake | 1.0 | 1 process(es); none | raw body |" in text
     assert "Not measured" in text and "round 3, broken-1" in text
