@@ -14,12 +14,18 @@ SIGNS_GLOB = "signs/train/*.jpg"
 MALARIA_ZIP = "malaria/cell_images.zip"
 
 
-def signs_images(data_dir: Path, count: int) -> list[bytes]:
-    """The first ``count`` SIGNS JPEGs (64x64 RGB), sorted by name for repeatability."""
+def signs_paths(data_dir: Path, count: int) -> list[Path]:
+    """The first ``count`` SIGNS JPEGs (64x64 RGB), sorted by name for repeatability; each
+    name starts with the image's class (``0_IMG_5864.jpg``)."""
     paths = sorted(data_dir.glob(SIGNS_GLOB))[:count]
     if len(paths) < count:
         raise FileNotFoundError(f"need {count} images under {data_dir / 'signs/train'}")
-    return [path.read_bytes() for path in paths]
+    return paths
+
+
+def signs_images(data_dir: Path, count: int) -> list[bytes]:
+    """The bytes of ``signs_paths``."""
+    return [path.read_bytes() for path in signs_paths(data_dir, count)]
 
 
 def malaria_images(data_dir: Path, count: int) -> list[bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import httpx
 from benchmarks import REPO_ROOT
 
 READY_TIMEOUT_S = 180.0
+WORKERS_READY_TIMEOUT_S = 300.0  # several workers each load every model
 # uvicorn's access log off, its own messages at warning and above.
 QUIET_UVICORN_ARGS = ("--no-access-log", "--log-level", "warning")
 
@@ -38,6 +40,33 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time ``pid`` has used so far, all threads (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and of every live descendant: a server's worker processes, a
+    Triton or Ray server's helper processes."""
+    return sum(cpu_seconds(each) for each in (pid, *descendants(pid)))
+
+
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren, ... of ``pid`` (Linux ``/proc``); those that exit meanwhile
+    are skipped."""
+    found = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(child) for child in (task / "children").read_text().split()]
+    except FileNotFoundError:
+        return []
+    return found + [grandchild for child in found for grandchild in descendants(child)]
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie has finished; it only awaits its parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class UvicornServer:
@@ -140,3 +169,40 @@ class AppServer(UvicornServer):
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "app"]
+
+
+class WorkersServer(AppServer):
+    """``python -m app`` with ``workers`` processes, ready once every worker serves."""
+
+    def __init__(self, models: Path, workers: int, log_path: Path) -> None:
+        env = {
+            "MODEL_DIR": str(models),
+            "WORKERS": str(workers),
+            "RELOAD_INTERVAL_S": "0",
+            "LOG_LEVEL": "warning",
+        }
+        super().__init__(env, log_path)
+        self.workers = workers
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + WORKERS_READY_TIMEOUT_S
+        while self._ready_workers() < self.workers:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"server exited; see {self.log_path}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not ready after {WORKERS_READY_TIMEOUT_S:.0f} s")
+            time.sleep(0.5)
+
+    def _ready_workers(self) -> int:
+        """Workers whose classifier is loaded: one series per worker under several workers."""
+        try:
+            text = httpx.get(self.base_url + "/metrics", timeout=5).text
+        except httpx.TransportError:
+            return 0
+        series = r'cellsign_model_version\{model="signs_classifier"[^}]*\} (\S+)'
+        versions = re.findall(series, text)
+        return sum(float(version) > 0 for version in versions)
+
+    def cpu_seconds(self) -> float:
+        """The supervisor and every worker process (their children, from /proc)."""
+        return tree_cpu_seconds(self.pid)

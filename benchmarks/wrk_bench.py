@@ -15,36 +15,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from benchmarks import REPO_ROOT
 from benchmarks.model_bench import signature_throughput
 from benchmarks.payloads import malaria_images, multipart_body, signs_images
-from benchmarks.servers import AppServer, cpu_seconds
+from benchmarks.servers import WorkersServer
+from benchmarks.wrk import CONNECTIONS, WRK_TIMEOUT_S, run_wrk, write_script
 
-CONNECTIONS = 32  # the issue's setting: enough to keep every batcher busy
-# wrk's default (2 s) drops slow answers from the latency figures instead of counting them.
-WRK_TIMEOUT_S = 30
 BATCH_IMAGES = 32
-READY_TIMEOUT_S = 300.0
-_WRK_LUA = """
-local file = io.open("{body}", "rb")
-wrk.method = "POST"
-wrk.body = file:read("*a")
-file:close()
-wrk.headers["Content-Type"] = "{content_type}"
-"""
 
 
 @dataclass(frozen=True)
@@ -76,97 +60,14 @@ def scenarios(data_dir: Path) -> list[Scenario]:
     ]
 
 
-class WorkersServer(AppServer):
-    """``python -m app`` with ``workers`` processes, ready once every worker serves."""
-
-    def __init__(self, models: Path, workers: int, log_path: Path) -> None:
-        env = {
-            "MODEL_DIR": str(models),
-            "WORKERS": str(workers),
-            "RELOAD_INTERVAL_S": "0",
-            "LOG_LEVEL": "warning",
-        }
-        super().__init__(env, log_path)
-        self.workers = workers
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while self._ready_workers() < self.workers:
-            if self.process is None or self.process.poll() is not None:
-                raise RuntimeError(f"server exited; see {self.log_path}:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server not ready after {READY_TIMEOUT_S:.0f} s")
-            time.sleep(0.5)
-
-    def _ready_workers(self) -> int:
-        """Workers whose classifier is loaded: one series per worker under several workers."""
-        try:
-            text = httpx.get(self.base_url + "/metrics", timeout=5).text
-        except httpx.TransportError:
-            return 0
-        series = r'cellsign_model_version\{model="signs_classifier"[^}]*\} (\S+)'
-        versions = re.findall(series, text)
-        return sum(float(version) > 0 for version in versions)
-
-    def cpu_seconds(self) -> float:
-        """The supervisor and every worker process (their children, from /proc)."""
-        pids = [self.pid, *_children(self.pid)]
-        return sum(cpu_seconds(pid) for pid in pids)
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        found += [int(child) for child in children]
-    return found + [grandchild for child in found for grandchild in _children(child)]
-
-
-def run_wrk(url: str, lua: Path, duration_s: float) -> dict[str, Any]:
-    """One wrk run; its own CPU from the rusage of waited-for children."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration_s:g}s", "--latency"]
-    command += ["--timeout", f"{WRK_TIMEOUT_S}s", "-s", str(lua)]
-    output = subprocess.run(
-        [*command, url], capture_output=True, text=True, check=True, timeout=duration_s + 60
-    ).stdout
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wrk_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {**parse_wrk(output), "wrk_cpu_s": wrk_cpu_s}
-
-
-def parse_wrk(output: str) -> dict[str, Any]:
-    """Requests, req/s, p50/p99 (ms) and failures from wrk's ``--latency`` report."""
-    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    percentiles = re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
-    latency = {percent: _ms(value, unit) for percent, value, unit in percentiles}
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = re.search(r"Socket errors: (.*)", output)
-    return {
-        "requests": requests,
-        "rps": rps,
-        "p50_ms": latency.get("50"),
-        "p99_ms": latency.get("99"),
-        "failed": int(non_2xx.group(1)) if non_2xx else 0,
-        "socket_errors": errors.group(1).strip() if errors else "",
-    }
-
-
-def _ms(value: str, unit: str) -> float:
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
 def measure_server(
     models: Path, workers: int, cases: list[Scenario], duration_s: float, work: Path, round_: int
 ) -> list[dict[str, Any]]:
     rows = []
     with WorkersServer(models, workers, work / f"server-{workers}.log") as server:
         for case in cases:
-            body_path = work / f"{abs(hash(case.name))}.body"
-            body_path.write_bytes(case.body)
-            lua = body_path.with_suffix(".lua")
-            lua.write_text(_WRK_LUA.format(body=body_path, content_type=case.content_type))
+            headers = {"Content-Type": case.content_type}
+            lua = write_script(work, str(abs(hash(case.name))), case.body, headers)
             url = server.base_url + case.path
             run_wrk(url, lua, min(1.0, duration_s))  # warm-up: batch shapes traced, pools full
             load = os.getloadavg()[0]

@@ -12,32 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.wrk_bench import main, parse_wrk
+from benchmarks.wrk_bench import main
 from tests.conftest import SHARED_DATA
-
-WRK_REPORT = """Running 1s test @ http://127.0.0.1:1/classify
-  1 threads and 32 connections
-  Latency Distribution
-     50%   12.50ms
-     75%   20.00ms
-     90%   30.00ms
-     99%    1.20s
-  412 requests in 1.00s, 200.00KB read
-  Non-2xx or 3xx responses: 3
-Requests/sec:    411.52
-Transfer/sec:    199.00KB
-"""
-
-
-def test_parse_wrk_reads_rate_percentiles_and_failures() -> None:
-    assert parse_wrk(WRK_REPORT) == {
-        "requests": 412,
-        "rps": 411.52,
-        "p50_ms": 12.5,
-        "p99_ms": 1200.0,
-        "failed": 3,
-        "socket_errors": "",
-    }
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="no wrk: see scripts/install-wrk.sh")
