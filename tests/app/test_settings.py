@@ -60,3 +60,9 @@ def test_workers_default_to_the_usable_cores_capped(monkeypatch: pytest.MonkeyPa
     assert Settings().workers == 12
     with pytest.raises(ValidationError):
         Settings(workers=0)
+
+
+def test_the_default_queue_takes_what_every_decoding_thread_can_hand_over() -> None:
+    """Four waiting batches plus a full batch from each decoding thread."""
+    assert Settings(batch_max_size=32, decode_threads=8).queue_limit == 12 * 32
+    assert Settings(batch_max_size=4, decode_threads=2, max_files_per_request=64).queue_limit == 64
