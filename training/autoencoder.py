@@ -41,15 +41,15 @@ class AutoencoderParts:
 def build_autoencoder(
     image_size: int,
     filters: Sequence[int] = (32, 64),
-    code_channels: int = 16,
+    code_channels: int = 32,
     retrieval_dim: int = 64,
 ) -> AutoencoderParts:
     """``len(filters)`` Conv2D + MaxPooling stages down to an ``(S / 2^n)``-sided code with
     ``code_channels`` channels, mirrored by stride-2 Conv2DTranspose stages back up.
 
     The decoder sees only that code, so ``code_channels`` sets the compression: 48 px cells
-    (6,912 values) through two stages and 16 channels give a 12x12x16 = 2,304-value code, 3x
-    smaller than the input. No skip connection bypasses it. The retrieval branch reads the
+    (6,912 values) through two stages and 32 channels give a 12x12x32 = 4,608-value code,
+    1.5x smaller than the input. No skip connection bypasses it. The retrieval branch reads the
     same trunk and pools ``retrieval_dim`` channels (the ``encode`` output)."""
     downscale = 2 ** len(filters)
     if image_size % downscale:

@@ -60,20 +60,39 @@ def worker_folder(strategy: tf.distribute.Strategy, folder: Path) -> Path:
     return Path(folder) / f".{resolver.task_type}-{resolver.task_id}"
 
 
-@contextlib.contextmanager
-def training_precision() -> Iterator[str]:
-    """``mixed_float16`` while building and training on a GPU, ``float32`` on CPU.
-
-    GPUs run float16 convolutions on their tensor cores; CPU training stays in float32, the
-    precision every reported CPU figure was measured in. The previous global policy is
-    restored on exit, so models built later (the export copy, the next job) are float32.
-    """
-    if not tf.config.list_physical_devices("GPU"):
-        yield "float32"
-        return
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16")
+def cpu_has_bfloat16() -> bool:
+    """True when the CPU multiplies bfloat16 natively (AMX or AVX512-BF16, read from Linux's
+    ``/proc/cpuinfo``). Without them oneDNN emulates bfloat16, slower than float32."""
     try:
-        yield "mixed_float16"
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def training_policy(requested: str | None = None) -> str:
+    """The Keras dtype policy to train in: ``requested`` when given; otherwise
+    ``mixed_float16`` on a GPU (tensor cores), ``mixed_bfloat16`` on a CPU with native
+    bfloat16 (the autoencoder's train step measured 0.42 instead of 0.86 CPU s there) and
+    ``float32`` elsewhere."""
+    if requested is not None:
+        return requested
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    return "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
+
+
+@contextlib.contextmanager
+def training_precision(requested: str | None = None) -> Iterator[str]:
+    """Build and train under ``training_policy(requested)``; yields the policy's name.
+
+    Variables stay float32 under either mixed policy. The previous global policy is restored
+    on exit, so models built later (the float32 export copy, the next job) are float32.
+    """
+    policy = training_policy(requested)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield policy
     finally:
         keras.mixed_precision.set_global_policy(previous)

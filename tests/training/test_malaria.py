@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from training.distribute import training_precision
 from training.malaria import (
     MalariaConfig,
     build_parts,
@@ -87,20 +88,23 @@ def test_interrupted_fit_resumes_after_its_last_finished_epoch(tmp_path: Path) -
     assert not (work_dir / "backup").exists()  # a finished run removes its backup
 
 
-def test_mixed_precision_training_step_is_finite_and_exports_in_float32(tmp_path: Path) -> None:
-    """What a GPU run does (training_precision picks mixed_float16 there), run on CPU."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+@pytest.mark.parametrize(
+    ("policy", "compute_dtype"),
+    [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")],
+)
+def test_mixed_precision_training_step_is_finite_and_exports_in_float32(
+    tmp_path: Path, policy: str, compute_dtype: str
+) -> None:
+    """What a GPU run (float16) and a CPU with native bfloat16 run do, both run here on CPU."""
+    with training_precision(policy):
         keras.utils.set_random_seed(0)
         trained = build_parts(CONFIG)
         model = compiled_training_model(trained, CONFIG)
         data = _data()
         history = fit_model(model, data, replace(CONFIG, epochs=1), tmp_path / ".work", 0)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
     assert np.isfinite(history["loss"]).all()
-    assert trained.encoder.get_layer("enc_conv0").compute_dtype == "float16"
+    assert trained.encoder.get_layer("enc_conv0").compute_dtype == compute_dtype
     exported = float32_copy(trained, CONFIG)
     assert exported.encoder.get_layer("enc_conv0").compute_dtype == "float32"
     cells = data.splits["test"].images.astype(np.float32) / 255.0
