@@ -17,9 +17,10 @@ MAX_DEFAULT_WORKERS = 8
 
 
 def default_workers() -> int:
-    """The CPU cores this process may run on (its affinity mask, e.g. a container's cpuset),
-    at most ``MAX_DEFAULT_WORKERS``."""
-    return max(1, min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WORKERS))
+    """Half the CPU cores this process may run on (its affinity mask, e.g. a container's
+    cpuset), at least 1 and at most ``MAX_DEFAULT_WORKERS``: one worker keeps about 1.25
+    cores busy (its event loop plus the decode and TensorFlow threads; docs/workers.md)."""
+    return max(1, min(len(os.sched_getaffinity(0)) // 2, MAX_DEFAULT_WORKERS))
 
 
 class Settings(BaseSettings):
@@ -138,7 +139,7 @@ class Settings(BaseSettings):
         default_factory=lambda: default_workers(),
         gt=0,
         description="Worker processes of `python -m app`, each with its own copy of the models; "
-        f"default: the CPU cores this process may use, at most {MAX_DEFAULT_WORKERS}.",
+        f"default: half the CPU cores this process may use, 1 to {MAX_DEFAULT_WORKERS}.",
     )
     runtime_dir: Path | None = Field(
         None,

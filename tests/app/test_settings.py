@@ -51,8 +51,12 @@ def test_contradictory_or_invalid_settings_are_refused(values: dict) -> None:
         Settings(**values)
 
 
-def test_workers_default_to_the_usable_cores_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(3)))
+def test_workers_default_to_half_the_usable_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)))
+    assert Settings().workers == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert Settings().workers == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)))
     assert Settings().workers == 3
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
     assert Settings().workers == MAX_DEFAULT_WORKERS

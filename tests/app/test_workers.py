@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -139,6 +140,34 @@ def test_metrics_sum_the_counters_of_both_workers(
     response = httpx.get(server.base_url + "/metrics", timeout=10).text
     line = 'cellsign_requests_total{endpoint="/classify",method="POST",status="200"}'
     assert f"{line} {float(sent)}" in response
+
+
+def test_connections_opened_at_once_are_spread_over_the_workers(
+    workers: tuple[Workers, Path], tmp_path: Path
+) -> None:
+    """What a load balancer or wrk does: open many connections, then use them. Each worker
+    has its own SO_REUSEPORT socket, so neither can take them all."""
+    server, _ = workers
+    port = int(server.base_url.rsplit(":", 1)[1])
+    before = server.classify_requests_by_pid(tmp_path / "before")
+    image = image_bytes("PNG")
+    request = (
+        f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+        f"Content-Length: {len(image)}\r\nConnection: close\r\n\r\n"
+    ).encode() + image
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(32)]
+    try:
+        for sock in sockets:
+            sock.sendall(request)
+        for sock in sockets:
+            assert sock.recv(12).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in sockets:
+            sock.close()
+    time.sleep(0.5)  # the counters are written after the answer
+    after = server.classify_requests_by_pid(tmp_path / "after")
+    served = [after[pid] - before.get(pid, 0.0) for pid in after]
+    assert sum(served) == 32 and min(served) >= 6, served
 
 
 def test_one_reload_call_reaches_every_worker(workers: tuple[Workers, Path]) -> None:
