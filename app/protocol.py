@@ -7,7 +7,7 @@ ends is buffered and re-joined as it grows, which cost seconds of event-loop CPU
 Here the bytes that arrive while a head is incomplete are counted, and past
 ``MAX_HEADER_BYTES`` the client gets 431 and the connection is closed, so such a head costs
 at most the limit plus one read. uvicorn's plain-text 503 past ``MAX_CONCURRENCY`` becomes a
-JSON ``detail`` like every other refusal.
+JSON ``detail`` like every other refusal, and health probes are served past that limit.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.server import ServerState
 
 CONCURRENCY_DETAIL = "overloaded: too many connections; retry later"
+# Liveness and readiness probes pass the connection limit: they cost next to nothing, and
+# an orchestrator that sees them fail under load would restart a busy but healthy server.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 
 
 class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -60,7 +63,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         if app is service_unavailable:  # what uvicorn answers past limit_concurrency
-            app = _json_service_unavailable
+            app = self.app if cycle.scope["path"] in PROBE_PATHS else _json_service_unavailable
         super()._start_asgi_task(cycle, app)
 
     def _refuse_head(self) -> None:

@@ -193,9 +193,10 @@ class Settings(BaseSettings):
         5, gt=0, description="Seconds an idle keep-alive connection stays open."
     )
     max_concurrency: int = Field(
-        200,
+        1024,
         gt=0,
-        description="Open connections plus requests in progress past which uvicorn answers 503.",
+        description="Open connections plus requests in progress past which the answer is 503 "
+        "(health probes pass). Waiting requests cost little: admission and deadlines shed work.",
     )
     graceful_shutdown_s: int = Field(
         30, gt=0, description="On SIGTERM, seconds given to requests in progress before exit."

@@ -122,17 +122,19 @@ def test_an_idle_keep_alive_connection_is_closed(server: AppServer) -> None:
     assert closed_after < KEEP_ALIVE_S + 2
 
 
-def test_connections_past_the_concurrency_limit_get_503(server: AppServer) -> None:
+def test_connections_past_the_concurrency_limit_get_503_but_probes_pass(server: AppServer) -> None:
     idle = [connect(server.base_url) for _ in range(MAX_CONCURRENCY)]
     try:
         time.sleep(0.2)  # let the server accept them all
-        refused = httpx.get(server.base_url + "/healthz", timeout=5)
+        refused = httpx.get(server.base_url + "/models", timeout=5)
+        probe = httpx.get(server.base_url + "/healthz", timeout=5)  # probes pass the limit
     finally:
         for sock in idle:
             sock.close()
     assert refused.status_code == 503
     assert "too many connections" in refused.json()["detail"]
     assert refused.headers["retry-after"] == "1"
+    assert probe.status_code == 200
     time.sleep(0.2)
     assert httpx.get(server.base_url + "/healthz", timeout=5).status_code == 200
 
