@@ -62,7 +62,8 @@ class OneSocketEach(Multiprocess):
     the kernel spreads new connections over the workers. With one shared socket, the worker
     whose event loop woke first accepted every waiting connection (28 of wrk's 32 landed in
     one of two workers, which then served fewer requests than one worker alone). A worker
-    that uvicorn restarts listens on all the sockets, so none is left unserved."""
+    that uvicorn restarts (it died, or missed its ping) listens on all the sockets, so none
+    is left unserved; connections then spread less evenly until the server restarts."""
 
     def init_processes(self) -> None:
         for sock in self.sockets:

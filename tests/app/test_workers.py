@@ -125,17 +125,24 @@ def classify_concurrently(base_url: str, count: int) -> None:
         assert set(pool.map(one, range(count))) == {200}
 
 
-def test_metrics_sum_the_counters_of_both_workers(
-    workers: tuple[Workers, Path], tmp_path: Path
-) -> None:
-    server, _ = workers
+def classify_until_both_answer(server: Workers, work: Path) -> tuple[int, dict[str, float]]:
+    """Requests until each worker has answered one (a worker that has loaded its models
+    may not listen yet); returns how many were sent and each worker's count."""
     sent = 0
     per_worker: dict[str, float] = {}
     while len([n for n in per_worker.values() if n > 0]) < 2 and sent < 400:
         classify_concurrently(server.base_url, 16)
         sent += 16
-        per_worker = server.classify_requests_by_pid(tmp_path / "alone")
+        per_worker = server.classify_requests_by_pid(work)
     assert len([n for n in per_worker.values() if n > 0]) == 2, per_worker
+    return sent, per_worker
+
+
+def test_metrics_sum_the_counters_of_both_workers(
+    workers: tuple[Workers, Path], tmp_path: Path
+) -> None:
+    server, _ = workers
+    sent, per_worker = classify_until_both_answer(server, tmp_path / "alone")
     assert sum(per_worker.values()) == sent
     response = httpx.get(server.base_url + "/metrics", timeout=10).text
     line = 'cellsign_requests_total{endpoint="/classify",method="POST",status="200"}'
@@ -149,7 +156,7 @@ def test_connections_opened_at_once_are_spread_over_the_workers(
     has its own SO_REUSEPORT socket, so neither can take them all."""
     server, _ = workers
     port = int(server.base_url.rsplit(":", 1)[1])
-    before = server.classify_requests_by_pid(tmp_path / "before")
+    _, before = classify_until_both_answer(server, tmp_path / "before")
     image = image_bytes("PNG")
     request = (
         f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
