@@ -131,18 +131,25 @@ class UvicornServer:
     ) -> None:
         self.stop()
 
+    ready_timeout_s = READY_TIMEOUT_S
+    ready_poll_s = 0.25
+
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.app} exited; see {self.log_path}:\n{self.log_tail()}")
             try:
-                if httpx.get(self.base_url + self.ready_path, timeout=2).status_code == 200:
+                if self._ready():
                     return
             except httpx.TransportError:
                 pass
-            time.sleep(0.25)
-        raise TimeoutError(f"{self.app} not ready after {READY_TIMEOUT_S:.0f} s")
+            time.sleep(self.ready_poll_s)
+        raise TimeoutError(f"{self.app} not ready after {self.ready_timeout_s:.0f} s")
+
+    def _ready(self) -> bool:
+        """One readiness check (a transport error counts as not ready)."""
+        return httpx.get(self.base_url + self.ready_path, timeout=2).status_code == 200
 
     def log_tail(self, characters: int = 2000) -> str:
         return self.log_path.read_text(errors="replace")[-characters:]
@@ -184,24 +191,15 @@ class WorkersServer(AppServer):
         super().__init__(env, log_path)
         self.workers = workers
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + WORKERS_READY_TIMEOUT_S
-        while self._ready_workers() < self.workers:
-            if self.process is None or self.process.poll() is not None:
-                raise RuntimeError(f"server exited; see {self.log_path}:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server not ready after {WORKERS_READY_TIMEOUT_S:.0f} s")
-            time.sleep(0.5)
+    ready_timeout_s = WORKERS_READY_TIMEOUT_S
+    ready_poll_s = 0.5
 
-    def _ready_workers(self) -> int:
-        """Workers whose classifier is loaded: one series per worker under several workers."""
-        try:
-            text = httpx.get(self.base_url + "/metrics", timeout=5).text
-        except httpx.TransportError:
-            return 0
+    def _ready(self) -> bool:
+        """Every worker's classifier is loaded: one series per worker under several workers."""
+        text = httpx.get(self.base_url + "/metrics", timeout=5).text
         series = r'cellsign_model_version\{model="signs_classifier"[^}]*\} (\S+)'
         versions = re.findall(series, text)
-        return sum(float(version) > 0 for version in versions)
+        return sum(float(version) > 0 for version in versions) >= self.workers
 
     def cpu_seconds(self) -> float:
         """The supervisor and every worker process (their children, from /proc)."""

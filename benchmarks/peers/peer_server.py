@@ -33,18 +33,11 @@ class PeerServer(UvicornServer):
         command = [str(self.python), "-m", self.config.peer.module, "--models", str(self.models)]
         return command + ["--port", str(self.port), "--parallel", str(self.config.parallel)]
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.app} exited; see {self.log_path}:\n{self.log_tail()}")
-            try:
-                if send(self.base_url, self.probe).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        raise TimeoutError(f"{self.app} not ready after {READY_TIMEOUT_S:.0f} s")
+    ready_timeout_s = READY_TIMEOUT_S
+    ready_poll_s = 1.0
+
+    def _ready(self) -> bool:
+        return send(self.base_url, self.probe).status_code == 200
 
     def cpu_seconds(self) -> float:
         return tree_cpu_seconds(self.pid)
