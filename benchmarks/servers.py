@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -38,35 +39,50 @@ def rss_mib(pid: int) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time ``pid`` has used so far, all threads (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time of ``pid`` and of every live descendant: a server's worker processes, a
-    Triton or Ray server's helper processes."""
-    return sum(cpu_seconds(each) for each in (pid, *descendants(pid)))
+    Triton or Ray server's helper processes. One that exits meanwhile counts for nothing."""
+    total = 0.0
+    for each in (pid, *descendants(pid)):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += cpu_seconds(each)
+    return total
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (which may hold spaces)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 def descendants(pid: int) -> list[int]:
-    """Children, grandchildren, ... of ``pid`` (Linux ``/proc``); those that exit meanwhile
-    are skipped."""
-    found = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(child) for child in (task / "children").read_text().split()]
-    except FileNotFoundError:
-        return []
-    return found + [grandchild for child in found for grandchild in descendants(child)]
+    """Children, grandchildren, ... of ``pid``, from one pass over every process's parent id
+    in ``/proc``: a server's threads come and go, so a walk over its per-thread ``children``
+    files can lose a thread, and the children with it, halfway."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int(_stat_fields(entry.name)[1])
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # exited meanwhile
+            children.setdefault(parent, []).append(int(entry.name))
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [child for parent in frontier for child in children.get(parent, [])]
+        found += frontier
+    return found
 
 
 def running(pid: int) -> bool:
     """Whether ``pid`` still runs (a zombie has finished; it only awaits its parent)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+        return _stat_fields(pid)[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class UvicornServer:

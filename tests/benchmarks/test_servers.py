@@ -1,0 +1,43 @@
+"""The /proc readings the benchmarks rely on to measure and stop a server's whole process tree."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from benchmarks.servers import descendants, running, tree_cpu_seconds
+
+# A parent whose threads start and end all the time (as a threaded HTTP server's do), with a
+# child that has a child of its own.
+CHURNING_PARENT = """
+import subprocess, sys, threading
+child = subprocess.Popen([sys.executable, "-c",
+    "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+    "'import time; time.sleep(60)']); time.sleep(60)"])
+print(child.pid, flush=True)
+while True:
+    threads = [threading.Thread(target=sum, args=([1] * 1000,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+"""
+
+
+def test_descendants_are_found_while_the_parents_threads_come_and_go() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", CHURNING_PARENT], stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        while len(descendants(parent.pid)) < 2:
+            pass  # the grandchild is starting
+        for _ in range(300):
+            found = descendants(parent.pid)
+            assert found[0] == child and len(found) == 2, found
+        assert tree_cpu_seconds(parent.pid) > 0
+    finally:
+        for pid in descendants(parent.pid):
+            subprocess.run(["kill", "-9", str(pid)], check=False)
+        parent.kill()
+        parent.wait()
+    assert not running(parent.pid) and not running(child)
