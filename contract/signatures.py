@@ -14,6 +14,9 @@ ENCODE = "encode"
 # Optional (autoencoder): the flattened decoder bottleneck, the lab's retrieval baseline;
 # its output is CODES, [batch, bottleneck values], not normalised.
 BOTTLENECK = "bottleneck"
+# Optional (autoencoder): ENCODE's CODES alone, without the OOD score ENCODE also computes
+# (a third of its cost); the index is built from it.
+ENCODE_CODES = "encode_codes"
 
 PROBABILITIES = "probabilities"  # [batch, classes], rows sum to 1
 IMAGES = "images"  # [batch, height, width, 3] in [0, 1]
@@ -25,6 +28,7 @@ AUTOENCODER_OUTPUTS = {
     "serving_default": IMAGES,
     DENOISE: IMAGES,
     ENCODE: CODES,
+    ENCODE_CODES: CODES,
     BOTTLENECK: CODES,
 }
 AUTOENCODER_SERVED = {DENOISE: IMAGES, ENCODE: CODES}  # the server needs only these two

@@ -11,6 +11,7 @@ the input's own code), which the report lists beside it; see docs/trust.md.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 SCORE_NAME = "reconstruction_code_mahalanobis"
 NOISY_SIGMAS = (0.05, 0.1, 0.2)
 _BATCH = 256
+Features = dict[str, np.ndarray]
 
 
 class CellScore:
@@ -37,31 +39,38 @@ class CellScore:
         self.fit = fit
 
     def from_reconstruction(self, reconstruction: tf.Tensor) -> tf.Tensor:
-        return ood.mahalanobis_scores(_input_codes(self.parts, reconstruction), self.fit)
+        return ood.mahalanobis_scores(_codes(self.parts, reconstruction), self.fit)
 
     def __call__(self, images: tf.Tensor) -> tf.Tensor:
         return self.from_reconstruction(self.parts.autoencoder(images, training=False))
 
 
-def _batched(function: Any, images: np.ndarray) -> np.ndarray:
-    """``function`` over uint8 images in batches, as float32 ``[0, 1]`` tensors."""
-    parts = [
-        np.asarray(function(tf.constant(images[i : i + _BATCH].astype(np.float32) / 255.0)))
-        for i in range(0, len(images), _BATCH)
-    ]
-    return np.concatenate(parts)
+def cell_features(parts: AutoencoderParts) -> Callable[[np.ndarray], Features]:
+    """uint8 images -> what every candidate score needs: the input's code, the
+    reconstruction's code and the reconstruction error, from one autoencoder and two
+    embedder passes per batch, in one graph traced once for all image sets."""
+
+    @tf.function(reduce_retracing=True)
+    def batch_features(batch: tf.Tensor) -> dict[str, tf.Tensor]:
+        reconstruction = parts.autoencoder(batch, training=False)
+        return {
+            "input_codes": _codes(parts, batch),
+            "reconstruction_codes": _codes(parts, reconstruction),
+            "reconstruction_error": tf.reduce_mean((reconstruction - batch) ** 2, [1, 2, 3]),
+        }
+
+    def features(images: np.ndarray) -> Features:
+        batches = [
+            batch_features(tf.constant(images[i : i + _BATCH].astype(np.float32) / 255.0))
+            for i in range(0, len(images), _BATCH)
+        ]
+        return {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
+
+    return features
 
 
-def _reconstruction_codes(parts: AutoencoderParts, images: tf.Tensor) -> tf.Tensor:
-    return _input_codes(parts, parts.autoencoder(images, training=False))
-
-
-def _input_codes(parts: AutoencoderParts, images: tf.Tensor) -> tf.Tensor:
+def _codes(parts: AutoencoderParts, images: tf.Tensor) -> tf.Tensor:
     return tf.math.l2_normalize(parts.embedder(images, training=False), -1)
-
-
-def _reconstruction_error(parts: AutoencoderParts, images: tf.Tensor) -> tf.Tensor:
-    return tf.reduce_mean((parts.autoencoder(images, training=False) - images) ** 2, [1, 2, 3])
 
 
 def hand_images(data: Path | None, image_size: int, seed: int) -> dict[str, np.ndarray]:
@@ -100,9 +109,11 @@ def calibrate(
         **{f"test_noisy_sigma_{s}": noisy(splits["test"].images, s, seed) for s in NOISY_SIGMAS},
         **negatives,
     }
-    chosen, functions = candidate_scores(parts, splits["train"].images, splits["train"].labels)
+    train, measure = splits["train"], cell_features(parts)
+    chosen, functions = candidate_scores(parts, measure(train.images), train.labels)
+    features = {set_name: measure(images) for set_name, images in sets.items()}
     candidates = {
-        name: {set_name: _batched(function, images) for set_name, images in sets.items()}
+        name: {set_name: function(features[set_name]) for set_name in sets}
         for name, function in functions.items()
     }
     summary = {name: summarise(scores, list(negatives)) for name, scores in candidates.items()}
@@ -122,25 +133,26 @@ def calibrate(
 
 
 def candidate_scores(
-    parts: AutoencoderParts, train_images: np.ndarray, train_labels: np.ndarray
-) -> tuple[CellScore, dict[str, Any]]:
-    """The chosen score and the candidates it was measured against, as image -> score."""
-    input_fit = ood.fit_mahalanobis(
-        _batched(lambda x: _input_codes(parts, x), train_images), train_labels
-    )
-    chosen = CellScore(
-        parts,
-        ood.fit_mahalanobis(
-            _batched(lambda x: _reconstruction_codes(parts, x), train_images), train_labels
-        ),
-    )
+    parts: AutoencoderParts, train: Features, train_labels: np.ndarray
+) -> tuple[CellScore, dict[str, Callable[[Features], np.ndarray]]]:
+    """The chosen score's graph, and every candidate (the chosen one among them) as
+    ``cell_features`` -> scores, fitted on the training cells' features."""
+    input_fit = ood.fit_mahalanobis(train["input_codes"], train_labels)
+    chosen = CellScore(parts, ood.fit_mahalanobis(train["reconstruction_codes"], train_labels))
     return chosen, {
-        "reconstruction_error": lambda x: _reconstruction_error(parts, x),
-        "input_code_mahalanobis": (
-            lambda x: ood.mahalanobis_scores(_input_codes(parts, x), input_fit)
-        ),
-        SCORE_NAME: chosen,
+        "reconstruction_error": lambda f: f["reconstruction_error"],
+        "input_code_mahalanobis": lambda f: _scores(f["input_codes"], input_fit),
+        SCORE_NAME: lambda f: _scores(f["reconstruction_codes"], chosen.fit),
     }
+
+
+def _scores(codes: np.ndarray, fit: ood.Mahalanobis) -> np.ndarray:
+    return np.concatenate(
+        [
+            ood.mahalanobis_scores(codes[i : i + _BATCH], fit).numpy()
+            for i in range(0, len(codes), _BATCH)
+        ]
+    )
 
 
 def summarise(scores: dict[str, np.ndarray], negative_names: list[str]) -> dict[str, Any]:

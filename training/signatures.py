@@ -48,7 +48,8 @@ class AutoencoderModule(tf.Module):
 
     ``encode`` returns L2-normalised codes averaged over the 8 symmetries of each cell, so
     gallery and query codes are both rotation- and flip-invariant without the server knowing.
-    With a ``score`` both also output ``ood_score`` (see training/malaria_ood.py).
+    With a ``score`` both also output ``ood_score`` (see training/malaria_ood.py);
+    ``encode_codes`` is ``encode`` without it, for building the index.
     ``bottleneck`` returns the flattened code the decoder works from (the lab's compressed
     representation and its retrieval baseline); the server does not need it.
     """
@@ -64,6 +65,7 @@ class AutoencoderModule(tf.Module):
         # No autograph: these have no Python control flow to convert.
         self.denoise = tf.function(self._denoise, input_signature=[spec], autograph=False)
         self.encode = tf.function(self._encode, input_signature=[spec], autograph=False)
+        self.codes = tf.function(self._codes, input_signature=[spec], autograph=False)
         self.encoder = parts.encoder
         self.bottleneck = tf.function(self._bottleneck, input_signature=[spec], autograph=False)
 
@@ -75,10 +77,12 @@ class AutoencoderModule(tf.Module):
         return {names.IMAGES: reconstruction, OOD_SCORE: score}
 
     def _encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        codes = symmetry_averaged_codes(self.embedder, images)
         if self.score is None:
-            return {names.CODES: codes}
-        return {names.CODES: codes, OOD_SCORE: self.score(images)}
+            return self._codes(images)
+        return {**self._codes(images), OOD_SCORE: self.score(images)}
+
+    def _codes(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {names.CODES: symmetry_averaged_codes(self.embedder, images)}
 
     def _bottleneck(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         code = self.encoder(images, training=False)
@@ -106,6 +110,7 @@ def save_autoencoder(
         "serving_default": module.denoise,
         names.DENOISE: module.denoise,
         names.ENCODE: module.encode,
+        names.ENCODE_CODES: module.codes,
         names.BOTTLENECK: module.bottleneck,
     }
     tf.saved_model.save(module, str(folder), signatures=signatures)

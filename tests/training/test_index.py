@@ -15,7 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 from training.errors import DataError
-from training.index import build_index, precision_at_k
+from training.index import build_index, exact_neighbours, precision_at_k
 from training.malaria import MalariaConfig, train_malaria
 from training.malaria_data import load_malaria
 
@@ -63,7 +63,13 @@ def test_autoencoder_folder_follows_the_contract(models: Path) -> None:
         "dtype": "float32",
         "scale": "pixel / 255",
     }
-    assert set(metadata["signatures"]) == {"serving_default", "denoise", "encode", "bottleneck"}
+    assert set(metadata["signatures"]) == {
+        "serving_default",
+        "denoise",
+        "encode",
+        "encode_codes",
+        "bottleneck",
+    }
     assert {"data", "hyperparameters", "metrics", "code_dim", "commit"} <= set(metadata)
     assert "experiments" not in metadata  # the lab log lives in docs/, not in every model
     bottleneck = metadata["bottleneck"]  # the decoder's code is smaller than the input
@@ -81,8 +87,12 @@ def test_autoencoder_folder_follows_the_contract(models: Path) -> None:
     metrics = json.loads((report / "metrics.json").read_text())
     assert set(metrics["denoise_sigma_0.1"]) == {"noisy", "denoised", "psnr_gain_db"}
     loaded = tf.saved_model.load(str(version))
-    codes = loaded.signatures["encode"](images=tf.zeros([2, SIZE, SIZE, 3]))["codes"]
+    cells = tf.random.uniform([2, SIZE, SIZE, 3])
+    codes = loaded.signatures["encode"](images=cells)["codes"]
     assert codes.shape == (2, metadata["code_dim"])
+    codes_alone = loaded.signatures["encode_codes"](images=cells)
+    assert set(codes_alone) == {"codes"}  # no OOD score: the index pays only for the codes
+    np.testing.assert_allclose(codes_alone["codes"], codes, atol=1e-6)
     assert not (models / "malaria_autoencoder" / ".work").exists()
 
 
@@ -132,6 +142,21 @@ def test_precision_counts_neighbours_sharing_the_query_label() -> None:
     assert result["precision_at_5"]["parasitized"] == pytest.approx(0.4)
     assert result["precision_at_5"]["uninfected"] == pytest.approx(0.6)
     assert result["precision_at_10"]["all"] == pytest.approx(0.5)
+
+
+def test_exact_neighbours_match_faiss_flat_search_best_first() -> None:
+    rng = np.random.default_rng(3)
+    gallery = rng.standard_normal((3000, 40)).astype(np.float32)
+    queries = rng.standard_normal((1500, 40)).astype(np.float32)  # two blocks of queries
+    flat = faiss.IndexFlatIP(40)
+    flat.add(gallery)
+    expected_scores, expected = flat.search(queries, 10)
+    found = exact_neighbours(gallery, queries, 10)
+    # the same scores in the same order (a near-tie may swap two rows under other rounding)
+    found_scores = np.take_along_axis(queries @ gallery.T, found, axis=1)
+    np.testing.assert_allclose(found_scores, expected_scores, atol=1e-4)
+    assert (found == expected).mean() > 0.99
+    assert exact_neighbours(gallery[:4], queries, 10).shape == (1500, 4)
 
 
 def test_index_refuses_a_split_seed_other_than_the_encoders(models: Path, cell_zip: Path) -> None:

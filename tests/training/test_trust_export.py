@@ -11,7 +11,7 @@ import tensorflow as tf
 from training import ood
 from training.autoencoder import build_autoencoder
 from training.classifier import ClassifierConfig, build_classifier
-from training.malaria_ood import CellScore, candidate_scores
+from training.malaria_ood import CellScore, candidate_scores, cell_features
 from training.signatures import save_autoencoder, save_classifier
 from training.signs_trust import ClassifierTrust, feature_maps, features, logits_from
 
@@ -42,7 +42,8 @@ def test_autoencoder_export_scores_in_both_signatures(tmp_path: Path) -> None:
     parts = build_autoencoder(16, filters=(8, 8), code_channels=4)
     rng = np.random.default_rng(1)
     train = (rng.random((40, 16, 16, 3)) * 255).astype(np.uint8)
-    score, candidates = candidate_scores(parts, train, np.arange(40) % 2)
+    measure = cell_features(parts)
+    score, candidates = candidate_scores(parts, measure(train), np.arange(40) % 2)
     assert isinstance(score, CellScore)
     assert set(candidates) == {
         "reconstruction_error",
@@ -51,9 +52,17 @@ def test_autoencoder_export_scores_in_both_signatures(tmp_path: Path) -> None:
     }
     save_autoencoder(parts, 16, tmp_path / "model", score)
     loaded = tf.saved_model.load(str(tmp_path / "model"))
-    cells = tf.constant(rng.random((3, 16, 16, 3), dtype=np.float32))
+    uint8_cells = (rng.random((3, 16, 16, 3)) * 255).astype(np.uint8)
+    cells = tf.constant(uint8_cells.astype(np.float32) / 255.0)
     expected = score(cells).numpy()
     for signature in ("denoise", "encode", "serving_default"):
         outputs = loaded.signatures[signature](images=cells)
         np.testing.assert_allclose(outputs["ood_score"], expected, rtol=1e-4)
-    np.testing.assert_allclose(candidates["reconstruction_code_mahalanobis"](cells), expected)
+    features = measure(uint8_cells)
+    np.testing.assert_allclose(candidates["reconstruction_code_mahalanobis"](features), expected)
+    reconstruction = parts.autoencoder(cells, training=False)
+    np.testing.assert_allclose(
+        candidates["reconstruction_error"](features),
+        tf.reduce_mean((reconstruction - cells) ** 2, [1, 2, 3]),
+        rtol=1e-5,
+    )
