@@ -81,9 +81,11 @@ def training_message(
         left = (
             f", about {round(eta / 60)} min left" if eta >= 90 else f", about {round(eta)} s left"
         )
-    message = (
-        f"still training: {job} epoch {status.get('epoch', 0)}/{status.get('epochs', '?')}{left}"
-    )
+    if status.get("epochs") or not status.get("message"):
+        phase = f"{job} epoch {status.get('epoch', 0)}/{status.get('epochs', '?')}"
+    else:  # before the first epoch (loading data): the phase's own words
+        phase = str(status["message"])
+    message = f"still training: {phase}{left}"
     updated = status.get("updated")
     now = time.time() if now is None else now
     if isinstance(updated, int | float) and now - updated > STALE_AFTER_S:

@@ -52,7 +52,7 @@ class MalariaConfig:
     filters: tuple[int, ...] = (32, 64)
     code_channels: int = 32  # bottleneck 12x12x32 = 4,608 values for 6,912 input values (1.5x)
     retrieval_dim: int = 64  # the encode signature's code (what the index holds)
-    epochs: int = 8  # 48 px costs 1.44x the steps of 40 px: 8 epochs fit the time budget
+    epochs: int = 9  # validation loss still falls at 8 (docs/training-speed.md, "ten minutes")
     batch_size: int = 128
     learning_rate: float = 2e-3
     loss: str = "mean_squared_error"

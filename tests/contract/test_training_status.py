@@ -47,6 +47,17 @@ def test_the_model_in_training_gets_epoch_and_time_left() -> None:
     )
 
 
+def test_before_the_first_epoch_the_phase_is_named() -> None:
+    loading = {
+        **MALARIA,
+        "epoch": 0,
+        "epochs": 0,
+        "eta_s": None,
+        "message": "malaria: loading cells",
+    }
+    assert training_message(loading, AUTOENCODER, NOW) == "still training: malaria: loading cells"
+
+
 def test_a_pending_model_waits_and_a_finished_one_is_not_mentioned() -> None:
     assert training_message(MALARIA, INDEX, NOW) == "waiting to be trained (training malaria first)"
     assert training_message(MALARIA, CLASSIFIER, NOW) is None
