@@ -90,10 +90,9 @@ def make_dataset(
     dataset = dataset.batch(batch_size).map(
         lambda x, y: (to_unit_float(x), y), num_parallel_calls=tf.data.AUTOTUNE
     )
-    if augmenter is not None:
+    if augmenter is not None:  # one batch at a time: see training.pipeline.training_dataset
         dataset = dataset.map(
-            lambda x, y: (tf.clip_by_value(augmenter(x, training=True), 0.0, 1.0), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            lambda x, y: (tf.clip_by_value(augmenter(x, training=True), 0.0, 1.0), y)
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
 

@@ -54,7 +54,10 @@ def training_dataset(
     after it lets the last batch of an epoch run on into the next, so every batch is full
     and the endless dataset needs ``steps_per_epoch``. ``make_example`` turns a batch of
     clean cells into ``(inputs, targets)``; it runs after the cache, so its randomness is
-    fresh every epoch.
+    fresh every epoch. It runs on one batch at a time (``prefetch`` still overlaps it with
+    training): its random ops draw from generators in call order, so calls in parallel
+    would let thread timing decide which batch gets which numbers, and two runs from one
+    seed would train different models.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -64,7 +67,7 @@ def training_dataset(
     dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.repeat()
     dataset = dataset.batch(batch_size, drop_remainder=True)
-    dataset = dataset.map(make_example, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(make_example)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

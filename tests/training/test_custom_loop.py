@@ -93,6 +93,19 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch)
     assert result.history["loss"][:2] == first_history["loss"]
 
 
+def test_one_seed_gives_the_same_augmented_batches() -> None:
+    def batches() -> list[np.ndarray]:
+        tf.keras.utils.set_random_seed(2)
+        images = np.random.default_rng(2).integers(0, 256, (96, 16, 16, 3), dtype=np.uint8)
+        dataset = make_dataset(
+            images, np.arange(96) % 6, 4, shuffle_seed=2, augmenter=build_augmenter(seed=2)
+        )
+        return [x.numpy() for x, _ in dataset]
+
+    for one, other in zip(batches(), batches(), strict=True):
+        np.testing.assert_array_equal(one, other)
+
+
 def test_augmenter_keeps_shape_and_range_but_changes_pixels() -> None:
     images, labels = _toy_data(8, 5)
     dataset = make_dataset(images, labels, 8, augmenter=build_augmenter(seed=0))
