@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 from benchmarks.servers import descendants, running, tree_cpu_seconds
 
@@ -29,8 +30,9 @@ def test_descendants_are_found_while_the_parents_threads_come_and_go() -> None:
     try:
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
-        while len(descendants(parent.pid)) < 2:
-            pass  # the grandchild is starting
+        deadline = time.monotonic() + 30
+        while len(descendants(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the grandchild is starting
         for _ in range(300):
             found = descendants(parent.pid)
             assert found[0] == child and len(found) == 2, found
