@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,7 +42,8 @@ def test_descendants_are_found_while_the_parents_threads_come_and_go() -> None:
         assert tree_cpu_seconds(parent.pid) > 0
     finally:
         for pid in descendants(parent.pid):
-            subprocess.run(["kill", "-9", str(pid)], check=False)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         parent.kill()
         parent.wait()
     assert not running(parent.pid) and not running(child)
