@@ -22,7 +22,6 @@ from app.api.auth import API_KEY_SCHEME, ApiKeyMiddleware, open_endpoints_warnin
 from app.api.cors import install_cors
 from app.api.deps import ServiceState
 from app.api.errors import install_error_handlers
-from app.api.headers import SecurityHeadersMiddleware
 from app.api.limits import (
     MAX_FORM_FIELD_BYTES,
     MAX_FORM_FIELDS,
@@ -219,16 +218,18 @@ def create_app(
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, guarded_routes=guarded_routes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     install_cors(app, settings.cors_origins)
-    app.add_middleware(SecurityHeadersMiddleware)  # around CORS: its preflights get them too
-    app.add_middleware(  # outermost: every response, the 401 and 413 included, gets the ID
+    # Outermost, around CORS: every response, preflights and the 401 and 413 included, gets
+    # the request ID and the security headers.
+    app.add_middleware(
         RequestContextMiddleware, tracer_provider=tracer_provider, access_log=settings.access_log
     )
 
     documented_key = [Security(API_KEY_SCHEME)]  # the check itself is ApiKeyMiddleware
+    # Routes are matched in order: the inference routes (most of the traffic) come first.
+    for module in (*SCOPE_ALL_MODULES, admin):
+        app.include_router(module.router, dependencies=documented_key, responses=AUTH_ERRORS)
     app.include_router(health.router)
     app.include_router(v2.probes)
-    for module in (admin, *SCOPE_ALL_MODULES):
-        app.include_router(module.router, dependencies=documented_key, responses=AUTH_ERRORS)
     app.include_router(page.router)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

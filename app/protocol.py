@@ -8,12 +8,15 @@ Here the bytes that arrive while a head is incomplete are counted, and past
 ``MAX_HEADER_BYTES`` the client gets 431 and the connection is closed, so such a head costs
 at most the limit plus one read. uvicorn's plain-text 503 past ``MAX_CONCURRENCY`` becomes a
 JSON ``detail`` like every other refusal, and health probes are served past that limit.
+Each request's scope carries a ``DisconnectNotice`` (``DISCONNECT_EXTENSION``), through
+which the inference path hears of a client that left without a task waiting on ``receive``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
@@ -26,6 +29,31 @@ CONCURRENCY_DETAIL = "overloaded: too many connections; retry later"
 # Liveness and readiness probes pass the connection limit: they cost next to nothing, and
 # an orchestrator that sees them fail under load would restart a busy but healthy server.
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
+# Key in ``scope["extensions"]`` of the request's DisconnectNotice.
+DISCONNECT_EXTENSION = "cellsign.disconnect"
+
+
+class DisconnectNotice:
+    """Calls back once the client of a request in progress has closed the connection.
+
+    The ASGI way to learn of a disconnect is a task blocked on ``receive()`` for the whole
+    request, which costs the event loop a task, a wake-up and a cancellation per request;
+    the protocol, which sees the connection go, calls the callback instead.
+    """
+
+    def __init__(self) -> None:
+        self._callback: Callable[[], None] | None = None
+        self.disconnected = False
+
+    def call_on_disconnect(self, callback: Callable[[], None] | None) -> None:
+        """``callback`` runs (on the event loop) when the client leaves; None forgets it."""
+        self._callback = callback
+
+    def fire(self) -> None:
+        self.disconnected = True
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback()
 
 
 class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -61,7 +89,16 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head, self._head_bytes = True, 0  # the next request on this connection
         super().on_message_complete()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        super().connection_lost(exc)
+        if cycle is not None and cycle.disconnected:  # left before its response was complete
+            notice = cycle.scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
+            if notice is not None:  # None: a pipelined request whose turn had not come
+                notice.fire()
+
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        cycle.scope.setdefault("extensions", {})[DISCONNECT_EXTENSION] = DisconnectNotice()
         if app is service_unavailable:  # what uvicorn answers past limit_concurrency
             app = self.app if cycle.scope["path"] in PROBE_PATHS else _json_service_unavailable
         super()._start_asgi_task(cycle, app)

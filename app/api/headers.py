@@ -9,7 +9,6 @@ The policy is not sent on the API docs (/docs, /redoc), whose pages load from a 
 from __future__ import annotations
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PAGE_CSP = "; ".join(
     [
@@ -34,23 +33,11 @@ def is_page(path: str) -> bool:
     return path == "/" or path.startswith("/static/")
 
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        page = is_page(scope["path"])
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in EVERY_RESPONSE.items():
-                    headers.setdefault(name, value)
-                if page:
-                    headers.setdefault("Content-Security-Policy", PAGE_CSP)
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+def add_security_headers(headers: MutableHeaders, path: str) -> None:
+    """Set the headers on a response to ``path`` (those the app set itself are kept). Called
+    by the outermost middleware (app/api/request_context.py), so every response gets them,
+    CORS preflights and refusals from other middlewares included."""
+    for name, value in EVERY_RESPONSE.items():
+        headers.setdefault(name, value)
+    if is_page(path):
+        headers.setdefault("Content-Security-Policy", PAGE_CSP)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import Depends, Header, Request
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
 from app.api.admission import TIMEOUT_HEADER
 from app.api.deps import LabelQuery, Pin, ServiceState, VersionQuery, choose, pin_of, service_of
@@ -27,6 +27,7 @@ from app.core.deadline import Deadline
 from app.core.errors import ClientDisconnectedError, ShedError
 from app.core.registry import ModelSet
 from app.core.runtime import LoadedModel
+from app.protocol import DISCONNECT_EXTENSION, DisconnectNotice
 
 T = TypeVar("T")
 
@@ -39,7 +40,8 @@ class InferenceContext:
     service: ServiceState
     models: ModelSet  # read once: a hot swap during the request does not change them
     pin: Pin
-    receive: Receive  # the ASGI channel that reports the client's disconnect
+    scope: Scope  # its extensions may hold the protocol's DisconnectNotice
+    receive: Receive  # else this ASGI channel reports the client's disconnect
     deadline: Deadline
 
     def model(self, name: str) -> Any:
@@ -67,7 +69,9 @@ async def inference_context(
     service = service_of(request)
     pin = pin_of(version, label)
     deadline = request.state.budget.start()
-    return InferenceContext(service, service.registry.current, pin, request.receive, deadline)
+    return InferenceContext(
+        service, service.registry.current, pin, request.scope, request.receive, deadline
+    )
 
 
 InferenceDep = Annotated[InferenceContext, Depends(inference_context)]
@@ -89,7 +93,9 @@ async def run_model(
     try:
         batcher.check_room(len(files))  # before any decoding is spent on it
         return await _unless_disconnected(
-            context.receive, _decode_and_run(context, batcher_name, model, signature, files)
+            context.scope,
+            context.receive,
+            _decode_and_run(context, batcher_name, model, signature, files),
         )
     except ShedError as error:
         service.metrics.shed.labels(batcher_name, error.reason).inc()
@@ -112,23 +118,35 @@ async def _decode_and_run(
     return inputs, await batcher.submit(model.inference_caller(signature), examples, deadline)
 
 
-async def _unless_disconnected(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
+async def _unless_disconnected(scope: Scope, receive: Receive, work: Coroutine[Any, Any, T]) -> T:
     """Run ``work``, but cancel it when the client disconnects first: uvicorn does not stop a
     request whose client left, and its place in the thread pool and the queue should go to
-    someone still waiting. One watcher task cancels this one (cheaper on the event loop than
-    running ``work`` as a task of its own)."""
+    someone still waiting. Under ``python -m app`` the protocol calls back on a disconnect
+    (``DisconnectNotice``); elsewhere one watcher task waits on ``receive`` for it. Either
+    cancels this task (cheaper on the event loop than running ``work`` as a task of its own).
+    """
     current = asyncio.current_task()
     assert current is not None
     finished = gone = False
 
-    async def watch() -> None:
+    def cancel_work() -> None:
         nonlocal gone
-        await _disconnect(receive)
         if not finished:  # never cancel what comes after ``work``
             gone = True
             current.cancel()
 
-    watcher = asyncio.create_task(watch())
+    async def watch() -> None:
+        await _disconnect(receive)
+        cancel_work()
+
+    notice: DisconnectNotice | None = scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
+    watcher = None
+    if notice is None:
+        watcher = asyncio.create_task(watch())
+    elif notice.disconnected:
+        cancel_work()
+    else:
+        notice.call_on_disconnect(cancel_work)
     try:
         result = await work
         finished = True  # set before any other task can run
@@ -139,7 +157,10 @@ async def _unless_disconnected(receive: Receive, work: Coroutine[Any, Any, T]) -
             raise ClientDisconnectedError("the client closed the connection") from None
         raise
     finally:
-        watcher.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        if notice is not None:
+            notice.call_on_disconnect(None)
 
 
 async def _disconnect(receive: Receive) -> None:

@@ -73,7 +73,8 @@ class RequestBodyLimitMiddleware:
             if not more_body:  # after the body: only a disconnect can come, wait for it
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+                async with asyncio.timeout(self.body_timeout_s):  # no task, unlike wait_for
+                    message = await receive()
             except TimeoutError:
                 stalled = f"no request body data for {self.body_timeout_s:g} s"
                 raise HTTPException(408, detail=stalled, headers=_CLOSE) from None

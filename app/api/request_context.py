@@ -1,4 +1,5 @@
-"""Every request gets an ID, a trace record and an access-log line, in one outermost middleware.
+"""Every request gets an ID, a trace record, the security headers (app/api/headers.py) and an
+access-log line, in one outermost middleware (each middleware layer costs every request).
 
 * ``X-Request-ID``: a caller's ID is kept when it is short and made of safe characters
   (``A-Z a-z 0-9 . _ ~ : / + = -``, at most 128), otherwise a fresh one replaces it. The ID is
@@ -16,10 +17,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import secrets
 import time
-import uuid
 
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry import trace
@@ -30,6 +32,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.access_log import access_fields, log_access
+from app.api.headers import add_security_headers
 from app.core import tracing
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -37,13 +40,18 @@ MODEL_VERSION_HEADER = "X-Model-Version"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._~:/+=-]{1,128}")
 _MAX_ERROR_BODY_BYTES = 64 * 1024
 _W3C = TraceContextTextMapPropagator()
+_PROCESS_PREFIX = secrets.token_hex(8)
+_counter = itertools.count()
 
 
 def accept_or_create(request_id: str | None) -> str:
-    """The caller's ID when it is safe to echo and log, else a new random one."""
+    """The caller's ID when it is safe to echo and log, else a fresh one: 32 hex digits, a
+    random prefix drawn once per process and a counter, unique across processes and
+    restarts without a system call per request (the event loop's interpreter lock is
+    contended; each call that releases it may wait to get it back)."""
     if request_id is not None and _SAFE_REQUEST_ID.fullmatch(request_id):
         return request_id
-    return uuid.uuid4().hex
+    return f"{_PROCESS_PREFIX}{next(_counter):016x}"
 
 
 def request_id_of(request: Request) -> str:
@@ -103,11 +111,12 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        path = scope["path"]
         headers = Headers(scope=scope)
         request_id = accept_or_create(headers.get(REQUEST_ID_HEADER))
         request = tracing.RequestTrace(request_id, self.tracer)
         scope.setdefault("state", {})["request_id"] = request_id
-        trace_id = _trace_id(headers)
+        trace_id = _trace_id(headers) if self.access_log else None  # only logged
         status = 500  # what the client gets when the app raises before answering
         model_version: str | None = None
         held: Message | None = None  # the start of a JSON error, sent once its body is complete
@@ -120,6 +129,7 @@ class RequestContextMiddleware:
                 message.setdefault("headers", [])
                 response_headers = MutableHeaders(scope=message)
                 response_headers[REQUEST_ID_HEADER] = request.request_id
+                add_security_headers(response_headers, path)
                 model_version = response_headers.get(MODEL_VERSION_HEADER)
                 content_type = response_headers.get("content-type", "")
                 if status >= 400 and content_type.startswith("application/json"):

@@ -9,9 +9,11 @@ several parts of one form. Both go through the same byte, pixel and decode check
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +24,7 @@ from fastapi import HTTPException, Request, UploadFile
 from app.core import tracing
 from app.core.deadline import Deadline
 from app.core.errors import DeadlineExceededError, PayloadTooLargeError, UnsupportedImageError
-from app.core.imaging import DecodeLimits, claimed_pixels, decode_for_model
+from app.core.imaging import DecodeAdmission, DecodeLimits, decode_for_model
 from app.settings import Settings
 from contract.pixels import model_input
 
@@ -69,9 +71,17 @@ def decode_limits(settings: Settings) -> DecodeLimits:
     )
 
 
-def prepare(data: bytes, filename: str, settings: Settings, height: int, width: int) -> ModelInput:
+def prepare(
+    data: bytes,
+    filename: str,
+    settings: Settings,
+    height: int,
+    width: int,
+    admit: DecodeAdmission | None = None,
+) -> ModelInput:
     """Decode and resize one upload (Pillow work: run it in a worker thread)."""
-    decoded = decode_for_model(data, filename, decode_limits(settings), (width, height))
+    limits = decode_limits(settings)
+    decoded = decode_for_model(data, filename, limits, (width, height), admit)
     return ModelInput(filename, decoded.original_size, model_input(decoded.image, height, width))
 
 
@@ -227,6 +237,21 @@ def _read_and_prepare_all(
     """
     inputs = []
     pixels = 0
+
+    def admit(filename: str, claimed: int) -> AbstractContextManager[object]:
+        nonlocal pixels
+        pixels += claimed
+        if pixels > settings.max_request_pixels:
+            raise PayloadTooLargeError(
+                f"{filename}: the files up to this one hold {pixels} pixels together, over "
+                f"the {settings.max_request_pixels} pixel limit of one request"
+            )
+        if claimed <= LARGE_IMAGE_PIXELS:
+            return contextlib.nullcontext()
+        if not large.acquire(timeout=max(deadline.remaining(), 0.0)):
+            raise DeadlineExceededError(_late_detail(deadline))
+        return _released(large)
+
     with tracing.stage("decode", files=len(files)):
         for position, upload in enumerate(files):
             if deadline.expired():  # queued too long for a thread: the work would be wasted
@@ -236,20 +261,15 @@ def _read_and_prepare_all(
             else:
                 data = upload.file.read(settings.max_upload_bytes + 1)
                 filename = upload.filename or f"file {position + 1}"
-            claimed = claimed_pixels(data) if len(data) <= settings.max_upload_bytes else 0
-            pixels += claimed
-            if pixels > settings.max_request_pixels:
-                raise PayloadTooLargeError(
-                    f"{filename}: the files up to this one hold {pixels} pixels together, over "
-                    f"the {settings.max_request_pixels} pixel limit of one request"
-                )
-            if claimed <= LARGE_IMAGE_PIXELS:
-                inputs.append(prepare(data, filename, settings, height, width))
-                continue
-            if not large.acquire(timeout=max(deadline.remaining(), 0.0)):
-                raise DeadlineExceededError(_late_detail(deadline))
-            try:
-                inputs.append(prepare(data, filename, settings, height, width))
-            finally:
-                large.release()
+            file_admit = functools.partial(admit, filename)
+            inputs.append(prepare(data, filename, settings, height, width, file_admit))
     return inputs
+
+
+@contextlib.contextmanager
+def _released(slot: threading.BoundedSemaphore) -> Iterator[None]:
+    """Hold the already acquired ``slot`` until the block ends."""
+    try:
+        yield
+    finally:
+        slot.release()

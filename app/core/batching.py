@@ -140,19 +140,31 @@ class MicroBatcher:
             self._queued_rows += len(examples)
             self._report_depth()
             self._changed.notify()
-        futures = [chunk.future for chunk in chunks]
+        # The deadline is a timer, not a wait with a timeout: awaiting the futures directly
+        # costs the event loop far less per request.
+        timer = None
+        if deadline is not None:
+            timer = loop.call_later(max(deadline.remaining(), 0.0), self._expire, chunks, deadline)
         try:
-            timeout = deadline.remaining() if deadline is not None else None
-            _, waiting = await asyncio.wait(futures, timeout=timeout)
-            if waiting and deadline is not None and self._withdraw(chunks):
-                raise DeadlineExceededError(self._late_detail(deadline))
-            outputs = await asyncio.gather(*futures)
+            outputs = [await chunk.future for chunk in chunks]
         except BaseException:  # deadline, failure, or cancelled because the client left
             self._withdraw(chunks)
-            for future in futures:
-                future.cancel()  # whatever still runs resolves nothing
+            for chunk in chunks:
+                chunk.future.cancel()  # whatever still runs resolves nothing
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+    def _expire(self, chunks: list[_Pending], deadline: Deadline) -> None:
+        """At the request's deadline: if part of it is still queued, it fails now (a chunk
+        already in a model call would be wasted alone); if all of it runs, it waits."""
+        if self._withdraw(chunks):
+            error = DeadlineExceededError(self._late_detail(deadline))
+            for chunk in chunks:
+                if not chunk.future.done():
+                    chunk.future.set_exception(error)
 
     def close(self, timeout_s: float | None = None) -> None:
         """Stop accepting work, finish what is queued, then stop the worker thread."""

@@ -8,9 +8,12 @@ so the robustness tests and benchmarks can call them directly.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,11 +96,17 @@ def claimed_pixels(data: bytes) -> int:
     return width * height
 
 
+# Consulted with an image's width x height once its header is read, before it is decoded:
+# raises to refuse it, else returns what is held while it decodes (e.g. a semaphore slot).
+DecodeAdmission = Callable[[int], AbstractContextManager[object]]
+
+
 def decode_for_model(
     data: bytes,
     filename: str,
     limits: DecodeLimits,
     target_size: tuple[int, int] | None,
+    admit: DecodeAdmission | None = None,
 ) -> DecodedImage:
     """Decode the upload's first frame as RGB, EXIF orientation applied.
 
@@ -107,7 +116,8 @@ def decode_for_model(
 
     Raises 413 for too many bytes, pixels or JPEG scans (all read from the headers, before
     decoding), 415 for anything that is not a supported image and 400 for a truncated or
-    corrupt one.
+    corrupt one. ``admit`` lets the caller weigh the image against a budget of its own (the
+    header is parsed once, for both).
     """
     if len(data) > limits.max_bytes:
         raise PayloadTooLargeError(
@@ -135,22 +145,32 @@ def decode_for_model(
     with image:
         _check_cost(image, data, filename, limits, reduced_jpeg=target_size is not None)
         width, height = image.size
-        try:
-            image.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-            turned = orientation in _AXIS_SWAPPING_ORIENTATIONS
-            original_size = (height, width) if turned else (width, height)
-            if target_size is not None and image.format in _JPEG_FORMATS:
-                side = max(target_size)  # square: the orientation may still swap the axes
-                image.draft(image.mode, (side, side))
-            image.load()
-            if orientation != 1:  # skip exif_transpose's copy of an upright image
-                image = ImageOps.exif_transpose(image)
-            return DecodedImage(to_rgb(image), original_size)
-        except Image.DecompressionBombError as error:
-            raise _too_many_pixels(filename, limits.max_pixels, error) from error
-        except (OSError, SyntaxError, ValueError, EOFError, ZeroDivisionError) as error:
-            raise BadImageError(f"{filename}: truncated or corrupt image: {error}") from error
+        held = admit(width * height) if admit is not None else contextlib.nullcontext()
+        with held:
+            return _decode(image, filename, limits, target_size)
+
+
+def _decode(
+    image: Image.Image, filename: str, limits: DecodeLimits, target_size: tuple[int, int] | None
+) -> DecodedImage:
+    """The opened ``image``'s first frame as RGB (see ``decode_for_model``)."""
+    width, height = image.size
+    try:
+        image.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        turned = orientation in _AXIS_SWAPPING_ORIENTATIONS
+        original_size = (height, width) if turned else (width, height)
+        if target_size is not None and image.format in _JPEG_FORMATS:
+            side = max(target_size)  # square: the orientation may still swap the axes
+            image.draft(image.mode, (side, side))
+        image.load()
+        if orientation != 1:  # skip exif_transpose's copy of an upright image
+            image = ImageOps.exif_transpose(image)
+        return DecodedImage(to_rgb(image), original_size)
+    except Image.DecompressionBombError as error:
+        raise _too_many_pixels(filename, limits.max_pixels, error) from error
+    except (OSError, SyntaxError, ValueError, EOFError, ZeroDivisionError) as error:
+        raise BadImageError(f"{filename}: truncated or corrupt image: {error}") from error
 
 
 def _check_cost(

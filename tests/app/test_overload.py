@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.loadgen import LoadSpec, run_load
 from benchmarks.payloads import raw_post
-from benchmarks.servers import UvicornServer
+from benchmarks.servers import AppServer, UvicornServer
 from tests.app.samples import image_bytes
 
 WINDOW_S = 4.0
@@ -42,17 +42,26 @@ def start(quick_models: Path, log: Path, **settings: str) -> UvicornServer:
     return UvicornServer("app.main:app", {**env, **ASYNCIO_LOOP, **settings}, log, "/readyz")
 
 
+HELD = {
+    "BATCH_MAX_WAIT_MS": str(int(WINDOW_S * 1000)),
+    "QUEUE_MAX_IMAGES": str(QUEUE),
+    "MAX_FILES_PER_REQUEST": str(QUEUE),
+    "INFERENCE_CONCURRENCY": str(ADMITTED),
+    "REQUEST_TIMEOUT_S": str(TIMEOUT_S),
+}
+
+
 @pytest.fixture(scope="module")
 def held(quick_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with start(
-        quick_models,
-        tmp_path_factory.mktemp("held") / "uvicorn.log",
-        BATCH_MAX_WAIT_MS=str(int(WINDOW_S * 1000)),
-        QUEUE_MAX_IMAGES=str(QUEUE),
-        MAX_FILES_PER_REQUEST=str(QUEUE),
-        INFERENCE_CONCURRENCY=str(ADMITTED),
-        REQUEST_TIMEOUT_S=str(TIMEOUT_S),
-    ) as server:
+    with start(quick_models, tmp_path_factory.mktemp("held") / "uvicorn.log", **HELD) as server:
+        yield server.base_url
+
+
+@pytest.fixture(scope="module")
+def held_production(quick_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same under ``python -m app``, whose protocol reports disconnects itself."""
+    env = {"MODEL_DIR": str(quick_models), "DEVICE": "cpu", "RELOAD_INTERVAL_S": "0", **HELD}
+    with AppServer(env, tmp_path_factory.mktemp("held-app") / "app.log") as server:
         yield server.base_url
 
 
@@ -154,9 +163,11 @@ def test_a_bad_x_request_timeout_is_a_422(held: str, value: str) -> None:
     assert elapsed < WINDOW_S / 2  # refused before it was queued
 
 
+@pytest.mark.parametrize("server", ["held", "held_production"])
 def test_the_work_of_a_client_that_disconnects_is_dropped_before_the_model_runs(
-    held: str,
+    server: str, request: pytest.FixtureRequest
 ) -> None:
+    held: str = request.getfixturevalue(server)
     calls = model_calls(held, "classify")
     address = httpx.URL(held)
     request = raw_post("/classify", address.port or 80, [image_bytes()])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import time
@@ -14,7 +15,6 @@ from PIL import Image
 from app.core.errors import BadImageError, PayloadTooLargeError, UnsupportedImageError
 from app.core.imaging import (
     DecodeLimits,
-    claimed_pixels,
     count_jpeg_scans,
     decode_for_model,
     decode_upload,
@@ -188,9 +188,19 @@ def test_images_decoded_at_full_size_have_the_smaller_pixel_limit() -> None:
         decode_upload(baseline, "full.jpg", limits)  # no model size: decoded in full
 
 
-def test_claimed_pixels_reads_only_the_header() -> None:
-    assert claimed_pixels(flat_png(3000, 2000)) == 6_000_000
-    assert claimed_pixels(b"not an image") == 0
+def test_admit_weighs_the_header_before_anything_is_decoded() -> None:
+    claims: list[int] = []
+
+    def refuse(pixels: int) -> contextlib.nullcontext[None]:
+        claims.append(pixels)
+        raise PayloadTooLargeError("over the caller's budget")
+
+    with pytest.raises(PayloadTooLargeError, match="caller's budget"):
+        decode_for_model(flat_png(3000, 2000), "x", LARGE, (64, 64), admit=refuse)
+    assert claims == [6_000_000]
+    with pytest.raises(UnsupportedImageError):
+        decode_for_model(b"not an image", "x", LARGE, (64, 64), admit=refuse)
+    assert claims == [6_000_000]  # no header, no claim
 
 
 def test_fit_within_keeps_the_aspect_ratio() -> None:
