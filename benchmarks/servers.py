@@ -109,6 +109,7 @@ class UvicornServer:
         self.ready_path = ready_path
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_s = 0.0
+        self.cwd = REPO_ROOT  # the code served is the one in this folder
 
     @property
     def pid(self) -> int:
@@ -129,7 +130,7 @@ class UvicornServer:
         with self.log_path.open("wb") as log:
             start = time.perf_counter()
             self.process = subprocess.Popen(
-                self.command(), cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                self.command(), cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
         try:
             self._wait_ready()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Request
 
 from app.api.metrics import ServiceMetrics
 from app.api.uploads import DecodePool
@@ -50,15 +50,6 @@ class Pin:
 
     version: int | None = None
     label: str | None = None
-
-
-VersionQuery = Annotated[
-    int | None, Query(ge=1, description="Use this loaded version (see /models).")
-]
-LabelQuery = Annotated[
-    str | None,
-    Query(max_length=32, description="Use the version this label names, e.g. `stable`."),
-]
 
 
 def pin_of(version: int | None, label: str | None) -> Pin:

@@ -12,17 +12,19 @@ counted by reason.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from starlette.types import Receive, Scope
 
 from app.api.admission import TIMEOUT_HEADER
-from app.api.deps import LabelQuery, Pin, ServiceState, VersionQuery, choose, pin_of, service_of
-from app.api.uploads import ModelInput, Upload, check_file_count, read_uploads
+from app.api.deps import Pin, ServiceState, choose, pin_of, service_of
+from app.api.uploads import ModelInput, Upload, check_file_count, raw_body_openapi, read_uploads
 from app.core.deadline import Deadline
 from app.core.errors import ClientDisconnectedError, ShedError
 from app.core.registry import ModelSet
@@ -49,25 +51,81 @@ class InferenceContext:
         return choose(self.service, self.models, name, self.pin)
 
 
-async def inference_context(
-    request: Request,
-    version: VersionQuery = None,
-    label: LabelQuery = None,
-    timeout: Annotated[
-        float | None,
-        Header(
-            alias=TIMEOUT_HEADER,
-            gt=0,
-            description="Seconds this request may wait to reach its model before a 503 "
-            "(at most, and by default, REQUEST_TIMEOUT_S), counted from its arrival.",
-        ),
-    ] = None,
-) -> InferenceContext:
+# The parameters ``inference_context`` reads itself (FastAPI's declared parameters cost each
+# request a walk over their annotations), documented for the OpenAPI schema here.
+MAX_LABEL_CHARS = 32
+INFERENCE_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "version",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1},
+        "description": "Use this loaded version (see /models).",
+    },
+    {
+        "name": "label",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "maxLength": MAX_LABEL_CHARS},
+        "description": "Use the version this label names, e.g. `stable`.",
+    },
+    {
+        "name": TIMEOUT_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "number", "exclusiveMinimum": 0},
+        "description": "Seconds this request may wait to reach its model before a 503 "
+        "(at most, and by default, REQUEST_TIMEOUT_S), counted from its arrival.",
+    },
+]
+
+
+def inference_openapi(body_description: str) -> dict[str, Any]:
+    """``openapi_extra`` of an inference endpoint: its raw-body alternatives to the form and
+    the parameters of ``INFERENCE_PARAMETERS``."""
+    return {**raw_body_openapi(body_description), "parameters": INFERENCE_PARAMETERS}
+
+
+def _invalid(location: str, name: str, value: str, message: str) -> RequestValidationError:
+    """The 422 FastAPI itself gives a parameter that fails validation."""
+    error = {"type": "value_error", "loc": (location, name), "msg": message, "input": value}
+    return RequestValidationError([error])
+
+
+def request_pin(request: Request) -> Pin:
+    """``?version=N`` or ``?label=NAME`` (422 when malformed, or when both are given)."""
+    version, label = request.query_params.get("version"), request.query_params.get("label")
+    number = None
+    if version is not None:
+        if not (version.isascii() and version.isdigit()) or int(version) < 1:
+            raise _invalid("query", "version", version, "must be a whole number of at least 1")
+        number = int(version)
+    if label is not None and len(label) > MAX_LABEL_CHARS:
+        message = f"must have at most {MAX_LABEL_CHARS} characters"
+        raise _invalid("query", "label", label, message)
+    return pin_of(number, label)
+
+
+def check_timeout_header(request: Request) -> None:
+    """422 for an ``X-Request-Timeout`` that is not a number of seconds above 0 (the
+    admission middleware has already applied a valid one)."""
+    value = request.headers.get(TIMEOUT_HEADER)
+    if value is None:
+        return
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0:  # nan included
+        raise _invalid("header", TIMEOUT_HEADER, value, "must be a number of seconds above 0")
+
+
+async def inference_context(request: Request) -> InferenceContext:
     """The deadline starts now, with what was left of the request's time after it waited
-    for admission (the middleware applies ``timeout``; declaring the header here validates
-    it, with a 422, and documents it)."""
+    for admission."""
     service = service_of(request)
-    pin = pin_of(version, label)
+    pin = request_pin(request)
+    check_timeout_header(request)
     deadline = request.state.budget.start()
     return InferenceContext(
         service, service.registry.current, pin, request.scope, request.receive, deadline

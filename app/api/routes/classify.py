@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, File, Request, Response, UploadFile
 
 from app.api.deps import MODEL_VERSION_HEADER
-from app.api.inference import InferenceDep, run_model
+from app.api.inference import InferenceDep, inference_openapi, run_model
 from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import ClassifyResponse, ModelRef, Prediction
-from app.api.uploads import raw_body_openapi, request_uploads
+from app.api.uploads import request_uploads
 from app.core.registry import CLASSIFIER
 from contract.signatures import CLASSIFY
 
@@ -22,7 +22,7 @@ router = APIRouter(tags=["inference"])
     "/classify",
     response_model=ClassifyResponse,
     responses=UPLOAD_ERRORS,
-    openapi_extra=raw_body_openapi(
+    openapi_extra=inference_openapi(
         "A form with one or several `file` parts, or one image as the raw body."
     ),
 )

@@ -10,11 +10,11 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import MODEL_VERSION_HEADER
-from app.api.inference import InferenceDep, run_model
+from app.api.inference import InferenceDep, inference_openapi, run_model
 from app.api.ood import Verdict, assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import DenoiseResponse, ModelRef
-from app.api.uploads import raw_body_openapi, request_uploads, require_one_file
+from app.api.uploads import request_uploads, require_one_file
 from app.core import tracing
 from app.core.imaging import fit_within, to_png
 from app.core.registry import AUTOENCODER
@@ -48,7 +48,7 @@ def prefers_json(accept: str | None) -> bool:
     response_class=Response,
     responses=_RESPONSES,
     dependencies=[Depends(require_one_file)],
-    openapi_extra=raw_body_openapi("A form with one `file` part, or the image as the raw body."),
+    openapi_extra=inference_openapi("A form with one `file` part, or the image as the raw body."),
 )
 async def denoise(
     request: Request,

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Res
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import INDEX_VERSION_HEADER, MODEL_VERSION_HEADER
-from app.api.inference import InferenceDep, run_model
+from app.api.inference import InferenceDep, inference_openapi, run_model
 from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import IndexRef, ModelRef, Neighbour, SimilarResponse
-from app.api.uploads import raw_body_openapi, request_uploads, require_one_file
+from app.api.uploads import request_uploads, require_one_file
 from app.core.registry import INDEX
 from contract.signatures import ENCODE
 
@@ -24,7 +24,7 @@ router = APIRouter(tags=["inference"])
     response_model=SimilarResponse,
     responses=UPLOAD_ERRORS,
     dependencies=[Depends(require_one_file)],
-    openapi_extra=raw_body_openapi("A form with one `file` part, or the image as the raw body."),
+    openapi_extra=inference_openapi("A form with one `file` part, or the image as the raw body."),
 )
 async def similar(
     request: Request,

@@ -1,0 +1,179 @@
+"""/classify against an earlier commit: does a request still cost the server what it did?
+
+``python -m benchmarks.regression --baseline REV --models DIR [--rounds 8] [--duration 5]``
+
+The baseline commit is checked out in a temporary git worktree and served from there, the
+working tree's code beside it: one process each, the same models, the same one-image
+multipart upload. Both servers stay up (the one not measured is idle) and wrk runs alternate
+between them, so a change in the machine's speed, which on a shared machine moves these
+figures by a quarter within minutes, hits both alike. Each run gives req/s and the server's
+core-ms per request; the summary is the medians and the median of the per-round ratios.
+
+A commit from before ``python -m app`` existed is served as it was then,
+``uvicorn app.main:app`` with uvicorn's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks import REPO_ROOT
+from benchmarks.environment import machine_description
+from benchmarks.payloads import multipart_body, signs_images
+from benchmarks.servers import UvicornServer, cpu_seconds
+from benchmarks.wrk import CONNECTIONS, run_wrk, write_script
+
+SIDES = ("baseline", "current")
+
+
+class TreeServer(UvicornServer):
+    """The code in ``tree`` served the way that commit was meant to be served."""
+
+    def __init__(self, tree: Path, models: Path, log_path: Path) -> None:
+        env = {"MODEL_DIR": str(models), "RELOAD_INTERVAL_S": "0", "DEVICE": "cpu"}
+        super().__init__("app.main:app", env, log_path, "/readyz")
+        self.cwd = tree
+        self.production = has_production_command(tree)
+        if self.production:
+            self.env |= {"WORKERS": "1", "HOST": "127.0.0.1", "PORT": str(self.port)}
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "app"] if self.production else super().command()
+
+
+def has_production_command(tree: Path) -> bool:
+    return (tree / "app" / "__main__.py").is_file()
+
+
+@contextlib.contextmanager
+def worktree(revision: str, work: Path) -> Iterator[Path]:
+    """``revision`` checked out (detached) in a folder under ``work``, removed afterwards."""
+    folder = work / "baseline"
+    git = ["git", "-C", str(REPO_ROOT)]
+    subprocess.run([*git, "worktree", "add", "--detach", str(folder), revision], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(folder)], check=False)
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Medians per side and the median of the per-round ratios (current / baseline)."""
+    by_side = {side: [run for run in runs if run["side"] == side] for side in SIDES}
+    result = {}
+    for side, side_runs in by_side.items():
+        result[f"{side}_rps"] = statistics.median(run["rps"] for run in side_runs)
+        result[f"{side}_core_ms"] = statistics.median(run["core_ms"] for run in side_runs)
+    pairs = list(zip(by_side["baseline"], by_side["current"], strict=True))
+    result["rps_ratio"] = statistics.median(cur["rps"] / base["rps"] for base, cur in pairs)
+    result["core_ms_ratio"] = statistics.median(
+        cur["core_ms"] / base["core_ms"] for base, cur in pairs
+    )
+    return result
+
+
+def measure(
+    servers: dict[str, UvicornServer], script: Path, rounds: int, duration_s: float
+) -> list[dict[str, Any]]:
+    for server in servers.values():  # warm-up: batch shapes traced, thread pools full
+        run_wrk(server.base_url + "/classify", script, 2.0)
+    runs = []
+    for round_ in range(1, rounds + 1):
+        for side in SIDES:
+            server = servers[side]
+            before = cpu_seconds(server.pid)
+            result = run_wrk(server.base_url + "/classify", script, duration_s)
+            answered = max(result["requests"] - result["failed"], 1)
+            runs.append(
+                {
+                    "side": side,
+                    "round": round_,
+                    "rps": result["rps"],
+                    "p99_ms": result["p99_ms"],
+                    "failed": result["failed"],
+                    "core_ms": (cpu_seconds(server.pid) - before) * 1000 / answered,
+                    "wrk_core_percent": result["wrk_cpu_s"] / duration_s * 100,
+                }
+            )
+    return runs
+
+
+def markdown(runs: list[dict[str, Any]], baseline: str, note: str) -> str:
+    total = summary(runs)
+    lines = [
+        f"# /classify: working tree against {baseline}",
+        "",
+        note,
+        "",
+        "| round | side | req/s | p99 ms | server core-ms per request | wrk % of a core | failed |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in runs:
+        lines.append(
+            f"| {run['round']} | {run['side']} | {run['rps']:.0f} | {run['p99_ms']:.0f} "
+            f"| {run['core_ms']:.2f} | {run['wrk_core_percent']:.1f} | {run['failed']} |"
+        )
+    lines += [
+        "",
+        f"Medians: {total['baseline_rps']:.0f} -> {total['current_rps']:.0f} req/s, "
+        f"{total['baseline_core_ms']:.2f} -> {total['current_core_ms']:.2f} core-ms per request."
+        f" Median of the per-round ratios (current / baseline): req/s "
+        f"{total['rps_ratio']:.2f}, core-ms per request {total['core_ms_ratio']:.2f}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.regression", description=__doc__)
+    parser.add_argument("--baseline", required=True, help="git revision to compare against")
+    parser.add_argument("--models", type=Path, required=True, help="models both servers load")
+    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--rounds", type=int, default=8, help="alternations of the two servers")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/regression_results.md"))
+    arguments = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (scripts/install-wrk.sh)", file=sys.stderr)
+        return 1
+    machine = machine_description()
+    with tempfile.TemporaryDirectory(prefix="regression-") as folder:
+        work = Path(folder)
+        body, content_type = multipart_body(signs_images(arguments.data, 1))
+        script = write_script(work, "classify", body, {"Content-Type": content_type})
+        with worktree(arguments.baseline, work) as tree, contextlib.ExitStack() as stack:
+            trees = {"baseline": tree, "current": REPO_ROOT}
+            servers = {
+                side: stack.enter_context(
+                    TreeServer(trees[side], arguments.models, work / f"{side}.log")
+                )
+                for side in SIDES
+            }
+            runs = measure(servers, script, arguments.rounds, arguments.duration)
+    note = (
+        f"{machine['processor']}, {len(os.sched_getaffinity(0))} usable cores, "
+        f"Python {machine['python']}; code {machine['git']}; models {arguments.models.name}. "
+        f"wrk -t1 -c{CONNECTIONS}, {arguments.duration:g} s per run, {arguments.rounds} "
+        f"rounds alternating, after a 2 s warm-up each; one worker process per side, access "
+        f"logs off, started {machine['date_utc']} (load average "
+        f"{machine['load_average_at_start'][0]:.2f}). Command: python -m benchmarks.regression "
+        f"--baseline {arguments.baseline} --models DIR --rounds {arguments.rounds} "
+        f"--duration {arguments.duration:g}."
+    )
+    arguments.out.write_text(markdown(runs, arguments.baseline, note))
+    print(arguments.out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
