@@ -87,8 +87,8 @@ class Settings(BaseSettings):
         gt=0,
         description=(
             "Images that may wait in each micro-batcher (classify, denoise, encode); a request"
-            " that does not fit gets 503 with Retry-After at once. Default: (4 +"
-            " DECODE_THREADS) x BATCH_MAX_SIZE, and never below MAX_FILES_PER_REQUEST."
+            " that does not fit gets 503 with Retry-After at once. Default: INFERENCE_CONCURRENCY"
+            " x BATCH_MAX_SIZE, and never below MAX_FILES_PER_REQUEST."
         ),
     )
     inference_concurrency: int | None = Field(
@@ -260,13 +260,13 @@ class Settings(BaseSettings):
 
     @property
     def queue_limit(self) -> int:
-        """QUEUE_MAX_IMAGES, or its default: four full batches plus a full batch from each
-        decoding thread (what decoding can hand over at once), and room for the largest
-        request (MAX_FILES_PER_REQUEST images)."""
+        """QUEUE_MAX_IMAGES, or its default: a full batch for every request admission lets in
+        (INFERENCE_CONCURRENCY), and room for the largest request (MAX_FILES_PER_REQUEST
+        images). Admission already bounds what may wait; the queue refuses only requests
+        larger than a batch piling up, which their deadlines would not shed soon enough."""
         if self.queue_max_images is not None:
             return self.queue_max_images
-        batches = 4 + self.decode_threads
-        return max(batches * self.batch_max_size, self.max_files_per_request)
+        return max(self.inference_limit * self.batch_max_size, self.max_files_per_request)
 
     @property
     def inference_limit(self) -> int:

@@ -9,8 +9,8 @@ between them, so a change in the machine's speed, which on a shared machine move
 figures by a quarter within minutes, hits both alike. Each run gives req/s and the server's
 core-ms per request; the summary is the medians and the median of the per-round ratios.
 
-A commit from before ``python -m app`` existed is served as it was then,
-``uvicorn app.main:app`` with uvicorn's defaults.
+A commit from before ``python -m app`` existed is served as it was then:
+``uvicorn app.main:app`` with uvicorn's default loop and protocol (access log off).
 """
 
 from __future__ import annotations

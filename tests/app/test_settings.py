@@ -66,7 +66,7 @@ def test_workers_default_to_half_the_usable_cores(monkeypatch: pytest.MonkeyPatc
         Settings(workers=0)
 
 
-def test_the_default_queue_takes_what_every_decoding_thread_can_hand_over() -> None:
-    """Four waiting batches plus a full batch from each decoding thread."""
-    assert Settings(batch_max_size=32, decode_threads=8).queue_limit == 12 * 32
-    assert Settings(batch_max_size=4, decode_threads=2, max_files_per_request=64).queue_limit == 64
+def test_the_default_queue_holds_a_full_batch_for_every_admitted_request() -> None:
+    assert Settings(batch_max_size=32).queue_limit == 64 * 32  # 2 x 32 admitted
+    assert Settings(batch_max_size=32, inference_concurrency=8).queue_limit == 8 * 32
+    assert Settings(batch_max_size=2, max_files_per_request=64).queue_limit == 64
