@@ -84,18 +84,6 @@ def decode_upload(data: bytes, filename: str, limits: DecodeLimits) -> Image.Ima
     return decode_for_model(data, filename, limits, target_size=None).image
 
 
-def claimed_pixels(data: bytes) -> int:
-    """Width x height from the image header alone, so that a request's pixel budget is
-    checked before decoding. 0 when the header cannot be read or Pillow's bomb guard refuses
-    it: the decode that follows reports why."""
-    try:
-        with Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS) as image:
-            width, height = image.size
-    except Exception:  # any unreadable header: decode_for_model gives the proper error
-        return 0
-    return width * height
-
-
 # Consulted with an image's width x height once its header is read, before it is decoded:
 # raises to refuse it, else returns what is held while it decodes (e.g. a semaphore slot).
 DecodeAdmission = Callable[[int], AbstractContextManager[object]]
