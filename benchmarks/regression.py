@@ -86,7 +86,7 @@ def measure(
     servers: dict[str, UvicornServer], script: Path, rounds: int, duration_s: float
 ) -> list[dict[str, Any]]:
     for server in servers.values():  # warm-up: batch shapes traced, thread pools full
-        run_wrk(server.base_url + "/classify", script, 2.0)
+        run_wrk(server.base_url + "/classify", script, min(2.0, duration_s))
     runs = []
     for round_ in range(1, rounds + 1):
         for side in SIDES:
@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{machine['processor']}, {len(os.sched_getaffinity(0))} usable cores, "
         f"Python {machine['python']}; code {machine['git']}; models {arguments.models.name}. "
         f"wrk -t1 -c{CONNECTIONS}, {arguments.duration:g} s per run, {arguments.rounds} "
-        f"rounds alternating, after a 2 s warm-up each; one worker process per side, access "
-        f"logs off, started {machine['date_utc']} (load average "
+        f"rounds alternating, after a warm-up of up to 2 s each; one worker process per "
+        f"side, access logs off, started {machine['date_utc']} (load average "
         f"{machine['load_average_at_start'][0]:.2f}). Command: python -m benchmarks.regression "
         f"--baseline {arguments.baseline} --models DIR --rounds {arguments.rounds} "
         f"--duration {arguments.duration:g}."
