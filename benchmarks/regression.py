@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from benchmarks import REPO_ROOT
 from benchmarks.environment import machine_description
 from benchmarks.payloads import multipart_body, signs_images
 from benchmarks.servers import UvicornServer, cpu_seconds
-from benchmarks.wrk import CONNECTIONS, run_wrk, write_script
+from benchmarks.wrk import CONNECTIONS, run_wrk, write_script, wrk_missing
 
 SIDES = ("baseline", "current")
 
@@ -143,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/regression_results.md"))
     arguments = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk is not installed (scripts/install-wrk.sh)", file=sys.stderr)
+    if wrk_missing():
         return 1
     machine = machine_description()
     with tempfile.TemporaryDirectory(prefix="regression-") as folder:

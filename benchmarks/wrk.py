@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 import resource
+import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,14 @@ wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
 """
+
+
+def wrk_missing() -> bool:
+    """True, after saying so on stderr, when the wrk binary is not installed."""
+    if shutil.which("wrk") is not None:
+        return False
+    print("wrk is not installed (scripts/install-wrk.sh)", file=sys.stderr)
+    return True
 
 
 def write_script(work: Path, name: str, body: bytes, headers: Mapping[str, str]) -> Path:

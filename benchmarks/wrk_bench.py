@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from benchmarks import REPO_ROOT
 from benchmarks.model_bench import signature_throughput
 from benchmarks.payloads import malaria_images, multipart_body, signs_images
 from benchmarks.servers import WorkersServer
-from benchmarks.wrk import CONNECTIONS, WRK_TIMEOUT_S, run_wrk, write_script
+from benchmarks.wrk import CONNECTIONS, WRK_TIMEOUT_S, run_wrk, write_script, wrk_missing
 
 BATCH_IMAGES = 32
 
@@ -146,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="alternations of the servers")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/wrk_results.md"))
     arguments = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk is not installed (scripts/install-wrk.sh)", file=sys.stderr)
+    if wrk_missing():
         return 1
     cases = scenarios(arguments.data)
     rows = []

@@ -17,7 +17,6 @@ deadline waiting, which then miss it further on, so nothing at all would be serv
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -45,14 +44,21 @@ class Budget:
         return Deadline(time.monotonic() + self.remaining_s, self.timeout_s)
 
 
+def asked_timeout(value: str) -> float | None:
+    """Seconds an ``X-Request-Timeout`` value asks for; None unless a number above 0."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds > 0 else None  # nan is not above 0
+
+
 def request_timeout(headers: Headers, limit_s: float) -> float:
     """The request's timeout: ``X-Request-Timeout`` capped to ``limit_s``, or ``limit_s``
     when absent or invalid (the endpoint answers an invalid one with a 422)."""
-    try:
-        asked = float(headers.get(TIMEOUT_HEADER, "inf"))
-    except ValueError:
-        return limit_s
-    return min(asked, limit_s) if asked > 0 and not math.isnan(asked) else limit_s
+    value = headers.get(TIMEOUT_HEADER)
+    asked = asked_timeout(value) if value is not None else None
+    return min(asked, limit_s) if asked is not None else limit_s
 
 
 class AdmissionMiddleware:

@@ -12,7 +12,6 @@ counted by reason.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -22,7 +21,7 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.types import Receive, Scope
 
-from app.api.admission import TIMEOUT_HEADER
+from app.api.admission import TIMEOUT_HEADER, asked_timeout
 from app.api.deps import Pin, ServiceState, choose, pin_of, service_of
 from app.api.uploads import ModelInput, Upload, check_file_count, raw_body_openapi, read_uploads
 from app.core.deadline import Deadline
@@ -110,13 +109,7 @@ def check_timeout_header(request: Request) -> None:
     """422 for an ``X-Request-Timeout`` that is not a number of seconds above 0 (the
     admission middleware has already applied a valid one)."""
     value = request.headers.get(TIMEOUT_HEADER)
-    if value is None:
-        return
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not seconds > 0:  # nan included
+    if value is not None and asked_timeout(value) is None:
         raise _invalid("header", TIMEOUT_HEADER, value, "must be a number of seconds above 0")
 
 

@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from benchmarks.peers.report import markdown, medians
 from benchmarks.peers.requests import PeerRequest
 from benchmarks.peers.venvs import VENVS_ROOT, venv_python, venv_size_mib
 from benchmarks.servers import UvicornServer, WorkersServer
-from benchmarks.wrk import CONNECTIONS, WRK_TIMEOUT_S, run_wrk, write_script
+from benchmarks.wrk import CONNECTIONS, WRK_TIMEOUT_S, run_wrk, write_script, wrk_missing
 
 # The same model and decoder in another TensorFlow build: equal to float32 rounding.
 PROBABILITY_TOLERANCE = 1e-4
@@ -169,8 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk is not installed (scripts/install-wrk.sh)", file=sys.stderr)
+    if wrk_missing():
         return 1
     if arguments.rounds < 1:
         print("--rounds must be at least 1", file=sys.stderr)
