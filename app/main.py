@@ -22,12 +22,7 @@ from app.api.auth import API_KEY_SCHEME, ApiKeyMiddleware, open_endpoints_warnin
 from app.api.cors import install_cors
 from app.api.deps import ServiceState
 from app.api.errors import install_error_handlers
-from app.api.limits import (
-    MAX_FORM_FIELD_BYTES,
-    MAX_FORM_FIELDS,
-    MULTIPART_OVERHEAD_BYTES,
-    RequestBodyLimitMiddleware,
-)
+from app.api.limits import MULTIPART_OVERHEAD_BYTES, RequestBodyLimitMiddleware
 from app.api.metrics import RequestMetricsMiddleware, ServiceMetrics
 from app.api.request_context import RequestContextMiddleware, fastapi_telemetry
 from app.api.routes import (
@@ -191,12 +186,6 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         telemetry=fastapi_telemetry(tracer_provider),
-        # One file past the limit still reaches read_uploads, whose 413 names the limit.
-        form_limits={
-            "max_files": settings.max_files_per_request + 1,
-            "max_fields": MAX_FORM_FIELDS,
-            "max_part_size": MAX_FORM_FIELD_BYTES,
-        },
     )
     install_error_handlers(app)
     keyed_routers = [admin.router]

@@ -2,10 +2,10 @@
 
 Fields: ``request_id``, ``method``, ``path``, ``endpoint`` (the route template, as in the
 metrics), ``status``, ``duration_ms`` and, when the request went through them,
-``decode_ms``/``queue_ms``/``model_ms``/``encode_ms``; ``model_version`` when the response
-names one (``X-Model-Version``), ``trace_id`` when the request is traced or came with a valid
-``traceparent``, and the ``client`` address. ``LOG_FORMAT`` decides how a record is written
-(app/logging_config.py); ``LOG_LEVEL=warning`` or ``ACCESS_LOG=false`` silence it.
+``read_ms``/``decode_ms``/``queue_ms``/``model_ms``/``encode_ms``; ``model_version`` when the
+response names one (``X-Model-Version``), ``trace_id`` when the request is traced or came with
+a valid ``traceparent``, and the ``client`` address. ``LOG_FORMAT`` decides how a record is
+written (app/logging_config.py); ``LOG_LEVEL=warning`` or ``ACCESS_LOG=false`` silence it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from app.core.tracing import RequestTrace
 ACCESS_LOGGER = logging.getLogger("app.access")
 MAX_PATH_CHARS = 256  # a path is the client's to choose; the line stays bounded
 _STAGE_FIELDS = (
+    ("read", "read_ms"),
     ("decode", "decode_ms"),
     ("queue", "queue_ms"),
     ("model", "model_ms"),

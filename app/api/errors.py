@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.api.request_context import REQUEST_ID_HEADER, request_id_of
@@ -19,6 +20,15 @@ def shed_response(error: ServiceError) -> JSONResponse:
     if isinstance(error, ShedError) and error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
     return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
+
+
+def invalid_parameter(
+    location: str, name: str, value: object, message: str
+) -> RequestValidationError:
+    """The 422 FastAPI itself gives a parameter that fails validation, for the parameters an
+    endpoint reads itself (``location``: ``query``, ``header`` or ``body``)."""
+    error = {"type": "value_error", "loc": (location, name), "msg": message, "input": value}
+    return RequestValidationError([error])
 
 
 async def _service_error_handler(request: Request, error: ServiceError) -> JSONResponse:

@@ -19,8 +19,12 @@ from typing import Any
 
 import numpy as np
 from anyio import CapacityLimiter, to_thread
-from fastapi import HTTPException, Request, UploadFile
+from fastapi import HTTPException, Request
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.errors import invalid_parameter
+from app.api.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS
 from app.core import tracing
 from app.core.deadline import Deadline
 from app.core.errors import DeadlineExceededError, PayloadTooLargeError, UnsupportedImageError
@@ -85,16 +89,6 @@ def prepare(
     return ModelInput(filename, decoded.original_size, model_input(decoded.image, height, width))
 
 
-async def require_one_file(request: Request) -> None:
-    """Dependency of the one-image endpoints: several ``file`` parts are refused (422) instead
-    of all but one being silently ignored. FastAPI has already parsed and cached the form."""
-    count = len((await request.form()).getlist("file"))
-    if count > 1:
-        raise HTTPException(
-            422, detail=f"this endpoint takes exactly one file, got {count} `file` parts"
-        )
-
-
 # Body types read as one raw image; octet-stream is sniffed by the decoder like any upload.
 RAW_IMAGE_TYPES = (
     "image/jpeg",
@@ -105,7 +99,7 @@ RAW_IMAGE_TYPES = (
     "image/tiff",
     "application/octet-stream",
 )
-# Body types FastAPI parses as a form ("" = no body at all: answered "missing file", 422).
+# Body types parsed as a form ("" = no body at all: answered "missing file", 422).
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded", "")
 RAW_BODY_NAME = "body"  # the ``filename`` a raw body's prediction is reported under
 
@@ -121,17 +115,19 @@ class RawImage:
 Upload = UploadFile | RawImage
 
 
-def raw_body_openapi(description: str) -> dict[str, Any]:
-    """``openapi_extra`` of an upload endpoint: the raw image bodies beside the multipart form
-    FastAPI documents itself (whose ``file`` field is optional only because a raw body may
-    replace it)."""
-    binary = {"schema": {"type": "string", "format": "binary"}}
+def upload_openapi(description: str, several: bool) -> dict[str, Any]:
+    """The ``requestBody`` of an upload endpoint for its OpenAPI schema: a form of ``file``
+    parts (one, or ``several``) or one image as the raw body."""
+    binary = {"type": "string", "format": "binary"}
+    file = {"type": "array", "items": binary} if several else binary
+    form = {"type": "object", "properties": {"file": file}, "required": ["file"]}
     return {
-        "requestBody": {
-            "required": True,
-            "description": description,
-            "content": {media_type: binary for media_type in RAW_IMAGE_TYPES},
-        }
+        "required": True,
+        "description": description,
+        "content": {
+            "multipart/form-data": {"schema": form},
+            **{media_type: {"schema": binary} for media_type in RAW_IMAGE_TYPES},
+        },
     }
 
 
@@ -139,26 +135,54 @@ def body_media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def request_uploads(
-    request: Request, files: list[UploadFile] | None, settings: Settings
-) -> list[Upload]:
-    """The images of a request: its raw image body (read now, before inference starts
-    watching the connection for a disconnect) or its ``file`` parts."""
+async def request_uploads(request: Request, settings: Settings, several: bool) -> list[Upload]:
+    """The images of a request: its raw image body or its ``file`` parts (one, unless the
+    endpoint takes ``several``), read now, before inference starts watching the connection
+    for a disconnect. A parsed form's spooled files are closed by ``InferenceRoute``."""
     media_type = body_media_type(request)
     if media_type in RAW_IMAGE_TYPES:
-        return [RawImage(RAW_BODY_NAME, await read_raw_body(request, settings.max_upload_bytes))]
+        with tracing.stage("read"):
+            data = await read_raw_body(request, settings.max_upload_bytes)
+        return [RawImage(RAW_BODY_NAME, data)]
     if media_type not in _FORM_TYPES:
         raise UnsupportedImageError(
             f"Content-Type {media_type} is not accepted: send multipart/form-data with `file` "
             f"parts, or one image as the body with one of {', '.join(RAW_IMAGE_TYPES)}"
         )
+    with tracing.stage("read"):
+        files = await _file_parts(request, settings)
     if not files:
         raise HTTPException(
             422,
             detail="missing `file` field: send multipart/form-data with `file` parts, "
             "or one image as the body with an image Content-Type",
         )
-    return list(files)
+    if len(files) > 1 and not several:
+        # refused rather than all but one being silently ignored
+        detail = f"this endpoint takes exactly one file, got {len(files)} `file` parts"
+        raise HTTPException(422, detail=detail)
+    return files
+
+
+async def _file_parts(request: Request, settings: Settings) -> list[UploadFile]:
+    """The form's ``file`` parts. One file past the limit is still parsed, so that
+    ``check_file_count`` names the limit; other (text) fields are few and small."""
+    try:
+        form = await request.form(
+            max_files=settings.max_files_per_request + 1,
+            max_fields=MAX_FORM_FIELDS,
+            max_part_size=MAX_FORM_FIELD_BYTES,
+        )
+    except StarletteHTTPException:  # Starlette's 400 for a malformed form, the body limits'
+        raise  # 408 and 413
+    except Exception:  # the multipart parser's own errors on a broken stream
+        raise HTTPException(400, detail="the multipart form could not be parsed") from None
+    files = form.getlist("file")
+    for value in files:
+        if not isinstance(value, UploadFile):
+            message = "must be a file part (an UploadFile), not a text field"
+            raise invalid_parameter("body", "file", value, message)
+    return files  # type: ignore[return-value]
 
 
 async def read_raw_body(request: Request, max_bytes: int) -> bytes:

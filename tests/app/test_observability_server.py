@@ -134,7 +134,7 @@ def test_spans_reach_the_otlp_collector_in_the_callers_trace(
         timeout=60,
     )
     assert response.status_code == 200
-    expected = {"POST /classify", "decode", "queue wait", "model call", "fastapi.serialization"}
+    expected = {"POST /classify", "read", "decode", "queue wait", "model call", "encode"}
 
     def joined() -> dict[str, Any] | None:
         spans = {

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, File, Request, Response, UploadFile
+from fastapi import APIRouter, Request, Response
 
 from app.api.deps import MODEL_VERSION_HEADER
-from app.api.inference import InferenceDep, inference_openapi, run_model
+from app.api.inference import (
+    InferenceRoute,
+    inference_context,
+    inference_openapi,
+    json_response,
+    run_model,
+)
 from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import ClassifyResponse, ModelRef, Prediction
@@ -15,7 +19,7 @@ from app.api.uploads import request_uploads
 from app.core.registry import CLASSIFIER
 from contract.signatures import CLASSIFY
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], route_class=InferenceRoute)
 
 
 @router.post(
@@ -23,26 +27,19 @@ router = APIRouter(tags=["inference"])
     response_model=ClassifyResponse,
     responses=UPLOAD_ERRORS,
     openapi_extra=inference_openapi(
-        "A form with one or several `file` parts, or one image as the raw body."
+        "A form with one or several `file` parts (repeat the field), or one image as the raw body.",
+        several=True,
     ),
 )
-async def classify(
-    request: Request,
-    response: Response,
-    inference: InferenceDep,
-    files: Annotated[
-        list[UploadFile] | None,
-        File(alias="file", description="One image, or several: repeat the `file` field."),
-    ] = None,
-) -> ClassifyResponse:
+async def classify(request: Request) -> Response:
     """Classify each uploaded image (any common format; resized to the model's input).
 
     ``in_distribution`` says whether the image looks like a SIGNS hand gesture at all.
     """
+    inference = await inference_context(request)
     service = inference.service
     model = inference.model(CLASSIFIER)
-    response.headers[MODEL_VERSION_HEADER] = str(model.version)
-    uploads = await request_uploads(request, files, service.settings)
+    uploads = await request_uploads(request, service.settings, several=True)
     inputs, rows = await run_model(inference, "classify", model, CLASSIFY, uploads)
     rows, verdicts = assess(service, model, [item.filename for item in inputs], rows)
     class_names: list[str] = model.metadata["class_names"]
@@ -62,6 +59,7 @@ async def classify(
                 in_distribution=verdict.in_distribution,
             )
         )
-    return ClassifyResponse(
+    body = ClassifyResponse(
         model=ModelRef(name=model.name, version=model.version), predictions=predictions
     )
+    return json_response(body, {MODEL_VERSION_HEADER: str(model.version)})

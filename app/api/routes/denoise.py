@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import MODEL_VERSION_HEADER
-from app.api.inference import InferenceDep, inference_openapi, run_model
+from app.api.errors import invalid_parameter
+from app.api.inference import (
+    InferenceRoute,
+    inference_context,
+    inference_openapi,
+    json_response,
+    run_model,
+)
 from app.api.ood import Verdict, assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import DenoiseResponse, ModelRef
-from app.api.uploads import request_uploads, require_one_file
+from app.api.uploads import request_uploads
 from app.core import tracing
 from app.core.imaging import fit_within, to_png
 from app.core.registry import AUTOENCODER
 from contract.signatures import DENOISE
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], route_class=InferenceRoute)
+
+SIZES = ("model", "original")
+SIZE_PARAMETER = {
+    "name": "size",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": list(SIZES), "default": "model"},
+    "description": "`model`: the model's input size; `original`: the upload's size, scaled "
+    "down to fit DENOISE_MAX_SIDE (1024 px by default) when larger.",
+}
 
 _RESPONSES = {
     **UPLOAD_ERRORS,
@@ -30,6 +46,14 @@ _RESPONSES = {
         "content": {"image/png": {}},
     },
 }
+
+
+def size_asked(request: Request) -> str:
+    """``?size=``: ``model`` when absent, 422 unless one of ``SIZES``."""
+    size = request.query_params.get("size", "model")
+    if size not in SIZES:
+        raise invalid_parameter("query", "size", size, f"must be one of {', '.join(SIZES)}")
+    return size
 
 
 def prefers_json(accept: str | None) -> bool:
@@ -47,30 +71,23 @@ def prefers_json(accept: str | None) -> bool:
     "/denoise",
     response_class=Response,
     responses=_RESPONSES,
-    dependencies=[Depends(require_one_file)],
-    openapi_extra=inference_openapi("A form with one `file` part, or the image as the raw body."),
+    openapi_extra=inference_openapi(
+        "A form with one `file` part, or the image as the raw body.",
+        several=False,
+        parameters=(SIZE_PARAMETER,),
+    ),
 )
-async def denoise(
-    request: Request,
-    inference: InferenceDep,
-    file: Annotated[UploadFile | None, File(description="One image of a cell.")] = None,
-    size: Annotated[
-        Literal["model", "original"],
-        Query(
-            description="`model`: the model's input size; `original`: the upload's size, "
-            "scaled down to fit DENOISE_MAX_SIDE (1024 px by default) when larger."
-        ),
-    ] = "model",
-    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Response:
+async def denoise(request: Request) -> Response:
     """Reconstruct the cell with the autoencoder, which removes noise it never learned.
 
     Whether the upload looks like a blood-smear cell: ``in_distribution`` in JSON, the
     ``X-In-Distribution`` and ``X-OOD-Score`` headers on the PNG.
     """
+    inference = await inference_context(request)
     service = inference.service
+    size = size_asked(request)
     model = inference.model(AUTOENCODER)
-    uploads = await request_uploads(request, None if file is None else [file], service.settings)
+    uploads = await request_uploads(request, service.settings, several=False)
     (item,), rows = await run_model(inference, "denoise", model, DENOISE, uploads)
     (output,), (verdict,) = assess(service, model, [item.filename], rows)
     output_size = (
@@ -82,7 +99,7 @@ async def denoise(
     headers = {MODEL_VERSION_HEADER: str(model.version)}
     with tracing.stage("encode"):
         png = await run_in_threadpool(to_png, output, output_size)
-        if prefers_json(accept):
+        if prefers_json(request.headers.get("accept")):
             body = DenoiseResponse(
                 model=ModelRef(name=model.name, version=model.version),
                 width=width,
@@ -91,7 +108,7 @@ async def denoise(
                 ood_score=verdict.ood_score,
                 in_distribution=verdict.in_distribution,
             )
-            return Response(body.model_dump_json(), media_type="application/json", headers=headers)
+            return json_response(body, headers)
     return Response(png, media_type="image/png", headers={**headers, **verdict_headers(verdict)})
 
 

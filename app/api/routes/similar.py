@@ -2,40 +2,59 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import INDEX_VERSION_HEADER, MODEL_VERSION_HEADER
-from app.api.inference import InferenceDep, inference_openapi, run_model
+from app.api.errors import invalid_parameter
+from app.api.inference import (
+    InferenceRoute,
+    inference_context,
+    inference_openapi,
+    json_response,
+    run_model,
+)
 from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import IndexRef, ModelRef, Neighbour, SimilarResponse
-from app.api.uploads import request_uploads, require_one_file
+from app.api.uploads import request_uploads
 from app.core.registry import INDEX
+from app.settings import Settings
 from contract.signatures import ENCODE
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], route_class=InferenceRoute)
+
+K_PARAMETER = {
+    "name": "k",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1},
+    "description": "How many neighbours: 1..MAX_K (default DEFAULT_K).",
+}
+
+
+def neighbours_asked(request: Request, settings: Settings) -> int:
+    """``?k=``: DEFAULT_K when absent, 422 unless a whole number from 1 to MAX_K."""
+    value = request.query_params.get("k")
+    if value is None:
+        return settings.default_k
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= settings.max_k:
+        message = f"must be a whole number between 1 and {settings.max_k}"
+        raise invalid_parameter("query", "k", value, message)
+    return int(value)
 
 
 @router.post(
     "/similar",
     response_model=SimilarResponse,
     responses=UPLOAD_ERRORS,
-    dependencies=[Depends(require_one_file)],
-    openapi_extra=inference_openapi("A form with one `file` part, or the image as the raw body."),
+    openapi_extra=inference_openapi(
+        "A form with one `file` part, or the image as the raw body.",
+        several=False,
+        parameters=(K_PARAMETER,),
+    ),
 )
-async def similar(
-    request: Request,
-    response: Response,
-    inference: InferenceDep,
-    file: Annotated[UploadFile | None, File(description="One image of a cell.")] = None,
-    k: Annotated[
-        int | None,
-        Query(ge=1, description="How many neighbours: 1..MAX_K (default DEFAULT_K)."),
-    ] = None,
-) -> SimilarResponse:
+async def similar(request: Request) -> Response:
     """Encode the upload and search the FAISS gallery index.
 
     `version` and `label` pin a malaria_index version; each index version is searched with
@@ -43,23 +62,19 @@ async def similar(
     index's own version). ``in_distribution`` says whether the upload looks like a
     blood-smear cell.
     """
+    inference = await inference_context(request)
     service, models = inference.service, inference.models
     settings = service.settings
-    if k is None:
-        k = settings.default_k
-    if k > settings.max_k:
-        raise HTTPException(422, detail=f"k must be between 1 and {settings.max_k}, got {k}")
+    k = neighbours_asked(request, settings)
     index = inference.model(INDEX)
     encoder = models.encoders[index.version]
-    response.headers[MODEL_VERSION_HEADER] = str(encoder.version)
-    response.headers[INDEX_VERSION_HEADER] = str(index.version)
     # A gallery id means a cell of this index version; link to that version unless default.
     query = "" if index is models.index else f"?version={index.version}"
-    uploads = await request_uploads(request, None if file is None else [file], settings)
+    uploads = await request_uploads(request, settings, several=False)
     (item,), rows = await run_model(inference, "encode", encoder, ENCODE, uploads)
     (code,), (verdict,) = assess(service, encoder, [item.filename], rows)
     neighbours = await run_in_threadpool(index.search, code, k)
-    return SimilarResponse(
+    body = SimilarResponse(
         results=[
             Neighbour(
                 id=n.id, label=n.label, distance=n.distance, image_url=f"/gallery/{n.id}.png{query}"
@@ -71,3 +86,5 @@ async def similar(
         ood_score=verdict.ood_score,
         in_distribution=verdict.in_distribution,
     )
+    headers = {MODEL_VERSION_HEADER: str(encoder.version), INDEX_VERSION_HEADER: str(index.version)}
+    return json_response(body, headers)

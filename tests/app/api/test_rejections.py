@@ -159,14 +159,15 @@ async def test_a_thousand_tiny_file_parts_are_refused(
 @pytest.mark.parametrize(
     ("k", "fragment"),
     [
-        ("0", "greater than or equal to 1"),
-        ("-1", "greater than or equal to 1"),
-        (str(MAX_K + 1), f"between 1 and {MAX_K}"),
-        (str(10**6), f"between 1 and {MAX_K}"),
-        (str(10**30), f"between 1 and {MAX_K}"),
-        ("x", "integer"),
-        ("2.5", "integer"),
-        ("", "integer"),
+        ("0", f"whole number between 1 and {MAX_K}"),
+        ("-1", f"whole number between 1 and {MAX_K}"),
+        (str(MAX_K + 1), f"whole number between 1 and {MAX_K}"),
+        (str(10**6), f"whole number between 1 and {MAX_K}"),
+        (str(10**30), f"whole number between 1 and {MAX_K}"),
+        ("x", f"whole number between 1 and {MAX_K}"),
+        ("2.5", f"whole number between 1 and {MAX_K}"),
+        ("", f"whole number between 1 and {MAX_K}"),
+        ("٣", f"whole number between 1 and {MAX_K}"),  # a digit, but not an ASCII one
     ],
 )
 async def test_out_of_range_or_malformed_k_is_422(

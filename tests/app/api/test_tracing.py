@@ -1,10 +1,8 @@
 """Spans of a request, captured in memory: they join the caller's trace and nest by stage.
 
 The request's own span is FastAPI's server span, named ``METHOD /route`` after the HTTP
-semantic conventions (the "receive" span); FastAPI adds ``fastapi.dependencies`` (reading and
-parsing the upload), ``fastapi.endpoint`` and, for JSON bodies, ``fastapi.serialization``
-(the encode step of /classify and /similar). Inside the endpoint the app adds ``decode``,
-``queue wait``, ``model call`` and, for /denoise's PNG, ``encode``.
+semantic conventions (the "receive" span). Inside it the inference endpoints add ``read`` (the
+upload), ``decode``, ``queue wait``, ``model call`` and ``encode`` (the JSON or PNG answer).
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ from tests.app.spans import (
 
 pytestmark = pytest.mark.anyio
 
-STAGES = ("decode", "queue wait", "model call")
+STAGES = ("read", "decode", "queue wait", "model call", "encode")
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +62,10 @@ async def test_classify_spans_join_the_incoming_trace_and_nest_by_stage(
     assert server.kind == SpanKind.SERVER
     assert parent_id(server) == INCOMING_SPAN_ID
     assert server.attributes["http.response.status_code"] == 200
-    endpoint = one_named(spans, "fastapi.endpoint")
-    encode = one_named(spans, "fastapi.serialization")
-    assert parent_id(endpoint) == parent_id(encode) == span_id(server)
     for name in STAGES:
-        assert parent_id(one_named(spans, name)) == span_id(endpoint), name
-    decode, wait, call = (one_named(spans, name) for name in STAGES)
+        assert parent_id(one_named(spans, name)) == span_id(server), name
+    read, decode, wait, call, encode = (one_named(spans, name) for name in STAGES)
+    assert read.end_time <= decode.start_time
     assert decode.end_time <= wait.start_time  # the image is decoded before it is queued
     assert wait.end_time == call.start_time
     assert call.end_time <= encode.start_time
@@ -85,9 +81,9 @@ async def test_denoise_has_an_encode_span_after_the_model_call(
     response = await client.post("/denoise", files={"file": ("cell.png", image_bytes("PNG"))})
     assert response.status_code == 200
     spans = exporter.get_finished_spans()
-    endpoint = one_named(spans, "fastapi.endpoint")
+    server = one_named(spans, "POST /denoise")
     encode, call = one_named(spans, "encode"), one_named(spans, "model call")
-    assert parent_id(encode) == parent_id(call) == span_id(endpoint)
+    assert parent_id(encode) == parent_id(call) == span_id(server)
     assert call.end_time <= encode.start_time
     assert parent_id(one_named(spans, "POST /denoise")) is None  # no traceparent: a new trace
 
