@@ -57,7 +57,6 @@ BATCHERS = tuple(BATCHER_BY_PATH.values())
 SCOPE_ALL_MODULES = (classify, denoise, similar, gallery, info, reports, v2)
 # Operator endpoints named by the start-up warning when API_KEY is unset.
 SENSITIVE_MODULES = (admin, info)
-V2_INFER = (v2.infer, v2.infer_version)
 
 DESCRIPTION = """
 Serves two TensorFlow models trained offline and exported as versioned SavedModels:
@@ -107,7 +106,7 @@ def body_limits(settings: Settings) -> list[tuple[BaseRoute, int]]:
     all_files = (
         settings.max_upload_bytes * settings.max_files_per_request + MULTIPART_OVERHEAD_BYTES
     )
-    v2_infer = [r for r in v2.router.routes if getattr(r, "endpoint", None) in V2_INFER]
+    v2_infer = [route for route in v2.router.routes if isinstance(route, v2.V2InferRoute)]
     limits = [(route, one_file) for m in (denoise, similar) for route in m.router.routes]
     return limits + [(route, all_files) for route in [*classify.router.routes, *v2_infer]]
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Boundaries and part headers (a long file name included) on top of the files themselves.
@@ -42,14 +42,23 @@ class RequestBodyLimitMiddleware:
         default_limit: int = DEFAULT_BODY_BYTES,
     ) -> None:
         self.app = app
-        self.body_limits = body_limits
+        # Plain paths by dictionary, templates such as ``/v2/models/{name}/infer`` by matching.
+        self.plain: dict[tuple[str, str], int] = {}
+        self.templates: list[tuple[BaseRoute, int]] = []
+        for route, limit in body_limits:
+            if isinstance(route, Route) and route.methods and not route.param_convertors:
+                self.plain |= {(method, route.path): limit for method in route.methods}
+            else:
+                self.templates.append((route, limit))
         self.body_timeout_s = body_timeout_s
         self.default_limit = default_limit
 
     def _limit(self, scope: Scope) -> int:
-        """The cap of the route the request is for (templates such as
-        ``/v2/models/{name}/infer`` included), else the default."""
-        for route, limit in self.body_limits:
+        """The cap of the route the request is for, else the default."""
+        limit = self.plain.get((scope["method"], scope["path"]))
+        if limit is not None:
+            return limit
+        for route, limit in self.templates:
             if route.matches(scope)[0] == Match.FULL:
                 return limit
         return self.default_limit

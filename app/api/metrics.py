@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import numpy as np
 from prometheus_client import (
@@ -167,6 +168,7 @@ class RequestMetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._by_labels: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -186,6 +188,20 @@ class RequestMetricsMiddleware:
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
-            method = method_label(scope["method"])
-            self.metrics.requests.labels(endpoint, method, str(status)).inc()
-            self.metrics.latency.labels(endpoint, method).observe(time.perf_counter() - start)
+            count, latency = self._series(endpoint, method_label(scope["method"]), status)
+            count.inc()
+            latency.observe(time.perf_counter() - start)
+
+    def _series(self, endpoint: str, method: str, status: int) -> tuple[Any, Any]:
+        """The request counter and latency histogram of these labels, looked up once (a
+        ``labels()`` call takes a lock and checks every value); the labels are bounded."""
+        key = (endpoint, method, status)
+        series = self._by_labels.get(key)
+        if series is None:
+            metrics = self.metrics
+            series = (
+                metrics.requests.labels(endpoint, method, str(status)),
+                metrics.latency.labels(endpoint, method),
+            )
+            self._by_labels[key] = series
+        return series

@@ -17,7 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
-from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, ServiceDep
+from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, ServiceDep, service_of
+from app.api.inference import InferenceRoute
 from app.api.schemas import V2Error, V2ModelMetadata, V2ModelReady, V2ServerMetadata
 from app.api.v2_models import (
     MODELS,
@@ -177,10 +178,17 @@ async def version_config(
     return model_config(model, service.settings.max_files_per_request)
 
 
-async def _infer(
-    request: Request, service: ServiceDep, models: ModelsDep, name: str, version: str | None
-) -> Response:
-    model = _model(service, models, name, version, canary=version is None)
+class V2InferRoute(V2Route, InferenceRoute):
+    """The infer endpoints: run directly, without FastAPI's per-request parameter solving
+    (``InferenceRoute``), and answering errors the v2 way (``V2Route``)."""
+
+
+async def infer(request: Request) -> Response:
+    """Run the model on an `image` (BYTES, encoded files) or `images` (FP32 pixels) input;
+    requests without a version take the canary share like the task endpoints."""
+    service = service_of(request)
+    name, version = request.path_params["name"], request.path_params.get("version")
+    model = _model(service, service.registry.current, name, version, canary=version is None)
     parsed = parse_infer_request(
         await request.body(),
         request.headers.get(HEADER_LENGTH),
@@ -207,12 +215,15 @@ async def _infer(
     return Response(body, headers={**headers, MODEL_VERSION_HEADER: str(model.version)})
 
 
+def _path_parameter(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 _INFER_BODY = {
     "description": "An Open Inference Protocol request: JSON, or with the binary tensor "
     "extension a JSON header (length in `Inference-Header-Content-Length`) then raw tensors.",
     "content": {"application/json": {}, "application/octet-stream": {}},
 }
-_INFER_DOC = {"requestBody": _INFER_BODY}
 _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The outputs: JSON, or a JSON header and binary tensors when asked.",
@@ -223,19 +234,20 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/v2/models/{name}/infer", openapi_extra=_INFER_DOC, responses=_INFER_RESPONSES)
-async def infer(request: Request, name: str, service: ServiceDep, models: ModelsDep) -> Response:
-    """Run the model on an `image` (BYTES, encoded files) or `images` (FP32 pixels) input;
-    requests without a version take the canary share like the task endpoints."""
-    return await _infer(request, service, models, name, None)
+def _add_infer_route(path: str, name: str, parameters: list[str]) -> None:
+    router.add_api_route(
+        path,
+        infer,
+        methods=["POST"],
+        name=name,
+        openapi_extra={
+            "requestBody": _INFER_BODY,
+            "parameters": [_path_parameter(parameter) for parameter in parameters],
+        },
+        responses=_INFER_RESPONSES,
+        route_class_override=V2InferRoute,
+    )
 
 
-@router.post(
-    "/v2/models/{name}/versions/{version}/infer",
-    openapi_extra=_INFER_DOC,
-    responses=_INFER_RESPONSES,
-)
-async def infer_version(
-    request: Request, name: str, version: str, service: ServiceDep, models: ModelsDep
-) -> Response:
-    return await _infer(request, service, models, name, version)
+_add_infer_route("/v2/models/{name}/infer", "infer", ["name"])
+_add_infer_route("/v2/models/{name}/versions/{version}/infer", "infer_version", ["name", "version"])
