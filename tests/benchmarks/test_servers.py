@@ -46,4 +46,7 @@ def test_descendants_are_found_while_the_parents_threads_come_and_go() -> None:
                 os.kill(pid, signal.SIGKILL)
         parent.kill()
         parent.wait()
+    deadline = time.monotonic() + 10
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.01)  # a SIGKILLed process may still be on its way out when kill returns
     assert not running(parent.pid) and not running(child)
