@@ -14,7 +14,6 @@ from app.api.inference import (
     InferenceRoute,
     inference_context,
     inference_openapi,
-    json_response,
     run_model,
 )
 from app.api.ood import Verdict, assess
@@ -108,7 +107,8 @@ async def denoise(request: Request) -> Response:
                 ood_score=verdict.ood_score,
                 in_distribution=verdict.in_distribution,
             )
-            return json_response(body, headers)
+            # inside this encode stage already, so not json_response (which times its own)
+            return Response(body.model_dump_json(), media_type="application/json", headers=headers)
     return Response(png, media_type="image/png", headers={**headers, **verdict_headers(verdict)})
 
 

@@ -88,6 +88,21 @@ async def test_denoise_has_an_encode_span_after_the_model_call(
     assert parent_id(one_named(spans, "POST /denoise")) is None  # no traceparent: a new trace
 
 
+async def test_denoise_as_json_is_encoded_in_one_span(
+    traced: tuple[httpx.AsyncClient, InMemorySpanExporter],
+) -> None:
+    client, exporter = traced
+    exporter.clear()
+    response = await client.post(
+        "/denoise",
+        files={"file": ("cell.png", image_bytes("PNG"))},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 200
+    encode = one_named(exporter.get_finished_spans(), "encode")  # the PNG and its JSON
+    assert parent_id(encode) == span_id(one_named(exporter.get_finished_spans(), "POST /denoise"))
+
+
 async def test_a_malformed_traceparent_starts_a_new_trace(
     traced: tuple[httpx.AsyncClient, InMemorySpanExporter],
 ) -> None:
