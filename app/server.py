@@ -72,14 +72,23 @@ class OneSocketEach(Multiprocess):
             self.processes.append(process)
 
 
-def reuse_port_sockets(host: str, port: int, count: int) -> list[socket.socket]:
-    """``count`` sockets bound to one address (port 0: the port the first one gets)."""
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` sockets bound to one address with ``SO_REUSEPORT`` (port 0: the port the
+    first one gets); one socket where the platform lacks that option.
+
+    They name their protocol, TCP: asyncio turns Nagle's algorithm off only on connections
+    accepted from such a socket, and the socket object each worker rebuilds keeps these
+    values. Without it, a response written in two parts (head, then body) waits for the
+    client's delayed ACK, about 40 ms on Linux.
+    """
+    reuse_port = hasattr(socket, "SO_REUSEPORT")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sockets: list[socket.socket] = []
-    for _ in range(count):
-        sock = socket.socket(family, socket.SOCK_STREAM)
+    for _ in range(count if reuse_port else 1):
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         port = sock.getsockname()[1]
         sock.set_inheritable(True)
@@ -98,11 +107,9 @@ def serve(settings: Settings) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(runtime_dir / "metrics")
         os.environ["RUNTIME_DIR"] = str(runtime_dir)
         config = server_config(settings)
-        if hasattr(socket, "SO_REUSEPORT"):
-            sockets = reuse_port_sockets(settings.host, settings.port, settings.workers)
-            OneSocketEach(config, sockets=sockets).run()
-        else:
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        sockets = listening_sockets(settings.host, settings.port, settings.workers)
+        supervisor = OneSocketEach if len(sockets) == settings.workers else Multiprocess
+        supervisor(config, sockets=sockets).run()
     finally:
         shutil.rmtree(runtime_dir, ignore_errors=True)
 

@@ -4,8 +4,11 @@ the start-up warning. Raw sockets send what an HTTP client library would not."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 from collections.abc import Iterator
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import httpx
@@ -13,7 +16,7 @@ import pytest
 
 from app.api.headers import PAGE_CSP
 from app.api.limits import MAX_FORM_FIELDS, MULTIPART_OVERHEAD_BYTES
-from app.server import server_config
+from app.server import listening_sockets, server_config
 from app.settings import Settings
 from benchmarks.servers import AppServer, cpu_seconds
 from tests.raw_http import (
@@ -72,6 +75,34 @@ def test_server_config_takes_every_limit_from_the_settings() -> None:
     assert config.timeout_graceful_shutdown == 13
     assert config.proxy_headers and config.forwarded_allow_ips == "10.0.0.0/8"
     assert (config.host, config.port) == ("127.0.0.1", 8123)
+
+
+def test_worker_connections_send_small_writes_at_once() -> None:
+    """A worker process gets its listening socket through multiprocessing's pickler, as
+    uvicorn's supervisor sends it; asyncio must then turn Nagle's algorithm off on what it
+    accepts, or the body written after the head waits for the client's delayed ACK."""
+    listener = listening_sockets("127.0.0.1", 0, 1)[0]
+    in_worker = ForkingPickler.loads(ForkingPickler.dumps(listener))
+    listener.close()
+
+    async def accepted_nodelay() -> int:
+        loop = asyncio.get_running_loop()
+        accepted: asyncio.Future[int] = loop.create_future()
+
+        class Accept(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                sock = transport.get_extra_info("socket")
+                accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        server = await loop.create_server(Accept, sock=in_worker)
+        async with server:
+            _, writer = await asyncio.open_connection(*in_worker.getsockname()[:2])
+            try:
+                return await asyncio.wait_for(accepted, 10)
+            finally:
+                writer.close()
+
+    assert asyncio.run(accepted_nodelay()) != 0
 
 
 def test_a_head_that_never_ends_is_refused_at_the_size_limit(server: AppServer) -> None:
