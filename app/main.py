@@ -44,7 +44,7 @@ from app.core.batching import MicroBatcher
 from app.core.imaging import set_pixel_limit
 from app.core.registry import ModelRegistry
 from app.core.reload_signal import CHECK_INTERVAL_S, ReloadSignal
-from app.core.runtime import select_device
+from app.core.runtime import select_device, use_threads
 from app.core.tracing import build_tracer_provider
 from app.logging_config import configure_logging
 from app.settings import Settings, get_settings
@@ -132,6 +132,7 @@ def create_app(
         if warning:
             logger.warning(warning)
         pillow_limit = set_pixel_limit(settings.max_image_pixels)
+        use_threads(settings.model_thread_count)
         device = select_device(settings.device)
         registry = ModelRegistry(
             settings.model_dir,

@@ -21,21 +21,29 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
-from app.main import create_app
 from app.settings import Settings, get_settings
 
 
 def server_config(settings: Settings) -> uvicorn.Config:
-    """With several workers each one builds its app itself (from the environment)."""
+    """With several workers each one builds its app itself (from the environment), and the
+    supervising process never imports the app: it stays free of TensorFlow's memory."""
     several = settings.workers > 1
+    if several:
+        app: str | Callable[..., Any] = "app.main:create_app"
+    else:
+        from app.main import create_app
+
+        app = create_app(settings)
     return uvicorn.Config(
-        "app.main:create_app" if several else create_app(settings),
+        app,
         factory=several,
         workers=settings.workers,
         host=settings.host,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -14,13 +15,38 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # Each worker holds its own TensorFlow runtime and models; past this many the memory grows
 # while one machine's other limits (memory bandwidth, the batcher's fill) cap the gain.
 MAX_DEFAULT_WORKERS = 8
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max ..."
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1: cpu.cfs_quota_us (-1: none), _period_us
+
+
+def cpu_quota(cpu_max: Path | None = None, v1_cpu: Path | None = None) -> float | None:
+    """This cgroup's CPU quota in CPUs (``docker run --cpus``, a Kubernetes CPU limit), or
+    None when it has none or the files are not there."""
+    try:
+        quota, period = (cpu_max or CGROUP_CPU_MAX).read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        v1 = v1_cpu or CGROUP_V1_CPU
+        quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
+        return None if quota_us < 0 else quota_us / int((v1 / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use: its affinity mask (a container's cpuset counts), and
+    no more than its cgroup's CPU quota, rounded up."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = cpu_quota()
+    return cpus if quota is None else min(cpus, max(1, math.ceil(quota)))
 
 
 def default_workers() -> int:
-    """Half the CPU cores this process may run on (its affinity mask, e.g. a container's
-    cpuset), at least 1 and at most ``MAX_DEFAULT_WORKERS``: one worker keeps about 1.25
-    cores busy (its event loop plus the decode and TensorFlow threads; docs/workers.md)."""
-    return max(1, min(len(os.sched_getaffinity(0)) // 2, MAX_DEFAULT_WORKERS))
+    """One worker per usable CPU, at most ``MAX_DEFAULT_WORKERS``: under load a worker keeps
+    about one core busy (its event loop and its interpreter lock; docs/workers.md)."""
+    return min(usable_cpus(), MAX_DEFAULT_WORKERS)
 
 
 class Settings(BaseSettings):
@@ -139,7 +165,15 @@ class Settings(BaseSettings):
         default_factory=lambda: default_workers(),
         gt=0,
         description="Worker processes of `python -m app`, each with its own copy of the models; "
-        f"default: half the CPU cores this process may use, 1 to {MAX_DEFAULT_WORKERS}.",
+        f"default: the CPUs this process may use (affinity and cgroup quota), 1 to "
+        f"{MAX_DEFAULT_WORKERS}.",
+    )
+    model_threads: int | None = Field(
+        None,
+        gt=0,
+        description="Threads of each of TensorFlow's two pools (within one op, across ops) "
+        "in every worker. Default: the usable CPUs divided among the workers, at least 1, so "
+        "the workers' pools do not outnumber the cores.",
     )
     runtime_dir: Path | None = Field(
         None,
@@ -257,6 +291,13 @@ class Settings(BaseSettings):
         if self.default_k > self.max_k:
             raise ValueError(f"DEFAULT_K ({self.default_k}) must not exceed MAX_K ({self.max_k})")
         return self
+
+    @property
+    def model_thread_count(self) -> int:
+        """MODEL_THREADS, or its default: the usable CPUs shared among the workers."""
+        if self.model_threads is not None:
+            return self.model_threads
+        return max(1, usable_cpus() // self.workers)
 
     @property
     def queue_limit(self) -> int:

@@ -63,6 +63,20 @@ _SUMMARY_KEYS = {
 }
 
 
+def use_threads(count: int) -> None:
+    """Give TensorFlow's intra-op and inter-op pools ``count`` threads each. Only a process
+    whose TensorFlow runtime has not started yet can change them (a ``python -m app``
+    worker); elsewhere, e.g. a second app in one test process, the first values stay."""
+    for setter in (
+        tf.config.threading.set_intra_op_parallelism_threads,
+        tf.config.threading.set_inter_op_parallelism_threads,
+    ):
+        try:
+            setter(count)
+        except RuntimeError:
+            logger.debug("TensorFlow already runs: its thread pools keep their sizes")
+
+
 def select_device(requested: str) -> str:
     """Return the TensorFlow device to run on (``"/GPU:0"`` or ``"/CPU:0"``).
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from multiprocessing.reduction import ForkingPickler
@@ -278,3 +280,20 @@ def test_start_up_warns_what_is_open_without_an_api_key(server: AppServer) -> No
     assert " WARNING " in warnings[0]
     for path in ("/admin/reload", "/metrics", "/models"):
         assert path in warnings[0]
+
+
+def test_the_supervisor_of_several_workers_does_not_load_tensorflow() -> None:
+    """Only the workers serve; TensorFlow in the supervising process would cost its memory
+    (about 600 MB) for nothing."""
+    script = (
+        "import sys\n"
+        "from app.server import server_config\n"
+        "from app.settings import Settings\n"
+        "server_config(Settings(workers=2))\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,26 @@ def test_signatures_that_touch_files_are_named_and_plain_maths_is_not(tmp_path: 
 
     assert forbidden_ops(touches_files.get_concrete_function()) == ["ReadFile", "WriteFile"]
     assert forbidden_ops(maths.get_concrete_function()) == []
+
+
+def test_a_fresh_worker_sizes_tensorflows_thread_pools(quick_models: Path) -> None:
+    """MODEL_THREADS reaches TensorFlow in a process whose runtime has not started yet, as
+    in each ``python -m app`` worker (this test process's runtime runs already)."""
+    script = (
+        "import tensorflow as tf\n"
+        "from fastapi.testclient import TestClient\n"
+        "from app.main import create_app\n"
+        "from app.settings import Settings\n"
+        f"settings = Settings(model_dir={str(quick_models)!r}, model_threads=1, "
+        "reload_interval_s=0, device='cpu')\n"
+        "with TestClient(create_app(settings)) as client:\n"
+        "    assert client.get('/readyz').status_code == 200\n"
+        "    threading = tf.config.threading\n"
+        "    print(threading.get_intra_op_parallelism_threads(),"
+        " threading.get_inter_op_parallelism_threads())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["1", "1"]
