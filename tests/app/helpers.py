@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -46,3 +47,13 @@ def started(server: UvicornServer) -> tuple[subprocess.Popen[bytes], str, Path]:
     if server.process is None:
         raise RuntimeError("the server fixture did not start uvicorn")
     return server.process, server.base_url, server.log_path
+
+
+def python_output(script: str, timeout_s: float = 300) -> str:
+    """Run ``script`` in a fresh interpreter (no TensorFlow runtime started, nothing imported
+    yet); its standard output, once it has exited cleanly."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout_s
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout

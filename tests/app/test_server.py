@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from multiprocessing.reduction import ForkingPickler
@@ -21,6 +19,7 @@ from app.api.limits import MAX_FORM_FIELDS, MULTIPART_OVERHEAD_BYTES
 from app.server import listening_sockets, server_config
 from app.settings import Settings
 from benchmarks.servers import AppServer, cpu_seconds
+from tests.app.helpers import python_output
 from tests.raw_http import (
     MULTIPART_TYPE,
     connect,
@@ -292,8 +291,4 @@ def test_the_supervisor_of_several_workers_does_not_load_tensorflow() -> None:
         "server_config(Settings(workers=2))\n"
         "print('tensorflow' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "False"
+    assert python_output(script).strip() == "False"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import tensorflow as tf
 from app.core.errors import InvalidModelError
 from app.core.runtime import forbidden_ops, read_metadata, select_device
 from contract.metadata import MAX_METADATA_BYTES
+from tests.app.helpers import python_output
 
 HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
 
@@ -73,8 +72,4 @@ def test_a_fresh_worker_sizes_tensorflows_thread_pools(quick_models: Path) -> No
         "    print(threading.get_intra_op_parallelism_threads(),"
         " threading.get_inter_op_parallelism_threads())\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-2:] == ["1", "1"]
+    assert python_output(script).split()[-2:] == ["1", "1"]
