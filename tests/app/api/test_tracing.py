@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -45,18 +47,27 @@ async def traced(
         yield client, exporter
 
 
+async def request_spans(
+    traced: tuple[httpx.AsyncClient, InMemorySpanExporter], method: str, path: str, **kwargs: Any
+) -> tuple[httpx.Response, tuple[ReadableSpan, ...]]:
+    """One request with nothing else recorded: its response and the spans it finished."""
+    client, exporter = traced
+    exporter.clear()
+    response = await client.request(method, path, **kwargs)
+    return response, exporter.get_finished_spans()
+
+
 async def test_classify_spans_join_the_incoming_trace_and_nest_by_stage(
     traced: tuple[httpx.AsyncClient, InMemorySpanExporter],
 ) -> None:
-    client, exporter = traced
-    exporter.clear()
-    response = await client.post(
+    response, spans = await request_spans(
+        traced,
+        "POST",
         "/classify",
         files={"file": ("hand.png", image_bytes("PNG"))},
         headers={"traceparent": TRACEPARENT},
     )
     assert response.status_code == 200
-    spans = exporter.get_finished_spans()
     assert {trace_id(span) for span in spans} == {INCOMING_TRACE_ID}
     server = one_named(spans, "POST /classify")
     assert server.kind == SpanKind.SERVER
@@ -76,11 +87,10 @@ async def test_classify_spans_join_the_incoming_trace_and_nest_by_stage(
 async def test_denoise_has_an_encode_span_after_the_model_call(
     traced: tuple[httpx.AsyncClient, InMemorySpanExporter],
 ) -> None:
-    client, exporter = traced
-    exporter.clear()
-    response = await client.post("/denoise", files={"file": ("cell.png", image_bytes("PNG"))})
+    response, spans = await request_spans(
+        traced, "POST", "/denoise", files={"file": ("cell.png", image_bytes("PNG"))}
+    )
     assert response.status_code == 200
-    spans = exporter.get_finished_spans()
     server = one_named(spans, "POST /denoise")
     encode, call = one_named(spans, "encode"), one_named(spans, "model call")
     assert parent_id(encode) == parent_id(call) == span_id(server)
@@ -91,27 +101,25 @@ async def test_denoise_has_an_encode_span_after_the_model_call(
 async def test_denoise_as_json_is_encoded_in_one_span(
     traced: tuple[httpx.AsyncClient, InMemorySpanExporter],
 ) -> None:
-    client, exporter = traced
-    exporter.clear()
-    response = await client.post(
+    response, spans = await request_spans(
+        traced,
+        "POST",
         "/denoise",
         files={"file": ("cell.png", image_bytes("PNG"))},
         headers={"Accept": "application/json"},
     )
     assert response.status_code == 200
-    encode = one_named(exporter.get_finished_spans(), "encode")  # the PNG and its JSON
-    assert parent_id(encode) == span_id(one_named(exporter.get_finished_spans(), "POST /denoise"))
+    encode = one_named(spans, "encode")  # the PNG and its JSON
+    assert parent_id(encode) == span_id(one_named(spans, "POST /denoise"))
 
 
 async def test_a_malformed_traceparent_starts_a_new_trace(
     traced: tuple[httpx.AsyncClient, InMemorySpanExporter],
 ) -> None:
-    client, exporter = traced
-    exporter.clear()
     bad = f"00-{INCOMING_TRACE_ID}-{INCOMING_SPAN_ID}-zz"
-    response = await client.get("/healthz", headers={"traceparent": bad})
+    response, spans = await request_spans(traced, "GET", "/healthz", headers={"traceparent": bad})
     assert response.status_code == 200
-    server = one_named(exporter.get_finished_spans(), "GET /healthz")
+    server = one_named(spans, "GET /healthz")
     assert parent_id(server) is None
     assert trace_id(server) != INCOMING_TRACE_ID
 
@@ -119,11 +127,11 @@ async def test_a_malformed_traceparent_starts_a_new_trace(
 async def test_an_error_response_is_traced_too(
     traced: tuple[httpx.AsyncClient, InMemorySpanExporter],
 ) -> None:
-    client, exporter = traced
-    exporter.clear()
-    response = await client.post("/classify", files={"file": ("a.txt", b"text")})
+    response, spans = await request_spans(
+        traced, "POST", "/classify", files={"file": ("a.txt", b"text")}
+    )
     assert response.status_code == 415
-    server = one_named(exporter.get_finished_spans(), "POST /classify")
+    server = one_named(spans, "POST /classify")
     assert server.attributes["http.response.status_code"] == 415
 
 
