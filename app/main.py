@@ -151,13 +151,14 @@ def create_app(
             for name in BATCHERS
         }
         signal = ReloadSignal(settings.runtime_dir) if settings.runtime_dir else None
+        decode_pool = DecodePool.from_settings(settings)
         app.state.service = ServiceState(
             settings,
             metrics,
             registry,
             batchers,
             device,
-            DecodePool.from_settings(settings),
+            decode_pool,
             signal,
         )
         await _reload_logged(registry)
@@ -175,6 +176,7 @@ def create_app(
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            decode_pool.close()
             for batcher in batchers.values():
                 await to_thread.run_sync(batcher.close)
             set_pixel_limit(pillow_limit)

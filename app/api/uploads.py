@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from anyio import CapacityLimiter, to_thread
 from fastapi import HTTPException, Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -43,6 +44,8 @@ class ModelInput:
 # Claimed width x height above which an upload counts against ``DecodePool.large``.
 LARGE_IMAGE_PIXELS = 1_000_000
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class DecodePool:
@@ -53,17 +56,31 @@ class DecodePool:
     the micro-batcher together and share one model call; too many take the interpreter lock
     from the event loop (docs/overload.md has the measurements behind the default). Few
     large decodes keep the memory and CPU that big or hostile images take bounded.
+
+    A plain executor, not anyio's ``to_thread``: its limiter and checkpoints made a hop to
+    a thread and back cost the event loop two to four times the CPU (docs/performance-history.md).
     """
 
-    threads: CapacityLimiter
+    threads: ThreadPoolExecutor
     large: threading.BoundedSemaphore
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DecodePool:
         return cls(
-            CapacityLimiter(settings.decode_threads),
+            ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode"),
             threading.BoundedSemaphore(settings.large_decode_limit),
         )
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """``work()`` on a pool thread, in this task's context (its trace and timings); work
+        that has not started when the caller is cancelled never runs."""
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.threads, context.run, work)
+
+    def close(self) -> None:
+        """Drop what has not started; threads end once their current decode is done."""
+        self.threads.shutdown(wait=False, cancel_futures=True)
 
 
 def decode_limits(settings: Settings) -> DecodeLimits:
@@ -232,7 +249,7 @@ async def read_uploads(
     )
     try:
         async with asyncio.timeout(deadline.remaining()):
-            return await to_thread.run_sync(work, limiter=pool.threads)
+            return await pool.run(work)
     except TimeoutError:
         raise DeadlineExceededError(_late_detail(deadline)) from None
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from anyio import CapacityLimiter
 from PIL import Image
 
 from app.api.uploads import LARGE_IMAGE_PIXELS, DecodePool, RawImage, read_uploads
@@ -42,7 +42,7 @@ def decode(files: list[RawImage], pool: DecodePool, timeout_s: float) -> list:
 
 def test_a_large_upload_waits_for_a_large_slot_until_the_deadline() -> None:
     large = threading.BoundedSemaphore(1)
-    pool = DecodePool(CapacityLimiter(4), large)
+    pool = DecodePool(ThreadPoolExecutor(4), large)
     large.acquire()  # another request is decoding a large image
     with pytest.raises(DeadlineExceededError):
         decode([LARGE], pool, timeout_s=0.3)
