@@ -56,6 +56,12 @@ def scale(pixels: np.ndarray) -> np.ndarray:
     return np.asarray(pixels, dtype=np.float32) / np.float32(PIXEL_MAX)
 
 
-def model_input(image: Image.Image, height: int, width: int) -> np.ndarray:
-    """``(height, width, 3)`` float32 in [0, 1]: what every signature's ``images`` takes."""
+def model_input(image: Image.Image | np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(height, width, 3)`` float32 in [0, 1]: what every signature's ``images`` takes.
+
+    ``image`` may also be ``(H, W, 3)`` uint8 RGB pixels, as a decoder gives them."""
+    if isinstance(image, np.ndarray):
+        if image.shape[:2] == (height, width):
+            return scale(image)
+        image = Image.fromarray(image)
     return scale(rgb_pixels(image, height, width))

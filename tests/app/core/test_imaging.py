@@ -207,3 +207,66 @@ def test_fit_within_keeps_the_aspect_ratio() -> None:
     assert fit_within((4000, 3000), 1024) == (1024, 768)
     assert fit_within((300, 200), 1024) == (300, 200)
     assert fit_within((1, 5000), 1024) == (1, 1024)
+
+
+def cmyk_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    gradient_image((64, 64)).convert("CMYK").save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("size", "mode", "save"),
+    [
+        ((64, 64), "RGB", {}),  # 4:2:0, like the SIGNS photos
+        ((64, 64), "RGB", {"subsampling": 0, "quality": 95}),  # 4:4:4
+        ((64, 64), "L", {}),
+        ((90, 64), "RGB", {"progressive": True}),
+        ((127, 40), "RGB", {"restart_marker_blocks": 1}),  # resized; just under 2x the target
+    ],
+)
+def test_small_jpegs_decode_straight_to_the_pixels_pillow_gives(
+    size: tuple[int, int], mode: str, save: dict[str, object]
+) -> None:
+    data = image_bytes("JPEG", size=size, mode=mode, **save)
+    decoded = decode_for_model(data, "x.jpg", LIMITS, target_size=(64, 64))
+    assert isinstance(decoded.image, np.ndarray)  # not Pillow: the direct path
+    assert decoded.original_size == size
+    by_pillow = decode_upload(data, "x.jpg", LIMITS)
+    np.testing.assert_array_equal(
+        model_input(decoded.image, 64, 64), model_input(by_pillow, 64, 64)
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        image_bytes("JPEG", size=(128, 128)),  # Pillow decodes it at half size
+        image_bytes("JPEG", size=(64, 64), exif=Image.Exif().tobytes()),  # may turn it
+        cmyk_jpeg(),
+        progressive_jpeg(64, 20),  # libjpeg warns about its repeated scans; Pillow decodes it
+    ],
+)
+def test_other_jpegs_are_left_to_pillow(data: bytes) -> None:
+    decoded = decode_for_model(data, "x.jpg", LIMITS, target_size=(64, 64))
+    assert isinstance(decoded.image, Image.Image)
+
+
+def test_small_jpegs_keep_every_check() -> None:
+    data = image_bytes("JPEG", size=(64, 64))
+    with pytest.raises(BadImageError, match="x.jpg"):
+        decode_for_model(data[: len(data) // 2], "x.jpg", LIMITS, target_size=(64, 64))
+    with pytest.raises(PayloadTooLargeError, match="more than 32 scans"):
+        decode_for_model(progressive_jpeg(64, 300), "x.jpg", LIMITS, target_size=(64, 64))
+    strip = image_bytes("JPEG", size=(100, 20_000))  # a side under 128: decoded at full size
+    limits = dataclasses.replace(LIMITS, max_pixels=10**7)
+    with pytest.raises(PayloadTooLargeError, match="JPEG is decoded at full size"):
+        decode_for_model(strip, "strip.jpg", limits, target_size=(64, 64))
+    claims: list[int] = []
+
+    def count(pixels: int) -> contextlib.nullcontext[None]:
+        claims.append(pixels)
+        return contextlib.nullcontext()
+
+    decode_for_model(data, "x.jpg", LIMITS, target_size=(64, 64), admit=count)
+    assert claims == [64 * 64]
