@@ -136,10 +136,14 @@ class MicroBatcher:
                 raise BatcherClosedError(f"batcher {self.name} is shut down")
             if self._queued_rows + len(examples) > self.max_queued:
                 raise QueueFullError(self._full_detail())
+            idle = not self._queue
             self._queue.extend(chunks)
             self._queued_rows += len(examples)
             self._report_depth()
-            self._changed.notify()
+            # A collecting worker sleeps until its batch is due: it needs waking only to
+            # start collecting or when a batch is full (a wake-up per request cost CPU).
+            if idle or self._queued_rows >= self.max_size:
+                self._changed.notify()
         # The deadline is a timer, not a wait with a timeout: awaiting the futures directly
         # costs the event loop far less per request.
         timer = None

@@ -83,6 +83,20 @@ async def test_a_request_that_would_overflow_a_batch_waits_for_the_next_one() ->
         assert np.array_equal(result, np.full((3, 2, 2), 2 * value))
 
 
+async def test_a_batch_starts_as_soon_as_it_is_full() -> None:
+    """The worker collecting a batch sleeps until it is due, but a full batch wakes it."""
+    recorder = Recorder()
+    batcher = MicroBatcher("test", max_size=4, max_wait_s=30, max_queued=64)
+    try:
+        first = asyncio.ensure_future(batcher.submit(recorder, examples(1)[0]))
+        await asyncio.sleep(0.05)  # the worker has found it and is collecting
+        rest = [batcher.submit(recorder, x) for x in examples(3)]
+        await asyncio.wait_for(asyncio.gather(first, *rest), timeout=10)
+    finally:
+        batcher.close()
+    assert recorder.batch_sizes == [4]
+
+
 async def test_batches_never_exceed_max_size() -> None:
     gate = threading.Event()
     recorder = Recorder(gate)
