@@ -227,6 +227,14 @@ def _direct_jpeg_header(data: bytes, target_size: tuple[int, int]) -> _Header | 
     return _Header(width, height, "JPEG", layout[0] == _PROGRESSIVE)
 
 
+def decodes_straight_at(data: bytes, size: tuple[int, int]) -> bool:
+    """Whether ``decode_for_model`` decodes ``data`` straight to an array of exactly
+    ``size`` (width, height): a small JPEG already at the model's input size, about 25 us of
+    libjpeg-turbo and nothing else (no Pillow, no resize)."""
+    header = _direct_jpeg_header(data, size)
+    return header is not None and (header.width, header.height) == size
+
+
 def _jpeg_frame(data: bytes) -> tuple[int, bool] | None:
     """The start-of-frame marker of a JPEG and whether an APP1 segment comes before its
     first scan; None when ``data`` is not a JPEG or its header cannot be walked."""

@@ -53,3 +53,20 @@ def test_a_large_upload_waits_for_a_large_slot_until_the_deadline() -> None:
     assert item.original_size == (1100, 1000)
     assert np.allclose(item.pixels[0, 0], np.array([200, 40, 40]) / 255, atol=1 / 255)
     assert large.acquire(blocking=False)  # the slot was given back
+
+
+def jpeg(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 40)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_a_small_jpeg_at_the_model_size_decodes_without_a_thread() -> None:
+    pool = DecodePool(ThreadPoolExecutor(1), threading.BoundedSemaphore(1))
+    pool.close()  # any hand-over to a thread now fails
+    (item,) = decode([RawImage("small.jpg", jpeg(8, 8))], pool, timeout_s=5)
+    assert item.pixels.shape == (8, 8, 3)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        decode([RawImage("wide.jpg", jpeg(12, 8))], pool, timeout_s=5)  # needs a resize
+    with pytest.raises(RuntimeError, match="shutdown"):
+        decode([SMALL], pool, timeout_s=5)  # a PNG goes through Pillow
