@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 
 from anyio import to_thread
@@ -53,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 BATCHER_BY_PATH = {"/classify": "classify", "/denoise": "denoise", "/similar": "encode"}
 BATCHERS = tuple(BATCHER_BY_PATH.values())
+V2_INFER_PATH = re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/infer")
+V2_LABEL = "v2"  # its batchers depend on the outputs the request asks for
 # Routers behind the API key with API_KEY_SCOPE=all (admin is behind it whenever API_KEY is set).
 SCOPE_ALL_MODULES = (classify, denoise, similar, gallery, info, reports, v2)
 # Operator endpoints named by the start-up warning when API_KEY is unset.
@@ -96,6 +99,14 @@ async def _reload_logged(registry: ModelRegistry) -> None:
         await to_thread.run_sync(registry.reload)
     except Exception:
         logger.exception("loading models from %s failed", registry.model_dir)
+
+
+def admitted_batcher(path: str) -> str | None:
+    """The batcher an inference request's path feeds, which labels its refusals; None for
+    the paths that admission control leaves alone."""
+    if path in BATCHER_BY_PATH:
+        return BATCHER_BY_PATH[path]
+    return V2_LABEL if V2_INFER_PATH.fullmatch(path) else None
 
 
 def body_limits(settings: Settings) -> list[tuple[BaseRoute, int]]:
@@ -203,7 +214,7 @@ def create_app(
         AdmissionMiddleware,
         limit=settings.inference_limit,
         timeout_s=settings.request_timeout_s,
-        batcher_by_path=BATCHER_BY_PATH,
+        batcher_of=admitted_batcher,
         metrics=metrics,
     )
     app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, guarded_routes=guarded_routes)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.datastructures import Headers
@@ -67,19 +68,19 @@ class AdmissionMiddleware:
         app: ASGIApp,
         limit: int,
         timeout_s: float,
-        batcher_by_path: dict[str, str],
+        batcher_of: Callable[[str], str | None],
         metrics: ServiceMetrics,
     ) -> None:
         self.app = app
         self.limit = limit
         self.timeout_s = timeout_s
-        self.batcher_by_path = batcher_by_path  # inference path -> batcher, for the metric
+        self.batcher_of = batcher_of  # inference path -> batcher (the metric), else None
         self.metrics = metrics
         self.active = 0  # one event loop: no lock needed
         self._waiting: deque[asyncio.Future[None]] = deque()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        batcher = self.batcher_by_path.get(scope["path"]) if scope["type"] == "http" else None
+        batcher = self.batcher_of(scope["path"]) if scope["type"] == "http" else None
         if batcher is None:
             await self.app(scope, receive, send)
             return

@@ -16,10 +16,16 @@ logger = logging.getLogger(__name__)
 
 def shed_response(error: ServiceError) -> JSONResponse:
     """The JSON answer for ``error``; a shed request also gets ``Retry-After``."""
-    headers = {}
+    return JSONResponse(
+        {"detail": error.detail}, status_code=error.status_code, headers=retry_headers(error)
+    )
+
+
+def retry_headers(error: ServiceError) -> dict[str, str]:
+    """``Retry-After`` for a shed request, else nothing."""
     if isinstance(error, ShedError) and error.retry_after_s is not None:
-        headers["Retry-After"] = str(error.retry_after_s)
-    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
+        return {"Retry-After": str(error.retry_after_s)}
+    return {}
 
 
 def invalid_parameter(

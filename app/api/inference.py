@@ -12,7 +12,7 @@ counted by reason.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -164,16 +164,18 @@ async def run_model(
     """Decode ``files`` for ``model`` and run them through ``signature`` in the named
     micro-batcher; returns the prepared inputs and one output row per file (with its OOD
     score where the version has one: see ``LoadedModel.inference_caller``)."""
-    service = context.service
-    batcher = service.batchers[batcher_name]
-    check_file_count(len(files), service.settings)
+    check_file_count(len(files), context.service.settings)
+    work = _decode_and_run(context, batcher_name, model, signature, files)
+    return await watched(context.service, batcher_name, context.scope, context.receive, work)
+
+
+async def watched(
+    service: ServiceState, batcher_name: str, scope: Scope, receive: Receive, work: Awaitable[T]
+) -> T:
+    """Await ``work`` (an inference request's decoding and model call), cancelled when the
+    client disconnects; the ``ShedError`` it ends in is counted under ``batcher_name``."""
     try:
-        batcher.check_room(len(files))  # before any decoding is spent on it
-        return await _unless_disconnected(
-            context.scope,
-            context.receive,
-            _decode_and_run(context, batcher_name, model, signature, files),
-        )
+        return await _unless_disconnected(scope, receive, work)
     except ShedError as error:
         service.metrics.shed.labels(batcher_name, error.reason).inc()
         raise
@@ -187,15 +189,16 @@ async def _decode_and_run(
     files: list[Upload],
 ) -> tuple[list[ModelInput], np.ndarray]:
     service, deadline = context.service, context.deadline
+    batcher = service.batchers[batcher_name]
+    batcher.check_room(len(files))  # before any decoding is spent on it
     inputs = await read_uploads(
         files, service.settings, model.height, model.width, deadline, service.decode_pool
     )
     examples = np.stack([item.pixels for item in inputs])
-    batcher = service.batchers[batcher_name]
     return inputs, await batcher.submit(model.inference_caller(signature), examples, deadline)
 
 
-async def _unless_disconnected(scope: Scope, receive: Receive, work: Coroutine[Any, Any, T]) -> T:
+async def _unless_disconnected(scope: Scope, receive: Receive, work: Awaitable[T]) -> T:
     """Run ``work``, but cancel it when the client disconnects first: uvicorn does not stop a
     request whose client left, and its place in the thread pool and the queue should go to
     someone still waiting. Under ``python -m app`` the protocol calls back on a disconnect

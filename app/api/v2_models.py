@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
-from app.api.uploads import prepare
+from app.api.uploads import DecodePool, RawImage, read_uploads
 from app.api.v2_protocol import InferRequest, ProtocolError
-from app.core import tracing
+from app.core.deadline import Deadline
 from app.core.errors import PayloadTooLargeError
 from app.core.registry import AUTOENCODER, CLASSIFIER
 from app.core.runtime import LoadedModel
@@ -109,8 +108,16 @@ def requested_outputs(model_name: str, request: InferRequest) -> list[tuple[Outp
     return chosen
 
 
-async def model_batch(model: LoadedModel, request: InferRequest, settings: Settings) -> np.ndarray:
-    """The request's input as a float32 ``[N, H, W, 3]`` batch for ``model``."""
+async def model_batch(
+    model: LoadedModel,
+    request: InferRequest,
+    settings: Settings,
+    deadline: Deadline,
+    pool: DecodePool,
+) -> np.ndarray:
+    """The request's input as a float32 ``[N, H, W, 3]`` batch for ``model``; encoded
+    images are decoded as uploads to the task endpoints are (``read_uploads``: the same
+    decode pool, limits and deadline)."""
     if len(request.inputs) != 1:
         raise ProtocolError(
             f"send exactly one input, {IMAGE_INPUT!r} (BYTES) or {PIXELS_INPUT!r} (FP32)"
@@ -134,8 +141,9 @@ async def model_batch(model: LoadedModel, request: InferRequest, settings: Setti
     if isinstance(tensor.data, list):
         if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ((), (1,)) or not count:
             raise ProtocolError(f"input {IMAGE_INPUT!r} must have shape [N] or [N, 1], N >= 1")
-        with tracing.stage("decode", files=count):
-            return await run_in_threadpool(_decode_all, tensor.data, settings, model)
+        images = [RawImage(f"image {position}", data) for position, data in enumerate(tensor.data)]
+        inputs = await read_uploads(images, settings, model.height, model.width, deadline, pool)
+        return np.stack([item.pixels for item in inputs])
     if tensor.shape[1:] != (model.height, model.width, 3) or not count:
         raise ProtocolError(
             f"input {PIXELS_INPUT!r} must have shape [N, {model.height}, {model.width}, 3] "
@@ -144,13 +152,3 @@ async def model_batch(model: LoadedModel, request: InferRequest, settings: Setti
     if not np.isfinite(tensor.data).all():
         raise ProtocolError(f"input {PIXELS_INPUT!r} holds NaN or infinite values")
     return tensor.data
-
-
-def _decode_all(images: list[bytes], settings: Settings, model: LoadedModel) -> np.ndarray:
-    """Decode every image in one worker-thread call (errors name the element)."""
-    return np.stack(
-        [
-            prepare(data, f"image {position}", settings, model.height, model.width).pixels
-            for position, data in enumerate(images)
-        ]
-    )

@@ -9,6 +9,7 @@ progress, so each test can fill exactly what it needs.
 
 from __future__ import annotations
 
+import base64
 import socket
 import threading
 import time
@@ -153,6 +154,23 @@ def test_x_request_timeout_sheds_what_cannot_reach_the_model_in_time(held: str) 
     response, elapsed = timed_post(held, "/classify", {"X-Request-Timeout": "3600"})
     assert response.status_code == 200
     assert WINDOW_S - 0.2 <= elapsed < TIMEOUT_S
+
+
+def test_v2_infer_requests_get_the_same_deadline(held: str) -> None:
+    calls, sheds = model_calls(held, "classify"), shed(held, "classify", "deadline")
+    image = base64.b64encode(image_bytes()).decode()
+    body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [image]}]}
+    url = f"{held}/v2/models/signs_classifier/infer"
+    start = time.monotonic()
+    response = httpx.post(url, json=body, headers={"X-Request-Timeout": "0.5"}, timeout=60)
+    elapsed = time.monotonic() - start
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert "0.5 s deadline" in response.json()["error"]  # the protocol's error field
+    assert 0.45 <= elapsed < WINDOW_S - 0.2
+    assert shed(held, "classify", "deadline") == sheds + 1
+    time.sleep(WINDOW_S + 0.5)
+    assert model_calls(held, "classify") == calls  # it never reached the model
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "nan", ""])

@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
 from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, ServiceDep, service_of
-from app.api.inference import InferenceRoute
+from app.api.errors import retry_headers
+from app.api.inference import InferenceRoute, check_timeout_header, watched
 from app.api.schemas import V2Error, V2ModelMetadata, V2ModelReady, V2ServerMetadata
 from app.api.v2_models import (
     MODELS,
@@ -38,8 +39,8 @@ SERVER_NAME = "cellsign"
 EXTENSIONS = ["binary_tensor_data"]
 
 
-def v2_error(message: str, status_code: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status_code)
+def v2_error(message: str, status_code: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
 
 
 class V2Route(APIRoute):
@@ -52,7 +53,7 @@ class V2Route(APIRoute):
             try:
                 return await handler(request)
             except ServiceError as error:
-                return v2_error(error.detail, error.status_code)
+                return v2_error(error.detail, error.status_code, retry_headers(error))
             except HTTPException as error:
                 return v2_error(str(error.detail), error.status_code)
             except RequestValidationError as error:
@@ -185,8 +186,12 @@ class V2InferRoute(V2Route, InferenceRoute):
 
 async def infer(request: Request) -> Response:
     """Run the model on an `image` (BYTES, encoded files) or `images` (FP32 pixels) input;
-    requests without a version take the canary share like the task endpoints."""
+    requests without a version take the canary share like the task endpoints.
+
+    Admitted, decoded, given a deadline and dropped on a disconnect like the task endpoints'
+    requests (app/api/inference.py)."""
     service = service_of(request)
+    check_timeout_header(request)
     name, version = request.path_params["name"], request.path_params.get("version")
     model = _model(service, service.registry.current, name, version, canary=version is None)
     parsed = parse_infer_request(
@@ -195,21 +200,28 @@ async def infer(request: Request) -> Response:
         max_json_bytes=service.settings.max_upload_bytes,
     )
     outputs = requested_outputs(name, parsed)
-    batch = await model_batch(model, parsed, service.settings)
-    # The task endpoints' callers, so v2 and task requests share micro-batches; v2 returns
-    # only the model's outputs, not the out-of-distribution score.
-    results = [
-        (
-            output.name,
-            split_scores(
-                await service.batchers[output.batcher].submit(
-                    model.inference_caller(output.signature), batch
-                )
-            )[0],
-            binary,
-        )
-        for output, binary in outputs
-    ]
+    deadline = request.state.budget.start()  # now that the body has arrived
+
+    async def run() -> list[tuple[str, Any, bool]]:
+        batch = await model_batch(model, parsed, service.settings, deadline, service.decode_pool)
+        # The task endpoints' callers, so v2 and task requests share micro-batches; v2
+        # returns only the model's outputs, not the out-of-distribution score.
+        return [
+            (
+                output.name,
+                split_scores(
+                    await service.batchers[output.batcher].submit(
+                        model.inference_caller(output.signature), batch, deadline
+                    )
+                )[0],
+                binary,
+            )
+            for output, binary in outputs
+        ]
+
+    # A refusal is counted under the first output's batcher.
+    batcher_name = outputs[0][0].batcher
+    results = await watched(service, batcher_name, request.scope, request.receive, run())
     with tracing.stage("encode"):
         body, headers = encode_infer_response(name, model.version, parsed.id, results)
     return Response(body, headers={**headers, MODEL_VERSION_HEADER: str(model.version)})
