@@ -244,27 +244,47 @@ async def read_uploads(
     pool: DecodePool,
 ) -> list[ModelInput]:
     """Read and prepare every part in one worker-thread call (``check_file_count`` first),
-    on one of ``pool``'s threads; a raw JPEG body already at the model's size is decoded on
-    the event loop instead (``decodes_straight_at``: C only, no Pillow).
+    on one of ``pool``'s threads; small JPEGs already at the model's size are decoded on the
+    event loop instead (``_straight_decodes``).
 
     Waiting for a free worker thread (or a large-decode slot) ends at ``deadline``
     (``DeadlineExceededError``), and a thread that starts after it decodes nothing.
     """
+    straight = _straight_decodes(files, height, width)
+    if straight is not None:
+        return _read_and_prepare_all(straight, settings, height, width, deadline, pool.large)
     work = functools.partial(
         _read_and_prepare_all, files, settings, height, width, deadline, pool.large
     )
-    if all(
-        isinstance(upload, RawImage) and decodes_straight_at(upload.data, (width, height))
-        for upload in files
-    ):
-        # About 25 us of C: less than the event loop pays to hand it to a thread and back
-        # (docs/performance-history.md).
-        return work()
     try:
         async with asyncio.timeout(deadline.remaining()):
             return await pool.run(work)
     except TimeoutError:
         raise DeadlineExceededError(_late_detail(deadline)) from None
+
+
+# A form part up to this size is held in memory (Starlette spools parts over 1 MiB to disk).
+IN_MEMORY_PART_BYTES = 64 * 1024
+
+
+def _straight_decodes(files: Sequence[Upload], height: int, width: int) -> list[RawImage] | None:
+    """The uploads, read, when each is a small JPEG already at the model's size: about
+    25 us of C each (``decodes_straight_at``: no Pillow), less than the event loop pays to
+    hand them to a thread and back (docs/performance-history.md). None for any other."""
+    images = []
+    for position, upload in enumerate(files):
+        if isinstance(upload, RawImage):
+            image = upload
+        elif upload.size is not None and upload.size <= IN_MEMORY_PART_BYTES:
+            upload.file.seek(0)
+            image = RawImage(upload.filename or f"file {position + 1}", upload.file.read())
+            upload.file.seek(0)  # the thread reads it again if this answers None
+        else:
+            return None
+        if not decodes_straight_at(image.data, (width, height)):
+            return None
+        images.append(image)
+    return images
 
 
 def _late_detail(deadline: Deadline) -> str:

@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from PIL import Image
+from starlette.datastructures import UploadFile
 
-from app.api.uploads import LARGE_IMAGE_PIXELS, DecodePool, RawImage, read_uploads
+from app.api.uploads import LARGE_IMAGE_PIXELS, DecodePool, RawImage, Upload, read_uploads
 from app.core.deadline import Deadline
 from app.core.errors import DeadlineExceededError
 from app.settings import Settings
@@ -36,7 +37,7 @@ def test_the_defaults_decode_several_at_once_and_one_large_image_per_cpu() -> No
     assert 1100 * 1000 > LARGE_IMAGE_PIXELS > 64 * 64
 
 
-def decode(files: list[RawImage], pool: DecodePool, timeout_s: float) -> list:
+def decode(files: list[Upload], pool: DecodePool, timeout_s: float) -> list:
     return asyncio.run(read_uploads(files, Settings(), 8, 8, Deadline.after(timeout_s), pool))
 
 
@@ -61,11 +62,14 @@ def jpeg(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_small_jpeg_at_the_model_size_decodes_without_a_thread() -> None:
+def test_small_jpegs_at_the_model_size_decode_without_a_thread() -> None:
     pool = DecodePool(ThreadPoolExecutor(1), threading.BoundedSemaphore(1))
     pool.close()  # any hand-over to a thread now fails
-    (item,) = decode([RawImage("small.jpg", jpeg(8, 8))], pool, timeout_s=5)
-    assert item.pixels.shape == (8, 8, 3)
+    data = jpeg(8, 8)
+    part = UploadFile(io.BytesIO(data), size=len(data), filename="part.jpg")
+    raw, in_form = decode([RawImage("small.jpg", data), part], pool, timeout_s=5)
+    assert raw.pixels.shape == in_form.pixels.shape == (8, 8, 3)
+    assert in_form.filename == "part.jpg"
     with pytest.raises(RuntimeError, match="shutdown"):
         decode([RawImage("wide.jpg", jpeg(12, 8))], pool, timeout_s=5)  # needs a resize
     with pytest.raises(RuntimeError, match="shutdown"):
