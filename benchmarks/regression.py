@@ -1,16 +1,19 @@
 """/classify against an earlier commit: does a request still cost the server what it did?
 
-``python -m benchmarks.regression --baseline REV --models DIR [--rounds 8] [--duration 5]``
+``python -m benchmarks.regression --baseline REV --models DIR [--rounds 8] [--duration 5]
+[--workers 1] [--raw]``
 
 The baseline commit is checked out in a temporary git worktree and served from there, the
-working tree's code beside it: one process each, the same models, the same one-image
-multipart upload. Both servers stay up (the one not measured is idle) and wrk runs alternate
-between them, so a change in the machine's speed, which on a shared machine moves these
-figures by a quarter within minutes, hits both alike. Each run gives req/s and the server's
+working tree's code beside it: ``--workers`` processes each (one by default), the same
+models, the same one-image multipart upload (``--raw``: the JPEG as the raw body). Both
+servers stay up (the one not measured is idle) and wrk runs alternate between them, so a
+change in the machine's speed, which on a shared machine moves these figures by a quarter
+within minutes, hits both alike. Each run gives req/s and the server's
 core-ms per request; the summary is the medians and the median of the per-round ratios.
 
 A commit from before ``python -m app`` existed is served as it was then:
-``uvicorn app.main:app`` with uvicorn's default loop and protocol (access log off).
+``uvicorn app.main:app`` with uvicorn's default loop and protocol (access log off), and
+only with one worker.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 from benchmarks import REPO_ROOT
 from benchmarks.environment import machine_description
 from benchmarks.payloads import multipart_body, signs_images
-from benchmarks.servers import UvicornServer, cpu_seconds
+from benchmarks.servers import UvicornServer, tree_cpu_seconds
 from benchmarks.wrk import CONNECTIONS, run_wrk, write_script, wrk_missing
 
 SIDES = ("baseline", "current")
@@ -38,13 +41,15 @@ SIDES = ("baseline", "current")
 class TreeServer(UvicornServer):
     """The code in ``tree`` served the way that commit was meant to be served."""
 
-    def __init__(self, tree: Path, models: Path, log_path: Path) -> None:
+    def __init__(self, tree: Path, models: Path, log_path: Path, workers: int = 1) -> None:
         env = {"MODEL_DIR": str(models), "RELOAD_INTERVAL_S": "0", "DEVICE": "cpu"}
         super().__init__("app.main:app", env, log_path, "/readyz")
         self.cwd = tree
         self.production = has_production_command(tree)
         if self.production:
-            self.env |= {"WORKERS": "1", "HOST": "127.0.0.1", "PORT": str(self.port)}
+            self.env |= {"WORKERS": str(workers), "HOST": "127.0.0.1", "PORT": str(self.port)}
+        elif workers != 1:
+            raise ValueError(f"{tree} has no `python -m app`: one worker only")
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "app"] if self.production else super().command()
@@ -90,7 +95,7 @@ def measure(
     for round_ in range(1, rounds + 1):
         for side in SIDES:
             server = servers[side]
-            before = cpu_seconds(server.pid)
+            before = tree_cpu_seconds(server.pid)
             result = run_wrk(server.base_url + "/classify", script, duration_s)
             answered = max(result["requests"] - result["failed"], 1)
             runs.append(
@@ -100,7 +105,7 @@ def measure(
                     "rps": result["rps"],
                     "p99_ms": result["p99_ms"],
                     "failed": result["failed"],
-                    "core_ms": (cpu_seconds(server.pid) - before) * 1000 / answered,
+                    "core_ms": (tree_cpu_seconds(server.pid) - before) * 1000 / answered,
                     "wrk_core_percent": result["wrk_cpu_s"] / duration_s * 100,
                 }
             )
@@ -140,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--rounds", type=int, default=8, help="alternations of the two servers")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per side")
+    parser.add_argument("--raw", action="store_true", help="the JPEG as the raw request body")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/regression_results.md"))
     arguments = parser.parse_args(argv)
     if wrk_missing():
@@ -147,13 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_description()
     with tempfile.TemporaryDirectory(prefix="regression-") as folder:
         work = Path(folder)
-        body, content_type = multipart_body(signs_images(arguments.data, 1))
+        image = signs_images(arguments.data, 1)
+        body, content_type = (image[0], "image/jpeg") if arguments.raw else multipart_body(image)
         script = write_script(work, "classify", body, {"Content-Type": content_type})
         with worktree(arguments.baseline, work) as tree, contextlib.ExitStack() as stack:
             trees = {"baseline": tree, "current": REPO_ROOT}
             servers = {
                 side: stack.enter_context(
-                    TreeServer(trees[side], arguments.models, work / f"{side}.log")
+                    TreeServer(
+                        trees[side], arguments.models, work / f"{side}.log", arguments.workers
+                    )
                 )
                 for side in SIDES
             }
@@ -162,11 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{machine['processor']}, {len(os.sched_getaffinity(0))} usable cores, "
         f"Python {machine['python']}; code {machine['git']}; models {arguments.models.name}. "
         f"wrk -t1 -c{CONNECTIONS}, {arguments.duration:g} s per run, {arguments.rounds} "
-        f"rounds alternating, after a warm-up of up to 2 s each; one worker process per "
-        f"side, access logs off, started {machine['date_utc']} (load average "
+        f"rounds alternating, after a warm-up of up to 2 s each; {arguments.workers} worker "
+        f"process(es) per side, {'raw JPEG' if arguments.raw else 'multipart'} body, access "
+        f"logs off, started {machine['date_utc']} (load average "
         f"{machine['load_average_at_start'][0]:.2f}). Command: python -m benchmarks.regression "
         f"--baseline {arguments.baseline} --models DIR --rounds {arguments.rounds} "
-        f"--duration {arguments.duration:g}."
+        f"--duration {arguments.duration:g} --workers {arguments.workers}"
+        f"{' --raw' if arguments.raw else ''}."
     )
     arguments.out.write_text(markdown(runs, arguments.baseline, note))
     print(arguments.out.read_text())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.regression import has_production_command, main, summary
+from benchmarks.regression import TreeServer, has_production_command, main, summary
 from tests.conftest import SHARED_DATA
 
 
@@ -34,6 +34,8 @@ def test_summary_takes_medians_and_per_round_ratios() -> None:
 def test_a_commit_without_python_m_app_is_served_by_uvicorn(tmp_path: Path) -> None:
     (tmp_path / "app").mkdir()
     assert not has_production_command(tmp_path)
+    with pytest.raises(ValueError, match="one worker only"):
+        TreeServer(tmp_path, tmp_path, tmp_path / "log", workers=2)
     (tmp_path / "app" / "__main__.py").write_text("")
     assert has_production_command(tmp_path)
 
@@ -42,7 +44,9 @@ def test_a_commit_without_python_m_app_is_served_by_uvicorn(tmp_path: Path) -> N
 def test_one_round_against_head_serves_both_sides(quick_models: Path, tmp_path: Path) -> None:
     out = tmp_path / "regression.md"
     arguments = ["--baseline", "HEAD", "--models", str(quick_models), "--data", str(SHARED_DATA)]
-    assert main([*arguments, "--rounds", "1", "--duration", "1", "--out", str(out)]) == 0
+    arguments += ["--rounds", "1", "--duration", "1", "--out", str(out)]
+    assert main([*arguments, "--workers", "2", "--raw"]) == 0
+    assert "2 worker process(es) per side, raw JPEG body" in out.read_text()
     rows = [line for line in out.read_text().splitlines() if line.startswith("| 1 |")]
     assert [row.split("|")[2].strip() for row in rows] == ["baseline", "current"]
     for row in rows:
