@@ -229,10 +229,11 @@ def _direct_jpeg_header(data: bytes, target_size: tuple[int, int]) -> _Header | 
 
 def decodes_straight_at(data: bytes, size: tuple[int, int]) -> bool:
     """Whether ``decode_for_model`` decodes ``data`` straight to an array of exactly
-    ``size`` (width, height): a small JPEG already at the model's input size, about 25 us of
-    libjpeg-turbo and nothing else (no Pillow, no resize)."""
+    ``size`` (width, height) in one pass: a small sequential JPEG already at the model's
+    input size, about 25 us of libjpeg-turbo and nothing else (no Pillow, no resize; a
+    progressive one would cost that per scan)."""
     header = _direct_jpeg_header(data, size)
-    return header is not None and (header.width, header.height) == size
+    return header is not None and not header.progressive and (header.width, header.height) == size
 
 
 def _jpeg_frame(data: bytes) -> tuple[int, bool] | None:

@@ -74,3 +74,7 @@ def test_small_jpegs_at_the_model_size_decode_without_a_thread() -> None:
         decode([RawImage("wide.jpg", jpeg(12, 8))], pool, timeout_s=5)  # needs a resize
     with pytest.raises(RuntimeError, match="shutdown"):
         decode([SMALL], pool, timeout_s=5)  # a PNG goes through Pillow
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="JPEG", progressive=True)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        decode([RawImage("progressive.jpg", buffer.getvalue())], pool, timeout_s=5)
