@@ -12,7 +12,7 @@ import contextlib
 import io
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -241,23 +241,15 @@ def _jpeg_frame(data: bytes) -> tuple[int, bool] | None:
     first scan; None when ``data`` is not a JPEG or its header cannot be walked."""
     if not data.startswith(b"\xff\xd8"):
         return None
-    frame, has_app1, position, end = None, False, 2, len(data)
-    while position + 3 < end:
-        if data[position] != 0xFF:
+    frame, has_app1 = None, False
+    for marker in _jpeg_markers(data):
+        if marker is None:
             return None
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            position += 1
-            continue
-        if marker in _STANDALONE_MARKERS:
-            position += 2
-            continue
-        if marker in (_START_OF_SCAN, _END_OF_IMAGE):
+        if marker == _START_OF_SCAN:
             break
         has_app1 = has_app1 or marker == _APP1
         if marker in _START_OF_FRAME and frame is None:
             frame = marker
-        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
     return None if frame is None else (frame, has_app1)
 
 
@@ -293,28 +285,42 @@ def count_jpeg_scans(data: bytes, stop_after: int) -> int:
 
     A progressive JPEG may hold any number of scans and libjpeg decodes every one over the
     whole image, so the decode cost is pixels x scans: a 133 KB file with 2,000 empty scans
-    costs seconds of CPU. Stops counting at ``stop_after + 1``. Entropy-coded data is skipped
-    by one regular-expression search per scan, so even a file of stuffed ``0xFF 0x00`` bytes
-    is walked at C speed. A malformed marker stream ends the count; Pillow reports it.
+    costs seconds of CPU. Stops counting at ``stop_after + 1``. A malformed marker stream
+    ends the count; Pillow reports it.
     """
-    scans, position, end = 0, 2, len(data)  # after SOI
-    while position + 1 < end and scans <= stop_after:
+    scans = 0
+    for marker in _jpeg_markers(data):
+        if marker == _START_OF_SCAN:
+            scans += 1
+            if scans > stop_after:
+                break
+    return scans
+
+
+def _jpeg_markers(data: bytes) -> Iterator[int | None]:
+    """The markers of a JPEG after its SOI, in order, until EOI or the end of ``data``; None
+    last where the marker stream is malformed. Entropy-coded data after each SOS is skipped
+    by one regular-expression search, so even a file of stuffed ``0xFF 0x00`` bytes is
+    walked at C speed."""
+    position, end = 2, len(data)
+    while position + 1 < end:
         if data[position] != 0xFF:
-            break
+            yield None
+            return
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte before a marker
             position += 1
-        elif marker in _STANDALONE_MARKERS:
+            continue
+        if marker == _END_OF_IMAGE:
+            return
+        yield marker
+        if marker in _STANDALONE_MARKERS:
             position += 2
-        elif marker == _END_OF_IMAGE:
-            break
-        else:
-            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
-            if marker == _START_OF_SCAN:
-                scans += 1
-                found = _MARKER_AFTER_SCAN.search(data, position)
-                position = found.start() if found else end
-    return scans
+            continue
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker == _START_OF_SCAN:
+            found = _MARKER_AFTER_SCAN.search(data, position)
+            position = found.start() if found else end
 
 
 def _claimed_format(data: bytes) -> str | None:
