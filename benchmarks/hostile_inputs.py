@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from dataclasses import dataclass
 
-from PIL import Image
+from PIL import Image, TiffTags
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 6: 4}  # colour type -> samples per pixel (grey, RGB, RGBA)
@@ -83,3 +84,202 @@ def flat_image(
     buffer = io.BytesIO()
     Image.new(mode, (width, height), 0).save(buffer, format=image_format, **save)
     return buffer.getvalue()
+
+
+# Structure floods: files within every byte and pixel limit whose *headers* hold so many
+# segments, chunks, strips or sub-blocks that a decoder walking them in Python spends
+# seconds and hundreds of megabytes before (or instead of) decoding a pixel. Each builder
+# takes the count of repeated structures; ``structure_floods`` sizes them to fill an upload.
+
+JPEG_COM, JPEG_APP3 = 0xFE, 0xE3  # a comment segment; an application segment nothing reads
+_JPEG_SOI = b"\xff\xd8"
+
+
+def small_jpeg(side: int = 64) -> bytes:
+    """A baseline grey-gradient JPEG of ``side`` x ``side`` as Pillow writes it (SOI, APP0,
+    DQT, SOF0, DHT, SOS, EOI): the real image the floods below carry."""
+    image = Image.linear_gradient("L").resize((side, side)).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def jpeg_segment_flood(segments: int, marker: int = JPEG_COM, side: int = 64) -> bytes:
+    """A ``side`` x ``side`` JPEG whose frame is preceded by ``segments`` empty segments of
+    ``marker`` (4 bytes each: ``FF marker 00 02``), e.g. ``JPEG_COM`` or ``JPEG_APP3``.
+
+    A real, decodable image: libjpeg skips the segments in C, but a marker walk in Python
+    (Pillow's, or ours) pays one iteration per segment; 2.6 million fit in 10 MiB.
+    """
+    data = small_jpeg(side)
+    return _JPEG_SOI + bytes((0xFF, marker, 0, 2)) * segments + data[len(_JPEG_SOI) :]
+
+
+def jpeg_fill_flood(fill_bytes: int, side: int = 64) -> bytes:
+    """A ``side`` x ``side`` JPEG with ``fill_bytes`` 0xFF fill bytes between its SOI and
+    first segment: legal padding that Pillow steps one byte per Python iteration."""
+    data = small_jpeg(side)
+    return _JPEG_SOI + b"\xff" * fill_bytes + data[len(_JPEG_SOI) :]
+
+
+PNG_PRIVATE_CHUNK = b"prVt"  # ancillary, private: decoders skip it
+
+
+def png_chunk_flood(chunks: int, kind: bytes = b"IDAT", side: int = 64) -> bytes:
+    """A ``side`` x ``side`` grey PNG holding ``chunks`` chunks of ``kind`` (12 bytes each
+    when empty).
+
+    ``kind=b"IDAT"``: the image data split into one-byte IDAT chunks, padded with empty
+    ones, which a PNG decoder must read in order (Pillow does so in Python). Any other
+    ``kind`` (e.g. ``PNG_PRIVATE_CHUNK``): that many empty chunks before the image data.
+    """
+    row = b"\x00" + bytes(column % 256 for column in range(side))  # filter type, a ramp
+    compressed = zlib.compress(row * side, 9)
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    if kind == b"IDAT":
+        pieces = [compressed[index : index + 1] for index in range(len(compressed))]
+        pieces += [b""] * max(chunks - len(pieces), 0)
+        before, data = b"", b"".join(_png_chunk(b"IDAT", piece) for piece in pieces)
+    else:
+        before = _png_chunk(kind, b"") * chunks
+        data = _png_chunk(b"IDAT", compressed)
+    return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + before + data + _png_chunk(b"IEND", b"")
+
+
+def gif_comment_flood(sub_blocks: int, extensions: int = 1, side: int = 64) -> bytes:
+    """A ``side`` x ``side`` GIF whose first image is preceded by ``extensions`` comment
+    extensions holding ``sub_blocks`` one-byte sub-blocks between them (2 bytes each).
+
+    Pillow reads every sub-block in Python and keeps each as a bytes object until it joins
+    the comment: millions of them cost seconds and hundreds of megabytes.
+    """
+    data = flat_image("GIF", side, side, "L")
+    image_start = data.index(b",", 13 + 3 * 2 ** ((data[10] & 7) + 1))
+    per_extension, extra = divmod(sub_blocks, max(extensions, 1))
+    comments = b"".join(
+        b"!\xfe" + b"\x01c" * (per_extension + (index < extra)) + b"\x00"
+        for index in range(extensions)
+    )
+    return data[:image_start] + comments + data[image_start:]
+
+
+def tiff_strip_flood(strips: int) -> bytes:
+    """A grey TIFF 1 pixel wide and ``strips`` rows tall, stored as one strip per row
+    (7 bytes a strip: a 4-byte offset, a 2-byte count and the pixel).
+
+    At 1,000,000 strips it is exactly 1 MP (within every pixel limit) in 7 MB; Pillow
+    builds tuples of the million offsets and decodes strip by strip in Python.
+    """
+    offsets_at = 8 + 2 + 9 * 12 + 4
+    counts_at = offsets_at + 4 * strips
+    pixels_at = counts_at + 2 * strips
+    entries = [
+        (256, 4, 1, 1),  # ImageWidth
+        (257, 4, 1, strips),  # ImageLength
+        (258, 3, 1, 8),  # BitsPerSample
+        (259, 3, 1, 1),  # Compression: none
+        (262, 3, 1, 1),  # PhotometricInterpretation: black is zero
+        (273, 4, strips, offsets_at if strips > 1 else pixels_at),  # StripOffsets
+        (277, 3, 1, 1),  # SamplesPerPixel
+        (278, 4, 1, 1),  # RowsPerStrip
+        (279, 3, strips, counts_at if strips > 2 else 1),  # StripByteCounts
+    ]
+    return (
+        _tiff_ifd(entries)
+        + struct.pack(f"<{strips}I", *range(pixels_at, pixels_at + strips))
+        + struct.pack(f"<{strips}H", *([1] * strips))
+        + bytes(range(256)) * (strips // 256)
+        + bytes(strips % 256)
+    )
+
+
+def tiff_entry_flood(entries: int, side: int = 64) -> bytes:
+    """A ``side`` x ``side`` grey TIFF whose first IFD holds ``entries`` entries in all:
+    the eight it needs and private one-byte tags (12 bytes each) that Pillow reads one by
+    one in Python. A classic TIFF's IFD holds at most 65,535 entries; about 65,000 tags are free."""
+    required = 8
+    known = set(TiffTags.TAGS_V2) | {key for key in TiffTags.TAGS if isinstance(key, int)}
+    filler = (tag for tag in range(1, 65536) if tag not in known)
+    fillers = [(next(filler), 1, 1, 0) for _ in range(max(entries - required, 0))]
+    pixels_at = 8 + 2 + (required + len(fillers)) * 12 + 4
+    needed = [
+        (256, 4, 1, side),
+        (257, 4, 1, side),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, 1, pixels_at),
+        (278, 4, 1, side),
+        (279, 4, 1, side * side),
+    ]
+    return _tiff_ifd(needed + fillers) + bytes(side * side)
+
+
+def _tiff_ifd(entries: list[tuple[int, int, int, int]]) -> bytes:
+    """A little-endian TIFF header and one IFD of ``(tag, type, count, value)`` entries
+    (the value inline, or the offset of the values), sorted by tag, with no next IFD."""
+    body = b"".join(
+        struct.pack("<HHI", tag, kind, count)
+        + (struct.pack("<HH", value, 0) if kind == 3 and count == 1 else struct.pack("<I", value))
+        for tag, kind, count, value in sorted(entries)
+    )
+    return b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries)) + body + bytes(4)
+
+
+def rle_bmp_line_ends(width: int, height: int) -> bytes:
+    """An 8-bit run-length-encoded BMP of ``width`` x ``height`` whose every row is one
+    pixel and an end-of-line record (4 bytes a row): Pillow's RLE decoder, written in
+    Python, pads the rest of each row one pixel per iteration."""
+    runs = b"\x01\x80\x00\x00" * height + b"\x00\x01"
+    palette = b"".join(bytes((value, value, value, 0)) for value in range(256))
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(runs), 2835, 2835, 256, 0)
+    header = b"BM" + struct.pack("<IHHI", offset + len(runs), 0, 0, offset)
+    return header + info + palette + runs
+
+
+def webp_chunk_flood(chunks: int, side: int = 64) -> bytes:
+    """A lossless ``side`` x ``side`` WebP in the extended (VP8X) layout followed by
+    ``chunks`` empty unknown chunks (8 bytes each), which libwebp's demuxer lists one by one."""
+    plain = flat_image("WEBP", side, side, lossless=True)
+    bitstream = plain[12:]  # the VP8L chunk
+    vp8x = b"VP8X" + struct.pack("<I", 10) + bytes(4) + (side - 1).to_bytes(3, "little") * 2
+    body = b"WEBP" + vp8x + bitstream + b"ZZZZ\x00\x00\x00\x00" * chunks
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+@dataclass(frozen=True)
+class HostileFile:
+    """One structure flood: its bytes and how the server must answer it (a 413 whose
+    ``detail`` contains ``detail_contains``)."""
+
+    name: str
+    data: bytes
+    status: int
+    detail_contains: str
+
+
+def structure_floods(max_bytes: int = 10 * 1024 * 1024) -> list[HostileFile]:
+    """Each structure flood, as many repeats as fit in ``max_bytes`` (the upload limit):
+    what an attacker sends to make a decoder walk headers for seconds."""
+    room = max_bytes - 4096  # the real image and headers around the repeats
+    return [
+        HostileFile("jpeg_comment_flood", jpeg_segment_flood(room // 4, JPEG_COM), 413, "segments"),
+        HostileFile("jpeg_app_flood", jpeg_segment_flood(room // 4, JPEG_APP3), 413, "segments"),
+        HostileFile("jpeg_fill_flood", jpeg_fill_flood(room), 413, "fill bytes"),
+        HostileFile("png_idat_flood", png_chunk_flood(room // 12), 413, "chunks"),
+        HostileFile(
+            "png_ancillary_flood", png_chunk_flood(room // 12, PNG_PRIVATE_CHUNK), 413, "chunks"
+        ),
+        HostileFile("gif_comment_flood", gif_comment_flood(room // 2), 413, "sub-blocks"),
+        HostileFile(
+            "gif_extension_flood",
+            gif_comment_flood(room // 5, extensions=room // 5),
+            413,
+            "extension blocks",
+        ),
+        HostileFile("tiff_strip_flood", tiff_strip_flood(min(room // 7, 1_000_000)), 413, "strips"),
+        HostileFile("tiff_entry_flood", tiff_entry_flood(60_000), 413, "IFD entries"),
+        HostileFile("bmp_rle_line_ends", rle_bmp_line_ends(2000, 2000), 413, "run-length"),
+        HostileFile("webp_chunk_flood", webp_chunk_flood(room // 8), 413, "chunks"),
+    ]
