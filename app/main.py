@@ -199,6 +199,9 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         telemetry=fastapi_telemetry(tracer_provider),
+        # No path has a trailing-slash twin; Starlette's redirect to one would be an absolute
+        # URL built from the client's Host header, so /models/ is a 404 instead.
+        redirect_slashes=False,
     )
     install_error_handlers(app)
     keyed_routers = [admin.router]

@@ -17,6 +17,8 @@ deadline waiting, which then miss it further on, so nothing at all would be serv
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +33,9 @@ from app.core.deadline import Deadline
 from app.core.errors import DeadlineExceededError, QueueFullError
 
 TIMEOUT_HEADER = "X-Request-Timeout"
+MAX_TIMEOUT_CHARS = 32
+# ASCII digits ([0-9] is no wider), an optional fraction and an optional exponent.
+_SECONDS = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 WAITING_PER_SLOT = 4
 
 
@@ -46,12 +51,16 @@ class Budget:
 
 
 def asked_timeout(value: str) -> float | None:
-    """Seconds an ``X-Request-Timeout`` value asks for; None unless a number above 0."""
-    try:
-        seconds = float(value)
-    except ValueError:
+    """Seconds an ``X-Request-Timeout`` value asks for; None unless a finite number above 0
+    written in at most ``MAX_TIMEOUT_CHARS`` ASCII characters.
+
+    ``float()`` alone would take any length, Unicode digits, spaces, underscores, ``nan``
+    and ``inf``; the grammar below keeps the plain decimal and exponent forms only, and the
+    length is checked first so the work is fixed whatever the client sends."""
+    if len(value) > MAX_TIMEOUT_CHARS or _SECONDS.fullmatch(value) is None:
         return None
-    return seconds if seconds > 0 else None  # nan is not above 0
+    seconds = float(value)
+    return seconds if 0 < seconds < math.inf else None  # 1e999 reads as inf
 
 
 def request_timeout(headers: Headers, limit_s: float) -> float:

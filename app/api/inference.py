@@ -22,9 +22,10 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.types import Receive, Scope
 
-from app.api.admission import TIMEOUT_HEADER, asked_timeout
+from app.api.admission import MAX_TIMEOUT_CHARS, TIMEOUT_HEADER, asked_timeout
 from app.api.deps import Pin, ServiceState, choose, pin_of, service_of
 from app.api.errors import invalid_parameter
+from app.api.numbers import MAX_DIGITS, whole_number
 from app.api.uploads import ModelInput, Upload, check_file_count, read_uploads, upload_openapi
 from app.core import tracing
 from app.core.deadline import Deadline
@@ -81,12 +82,17 @@ class InferenceContext:
 
 # The parameters ``inference_context`` reads, documented for the OpenAPI schema.
 MAX_LABEL_CHARS = 32
+VERSION_MESSAGE = f"must be a whole number of at least 1, in at most {MAX_DIGITS} ASCII digits"
+TIMEOUT_MESSAGE = (
+    f"must be a finite number of seconds above 0, in at most {MAX_TIMEOUT_CHARS} ASCII "
+    "characters (digits, a decimal point, an exponent)"
+)
 INFERENCE_PARAMETERS: list[dict[str, Any]] = [
     {
         "name": "version",
         "in": "query",
         "required": False,
-        "schema": {"type": "integer", "minimum": 1},
+        "schema": {"type": "integer", "minimum": 1, "maximum": 10**MAX_DIGITS - 1},
         "description": "Use this loaded version (see /models).",
     },
     {
@@ -102,7 +108,8 @@ INFERENCE_PARAMETERS: list[dict[str, Any]] = [
         "required": False,
         "schema": {"type": "number", "exclusiveMinimum": 0},
         "description": "Seconds this request may wait to reach its model before a 503 "
-        "(at most, and by default, REQUEST_TIMEOUT_S), counted from its arrival.",
+        "(at most, and by default, REQUEST_TIMEOUT_S), counted from its arrival; "
+        f"at most {MAX_TIMEOUT_CHARS} ASCII characters.",
     },
 ]
 
@@ -123,10 +130,9 @@ def request_pin(request: Request) -> Pin:
     version, label = request.query_params.get("version"), request.query_params.get("label")
     number = None
     if version is not None:
-        if not (version.isascii() and version.isdigit()) or int(version) < 1:
-            message = "must be a whole number of at least 1"
-            raise invalid_parameter("query", "version", version, message)
-        number = int(version)
+        number = whole_number(version, minimum=1)
+        if number is None:
+            raise invalid_parameter("query", "version", version, VERSION_MESSAGE)
     if label is not None and len(label) > MAX_LABEL_CHARS:
         message = f"must have at most {MAX_LABEL_CHARS} characters"
         raise invalid_parameter("query", "label", label, message)
@@ -134,12 +140,11 @@ def request_pin(request: Request) -> Pin:
 
 
 def check_timeout_header(request: Request) -> None:
-    """422 for an ``X-Request-Timeout`` that is not a number of seconds above 0 (the
-    admission middleware has already applied a valid one)."""
+    """422 for an ``X-Request-Timeout`` that ``asked_timeout`` refuses (the admission
+    middleware has already applied a valid one)."""
     value = request.headers.get(TIMEOUT_HEADER)
     if value is not None and asked_timeout(value) is None:
-        message = "must be a number of seconds above 0"
-        raise invalid_parameter("header", TIMEOUT_HEADER, value, message)
+        raise invalid_parameter("header", TIMEOUT_HEADER, value, TIMEOUT_MESSAGE)
 
 
 async def inference_context(request: Request) -> InferenceContext:

@@ -3,10 +3,11 @@ other error.
 
 Each path has its own cap (a one-file endpoint takes one file's worth, /classify a request's
 worth of files, everything else next to nothing), so no endpoint accepts the largest body any
-endpoint may take. A declared ``Content-Length`` over the cap is answered before the body is
-read; a chunked body is counted as it arrives and cut off at the cap, so at most the cap is
-ever spooled to disk. A body that stops arriving (an upload stalled half-way) is answered
-408 after ``body_timeout_s`` without data, which frees its connection and spooled parts;
+endpoint may take. A declared ``Content-Length`` over the cap is answered 413 before the body
+is read (one that is not a whole number of at most 18 ASCII digits, 400); a chunked body is
+counted as it arrives and cut off at the cap, so at most the cap is ever spooled to disk. A
+body that stops arriving (an upload stalled half-way) is answered 408 after
+``body_timeout_s`` without data, which frees its connection and spooled parts;
 uvicorn itself has no such timeout, and none at all for the head (the proxy's job).
 """
 
@@ -21,6 +22,8 @@ from starlette.datastructures import Headers
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.numbers import MAX_DIGITS, whole_number
+
 # Boundaries and part headers (a long file name included) on top of the files themselves.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 # Bodies of paths without a cap of their own: no other endpoint reads one.
@@ -31,6 +34,9 @@ MAX_FORM_FIELDS = 16
 MAX_FORM_FIELD_BYTES = 16 * 1024
 # The rest of a refused body is never read, so the connection cannot be reused.
 _CLOSE = {"Connection": "close"}
+# The HTTP servers check the header's syntax before the app sees it; this bound holds for
+# any ASGI server, and no body the service takes needs more digits.
+_BAD_LENGTH = f"Content-Length must be a whole number of at most {MAX_DIGITS} ASCII digits"
 
 
 class RequestBodyLimitMiddleware:
@@ -69,8 +75,13 @@ class RequestBodyLimitMiddleware:
             return
         limit = self._limit(scope)
         detail = f"request body exceeds the {limit} byte limit of {scope['path']}"
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        declared = Headers(scope=scope).get("content-length")
+        length = whole_number(declared)
+        if declared is not None and length is None:
+            refusal = JSONResponse({"detail": _BAD_LENGTH}, status_code=400, headers=_CLOSE)
+            await refusal(scope, receive, send)
+            return
+        if length is not None and length > limit:
             refusal = JSONResponse({"detail": detail}, status_code=413, headers=_CLOSE)
             await refusal(scope, receive, send)
             return

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.errors import invalid_parameter
 from app.api.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS
+from app.api.numbers import whole_number
 from app.core import tracing
 from app.core.deadline import Deadline
 from app.core.errors import DeadlineExceededError, PayloadTooLargeError, UnsupportedImageError
@@ -212,7 +213,7 @@ async def read_raw_body(request: Request, max_bytes: int) -> bytes:
     Content-Length before any of it is read, else while it streams in), so no more than one
     image's worth is ever held."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    if (whole_number(declared) or 0) > max_bytes:  # RequestBodyLimitMiddleware checks its form
         detail = f"{RAW_BODY_NAME}: {declared} bytes exceeds the {max_bytes} limit"
         raise PayloadTooLargeError(detail)
     chunks: list[bytes] = []

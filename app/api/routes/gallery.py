@@ -2,16 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 
 from app.api.deps import INDEX_VERSION_HEADER, ModelsDep, Pin, ServiceDep, choose
+from app.api.numbers import MAX_DIGITS, whole_number
 from app.api.schemas import ErrorResponse
 from app.core.registry import INDEX
 
 router = APIRouter(tags=["gallery"])
+LARGEST = 10**MAX_DIGITS - 1
+
+
+def _whole_number_from(minimum: int) -> BeforeValidator:
+    """Reads the raw text with ``whole_number`` before pydantic sees it: pydantic's own int
+    parsing takes any length (and spaces, ``+``, ``_`` and ``12.0``), and a path id of
+    thousands of digits then failed later, when the 404 message formatted it."""
+    message = f"must be a whole number of at least {minimum}, in at most {MAX_DIGITS} ASCII digits"
+
+    def parse(text: Any) -> int:
+        number = whole_number(text, minimum) if isinstance(text, str) else None
+        if number is None:
+            raise PydanticCustomError("whole_number", message)
+        return number
+
+    return BeforeValidator(parse)
+
+
+GalleryId = Annotated[
+    int,
+    _whole_number_from(0),
+    Path(ge=0, le=LARGEST, description="An `id` from a /similar result."),
+]
+IndexVersion = Annotated[
+    int | None,
+    _whole_number_from(1),
+    Query(ge=1, le=LARGEST, description="The malaria_index version (default: the default)."),
+]
 
 
 @router.get(
@@ -23,12 +54,7 @@ router = APIRouter(tags=["gallery"])
     },
 )
 async def gallery_image(
-    item_id: Annotated[int, Path(description="An `id` from a /similar result.")],
-    service: ServiceDep,
-    models: ModelsDep,
-    version: Annotated[
-        int | None, Query(ge=1, description="The malaria_index version (default: the default).")
-    ] = None,
+    item_id: GalleryId, service: ServiceDep, models: ModelsDep, version: IndexVersion = None
 ) -> Response:
     index = choose(service, models, INDEX, Pin(version=version))
     png = index.image_png(item_id)

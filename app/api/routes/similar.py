@@ -14,6 +14,7 @@ from app.api.inference import (
     json_response,
     run_model,
 )
+from app.api.numbers import whole_number
 from app.api.ood import assess
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import IndexRef, ModelRef, Neighbour, SimilarResponse
@@ -38,10 +39,11 @@ def neighbours_asked(request: Request, settings: Settings) -> int:
     value = request.query_params.get("k")
     if value is None:
         return settings.default_k
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= settings.max_k:
+    k = whole_number(value, 1, settings.max_k)
+    if k is None:
         message = f"must be a whole number between 1 and {settings.max_k}"
         raise invalid_parameter("query", "k", value, message)
-    return int(value)
+    return k
 
 
 @router.post(

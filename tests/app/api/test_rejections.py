@@ -8,8 +8,9 @@ catch-all 500 handler logs a traceback, so a silent bug would show up there too)
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -168,6 +169,9 @@ async def test_a_thousand_tiny_file_parts_are_refused(
         ("2.5", f"whole number between 1 and {MAX_K}"),
         ("", f"whole number between 1 and {MAX_K}"),
         ("٣", f"whole number between 1 and {MAX_K}"),  # a digit, but not an ASCII one
+        ("²", f"whole number between 1 and {MAX_K}"),  # isdigit() says yes, int() says no
+        ("1" * 5_000, f"whole number between 1 and {MAX_K}"),  # past int()'s 4,300 digits
+        (" 5", f"whole number between 1 and {MAX_K}"),
     ],
 )
 async def test_out_of_range_or_malformed_k_is_422(
@@ -189,7 +193,7 @@ async def test_bad_denoise_size_is_422(api: httpx.AsyncClient) -> None:
         ("/gallery/abc.png", 422),
         ("/gallery/1e3.png", 422),
         ("/gallery/99999999.png", 404),
-        ("/gallery/-1.png", 404),
+        ("/gallery/-1.png", 422),
         ("/gallery/..%2F..%2Fapp%2Fmain.py", 404),
         ("/gallery/..%2F..%2Fetc%2Fpasswd.png", 404),
         ("/gallery/%2E%2E/%2E%2E/README.md", 404),
@@ -204,21 +208,33 @@ async def test_gallery_ids_are_integers_never_paths(
 async def raw_get(app: FastAPI, raw_path: bytes) -> tuple[int, bytes]:
     """GET exactly ``raw_path``, as uvicorn passes it on: ``..`` kept, %-escapes decoded in
     ``path`` only. (httpx would normalise the dot segments away before sending.)"""
+    return await raw_request(app, "GET", raw_path)
+
+
+async def raw_request(
+    app: FastAPI,
+    method: str,
+    raw_path: bytes,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    body: bytes = b"",
+) -> tuple[int, bytes]:
+    """``method raw_path`` with exactly these ``headers`` (httpx would check or replace
+    some, such as Content-Length) straight into the ASGI app."""
     scope = {
         "type": "http",
         "http_version": "1.1",
-        "method": "GET",
+        "method": method,
         "scheme": "http",
         "path": unquote(raw_path.decode("ascii")),
         "raw_path": raw_path,
         "root_path": "",
         "query_string": b"",
-        "headers": [(b"host", b"cellsign")],
+        "headers": [(b"host", b"cellsign"), *headers],
         "server": ("cellsign", 80),
         "client": ("127.0.0.1", 50000),
     }
     sent: list[dict] = []
-    requests = [{"type": "http.request", "body": b"", "more_body": False}]
+    requests = [{"type": "http.request", "body": body, "more_body": False}]
     response_complete = asyncio.Event()
 
     async def receive() -> dict:
@@ -249,8 +265,6 @@ async def raw_get(app: FastAPI, raw_path: bytes) -> tuple[int, bytes]:
         b"/static/%252e%252e/main.py",
         b"/static/....//....//etc/passwd",
         b"/static/%00",
-        b"/gallery/99999999999999999999999999.png",
-        b"/gallery/-99999999999999999999.png",
     ],
 )
 async def test_raw_paths_never_reach_files_outside_the_served_folders(
@@ -259,6 +273,138 @@ async def test_raw_paths_never_reach_files_outside_the_served_folders(
     status, body = await raw_get(app, raw_path)
     assert status == 404, body[:200]
     assert b"root:" not in body and b"import" not in body
+
+
+WHOLE_NUMBER = "in at most 18 ASCII digits"
+NOT_WHOLE_NUMBERS = [
+    "0",
+    "-1",
+    "x",
+    "2.5",
+    "1e3",
+    "",
+    " 1",
+    "1_0",
+    "+1",
+    "٣",  # an Arabic-Indic digit
+    "²",  # a superscript: isdigit() is true, int() refuses it
+    "1" * 19,  # one digit past the bound
+    "1" * 5_000,  # past int()'s own limit of 4,300 digits
+]
+
+
+@pytest.mark.parametrize("value", NOT_WHOLE_NUMBERS, ids=lambda value: repr(value[:8]))
+async def test_a_version_that_is_not_a_bounded_whole_number_is_422(
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, value: str
+) -> None:
+    response = await api.post("/classify", params={"version": value}, **upload(image_bytes()))
+    expect(response, 422, WHOLE_NUMBER)
+    assert response.json()["detail"][0]["loc"] == ["query", "version"]
+    expect(await api.get("/gallery/1.png", params={"version": value}), 422, WHOLE_NUMBER)
+    await expect_still_ready(api, caplog)
+
+
+@pytest.mark.parametrize(
+    "item_id",
+    [value for value in NOT_WHOLE_NUMBERS if value not in ("0", "")],
+    ids=lambda value: repr(value[:8]),
+)
+async def test_a_gallery_id_that_is_not_a_bounded_whole_number_is_422(
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, item_id: str
+) -> None:
+    response = await api.get(f"/gallery/{item_id}.png")
+    expect(response, 422, WHOLE_NUMBER)
+    assert response.json()["detail"][0]["loc"] == ["path", "item_id"]
+    await expect_still_ready(api, caplog)
+
+
+async def test_the_largest_gallery_id_and_version_are_a_plain_404(api: httpx.AsyncClient) -> None:
+    largest = "9" * 18
+    expect(await api.get(f"/gallery/{largest}.png"), 404, f"no gallery cell with id {largest}")
+    expect(await api.get("/gallery/0.png", params={"version": largest}), 404, largest)
+    assert (await api.get("/gallery/0.png", params={"version": "1"})).status_code == 200
+
+
+TIMEOUT_LIMIT = "at most 32 ASCII characters"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"1e999",  # float() reads inf
+        b"inf",
+        b"nan",
+        b"-1",
+        b"0",
+        b"0e5",
+        b" 1",
+        b"1_0",
+        b"1.5s",
+        b"\xb2",  # a superscript 2 in Latin-1, as the server decodes header bytes
+        "٣".encode(),
+        b"9" * 33,
+        b"9" * 10_000,
+    ],
+    ids=lambda value: repr(value[:8]),
+)
+async def test_an_x_request_timeout_that_is_not_a_bounded_number_is_422(
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, value: bytes
+) -> None:
+    headers = {"X-Request-Timeout": value}
+    response = await api.post("/similar", headers=headers, **upload(image_bytes()))
+    expect(response, 422, TIMEOUT_LIMIT)
+    assert response.json()["detail"][0]["loc"] == ["header", "X-Request-Timeout"]
+    await expect_still_ready(api, caplog)
+
+
+@pytest.mark.parametrize("value", ["2.5", "30", "1e1", ".5e2", "9" * 32])
+async def test_a_plain_x_request_timeout_is_taken(api: httpx.AsyncClient, value: str) -> None:
+    response = await api.post(
+        "/similar", headers={"X-Request-Timeout": value}, **upload(image_bytes())
+    )
+    assert response.status_code == 200, response.text[:300]
+
+
+@pytest.mark.parametrize("path", ["/classify", "/denoise", "/similar", "/healthz"])
+@pytest.mark.parametrize(
+    "declared",
+    [b"\xb2", "٣".encode(), b"1" * 19, b"1" * 5_000, b"12 ", b"-1", b"0x10", b""],
+    ids=lambda value: repr(value[:8]),
+)
+async def test_a_content_length_that_is_not_a_bounded_whole_number_is_400(
+    app: FastAPI,
+    api: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    declared: bytes,
+) -> None:
+    """The HTTP servers check this header themselves; any other ASGI server may not."""
+    headers = [(b"content-type", b"image/png"), (b"content-length", declared)]
+    status, body = await raw_request(app, "POST", path.encode(), headers, image_bytes())
+    assert status == 400, body[:300]
+    assert json.loads(body)["detail"] == (
+        "Content-Length must be a whole number of at most 18 ASCII digits"
+    )
+    await expect_still_ready(api, caplog)
+
+
+async def test_a_raw_body_with_a_declared_length_over_the_limit_is_413(
+    app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    headers = [(b"content-type", b"image/png"), (b"content-length", b"9" * 18)]
+    status, body = await raw_request(app, "POST", b"/denoise", headers, image_bytes())
+    assert status == 413, body[:300]
+    assert "byte limit" in json.loads(body)["detail"]
+
+
+@pytest.mark.parametrize("path", ["/models/", "/classify/", "/healthz/", "/static"])
+async def test_a_trailing_slash_is_a_404_never_a_redirect_to_the_host_sent(
+    api: httpx.AsyncClient, path: str
+) -> None:
+    """Starlette redirected ``/models/`` to an absolute URL on the request's Host."""
+    response = await api.get(path, headers={"Host": "evil.example"})
+    expect(response, 404, "Not Found")
+    assert "location" not in response.headers
 
 
 async def test_the_static_folder_itself_is_served(app: FastAPI, api: httpx.AsyncClient) -> None:
