@@ -3,8 +3,11 @@ input tensor into the ``[N, H, W, 3]`` batch they take.
 
 Each model has two alternative inputs (send exactly one): ``image``, BYTES ``[N, 1]`` (or
 ``[N]``) holding encoded image files, decoded and resized like an upload to the task
-endpoints; or ``images``, FP32 ``[N, H, W, 3]`` pixels in [0, 1] at the model's input size.
-The gallery index is not a tensor model and is not exposed here (use ``/similar``).
+endpoints; or ``images``, FP32 ``[N, H, W, 3]`` pixels in [0, 1] at the model's input size
+(UINT8 pixels in [0, 255] are taken too and scaled as training scales them). The request
+is read against ``tensor_limits`` (app/api/v2_protocol.py), so its input already fits the
+model when it gets here. The gallery index is not a tensor model and is not exposed here
+(use ``/similar``).
 """
 
 from __future__ import annotations
@@ -15,15 +18,19 @@ from typing import Any
 import numpy as np
 
 from app.api.uploads import DecodePool, RawImage, read_uploads
-from app.api.v2_protocol import InferRequest, ProtocolError
+from app.api.v2_protocol import (
+    IMAGE_INPUT,
+    MAX_JSON_BYTES,
+    PIXELS_INPUT,
+    InferRequest,
+    ProtocolError,
+    TensorLimits,
+)
 from app.core.deadline import Deadline
-from app.core.errors import PayloadTooLargeError
 from app.core.registry import AUTOENCODER, CLASSIFIER
 from app.core.runtime import LoadedModel
 from app.settings import Settings
 
-IMAGE_INPUT = "image"
-PIXELS_INPUT = "images"
 PLATFORM = "tensorflow_savedmodel"
 _CONFIG_TYPES = {"BYTES": "TYPE_STRING", "FP32": "TYPE_FP32"}
 
@@ -93,19 +100,47 @@ def model_config(model: LoadedModel, max_batch_size: int) -> dict[str, Any]:
     }
 
 
+def tensor_limits(model: LoadedModel, settings: Settings) -> TensorLimits:
+    """What an infer request to ``model`` may carry: its input size from its metadata,
+    ``MAX_FILES_PER_REQUEST`` images of at most ``MAX_UPLOAD_BYTES`` each."""
+    return TensorLimits(
+        height=model.height,
+        width=model.width,
+        max_images=settings.max_files_per_request,
+        max_element_bytes=settings.max_upload_bytes,
+    )
+
+
+def max_json_bytes(settings: Settings) -> int:
+    """The JSON part's cap: ``MAX_JSON_BYTES``, or one upload's worth when that is less."""
+    return min(settings.max_upload_bytes, MAX_JSON_BYTES)
+
+
+def max_body_bytes(settings: Settings) -> int:
+    """The largest infer body a valid request can be: its JSON part, then at most
+    ``MAX_FILES_PER_REQUEST`` encoded images each with its 4-byte length (pixels at the
+    models' sizes weigh far less)."""
+    return max_json_bytes(settings) + settings.max_files_per_request * (
+        settings.max_upload_bytes + 4
+    )
+
+
 def requested_outputs(model_name: str, request: InferRequest) -> list[tuple[Output, bool]]:
-    """The outputs to compute, each with whether it goes back as binary data."""
+    """The outputs to compute, each with whether it goes back as binary data; each output
+    at most once (each one asked for is a model call)."""
     known = {output.name: output for output in OUTPUTS[model_name]}
     if request.outputs is None:
         return [(output, request.binary_outputs) for output in known.values()]
-    chosen = []
+    chosen: dict[str, tuple[Output, bool]] = {}
     for wanted in request.outputs:
         if wanted.name not in known:
             raise ProtocolError(
-                f"{model_name} has no output {wanted.name!r}; outputs: {', '.join(known)}"
+                f"{model_name} has no output {wanted.name[:80]!r}; outputs: {', '.join(known)}"
             )
-        chosen.append((known[wanted.name], wanted.binary or request.binary_outputs))
-    return chosen
+        if wanted.name in chosen:
+            raise ProtocolError(f"output {wanted.name!r} is asked for twice")
+        chosen[wanted.name] = (known[wanted.name], wanted.binary or request.binary_outputs)
+    return list(chosen.values())
 
 
 async def model_batch(
@@ -117,38 +152,13 @@ async def model_batch(
 ) -> np.ndarray:
     """The request's input as a float32 ``[N, H, W, 3]`` batch for ``model``; encoded
     images are decoded as uploads to the task endpoints are (``read_uploads``: the same
-    decode pool, limits and deadline)."""
-    if len(request.inputs) != 1:
-        raise ProtocolError(
-            f"send exactly one input, {IMAGE_INPUT!r} (BYTES) or {PIXELS_INPUT!r} (FP32)"
-        )
+    decode pool, limits and deadline). The shape and datatype were checked as the request
+    was read (``tensor_limits``)."""
     (tensor,) = request.inputs
-    expected = {IMAGE_INPUT: "BYTES", PIXELS_INPUT: "FP32"}
-    if tensor.name not in expected:
-        raise ProtocolError(
-            f"unknown input {tensor.name!r}; {model.name} takes {IMAGE_INPUT!r} (BYTES) "
-            f"or {PIXELS_INPUT!r} (FP32 [-1, {model.height}, {model.width}, 3])"
-        )
-    if tensor.datatype != expected[tensor.name]:
-        raise ProtocolError(
-            f"input {tensor.name!r} must be {expected[tensor.name]}, got {tensor.datatype}"
-        )
-    count = tensor.shape[0] if tensor.shape else 0
-    if count > settings.max_files_per_request:
-        raise PayloadTooLargeError(
-            f"{count} images in one request; at most {settings.max_files_per_request} allowed"
-        )
     if isinstance(tensor.data, list):
-        if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ((), (1,)) or not count:
-            raise ProtocolError(f"input {IMAGE_INPUT!r} must have shape [N] or [N, 1], N >= 1")
         images = [RawImage(f"image {position}", data) for position, data in enumerate(tensor.data)]
         inputs = await read_uploads(images, settings, model.height, model.width, deadline, pool)
         return np.stack([item.pixels for item in inputs])
-    if tensor.shape[1:] != (model.height, model.width, 3) or not count:
-        raise ProtocolError(
-            f"input {PIXELS_INPUT!r} must have shape [N, {model.height}, {model.width}, 3] "
-            f"with N >= 1, got {list(tensor.shape)}"
-        )
     if not np.isfinite(tensor.data).all():
         raise ProtocolError(f"input {PIXELS_INPUT!r} holds NaN or infinite values")
     return tensor.data

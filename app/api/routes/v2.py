@@ -20,20 +20,30 @@ from fastapi.routing import APIRoute
 from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, ServiceDep, service_of
 from app.api.errors import retry_headers
 from app.api.inference import InferenceRoute, check_timeout_header, watched
+from app.api.numbers import whole_number
 from app.api.schemas import V2Error, V2ModelMetadata, V2ModelReady, V2ServerMetadata
 from app.api.v2_models import (
     MODELS,
     PLATFORM,
+    max_body_bytes,
+    max_json_bytes,
     model_batch,
     model_config,
     requested_outputs,
+    tensor_limits,
     tensor_metadata,
 )
-from app.api.v2_protocol import HEADER_LENGTH, encode_infer_response, parse_infer_request
+from app.api.v2_protocol import (
+    HEADER_LENGTH,
+    InferBodyReader,
+    InferRequest,
+    encode_infer_response,
+)
 from app.core import tracing
 from app.core.errors import ModelUnavailableError, NotFoundError, ServiceError
 from app.core.registry import ModelSet
 from app.core.runtime import LoadedModel, split_scores
+from app.settings import Settings
 
 SERVER_NAME = "cellsign"
 EXTENSIONS = ["binary_tensor_data"]
@@ -54,8 +64,8 @@ class V2Route(APIRoute):
                 return await handler(request)
             except ServiceError as error:
                 return v2_error(error.detail, error.status_code, retry_headers(error))
-            except HTTPException as error:
-                return v2_error(str(error.detail), error.status_code)
+            except HTTPException as error:  # its headers: Connection: close for a 408/413
+                return v2_error(str(error.detail), error.status_code, error.headers)
             except RequestValidationError as error:
                 problems = "; ".join(
                     f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}"
@@ -108,9 +118,11 @@ def _model(
     none is loaded. Only inference without a version takes the canary share."""
     if name not in MODELS:
         raise NotFoundError(f"unknown model {name!r}; models: {', '.join(MODELS)}")
-    if version is not None and not (version.isdigit() and int(version) > 0):
-        raise NotFoundError(f"{name} has no version {version!r}: versions are positive integers")
-    pinned = None if version is None else int(version)
+    pinned = None if version is None else whole_number(version, minimum=1)
+    if version is not None and pinned is None:
+        raise NotFoundError(
+            f"{name} has no version {version[:32]!r}: versions are positive integers"
+        )
     model = models.select(name, pinned, draw=random.random if canary else _never_canary)
     if model is None:
         raise ModelUnavailableError(service.registry.missing_reason(name))
@@ -194,11 +206,9 @@ async def infer(request: Request) -> Response:
     check_timeout_header(request)
     name, version = request.path_params["name"], request.path_params.get("version")
     model = _model(service, service.registry.current, name, version, canary=version is None)
-    parsed = parse_infer_request(
-        await request.body(),
-        request.headers.get(HEADER_LENGTH),
-        max_json_bytes=service.settings.max_upload_bytes,
-    )
+    parsed = await _read_request(request, model, service.settings)
+    if isinstance(parsed, Response):
+        return parsed
     outputs = requested_outputs(name, parsed)
     deadline = request.state.budget.start()  # now that the body has arrived
 
@@ -227,6 +237,33 @@ async def infer(request: Request) -> Response:
     return Response(body, headers={**headers, MODEL_VERSION_HEADER: str(model.version)})
 
 
+def infer_body_bytes(settings: Settings) -> int:
+    """The body-size cap of the infer routes (the request body limit middleware's)."""
+    return max_body_bytes(settings)
+
+
+async def _read_request(
+    request: Request, model: LoadedModel, settings: Settings
+) -> InferRequest | Response:
+    """The request, read as it streams in and refused as soon as what has arrived breaks a
+    limit (``InferBodyReader``): a body is never held beyond its checked JSON part and the
+    binary size that part announced. A refusal before the body's end closes the connection,
+    as its unread rest cannot be told from a next request."""
+    with tracing.stage("read"):
+        try:
+            reader = InferBodyReader(
+                request.headers.get(HEADER_LENGTH),
+                request.headers.get("content-length"),
+                max_json_bytes(settings),
+                tensor_limits(model, settings),
+            )
+            async for chunk in request.stream():
+                reader.feed(chunk)
+        except ServiceError as error:
+            return v2_error(error.detail, error.status_code, {"Connection": "close"})
+        return reader.finish()
+
+
 def _path_parameter(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -241,7 +278,11 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The outputs: JSON, or a JSON header and binary tensors when asked.",
         "content": {"application/json": {}, "application/octet-stream": {}},
     },
-    413: {"model": V2Error, "description": "Too many images or pixels, or too much JSON."},
+    413: {
+        "model": V2Error,
+        "description": "Too many images or pixels, too much JSON, an image over "
+        "MAX_UPLOAD_BYTES, or a body longer than its JSON header announces.",
+    },
     415: {"model": V2Error, "description": "A BYTES element is not a supported image."},
 }
 
