@@ -221,3 +221,37 @@ class WorkersServer(AppServer):
     def cpu_seconds(self) -> float:
         """The supervisor and every worker process (their children, from /proc)."""
         return tree_cpu_seconds(self.pid)
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The most ``pid`` has held resident since it started, or since ``reset_peak_rss``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Set ``pid``'s peak resident size back to its current one (Linux 4.0+, same user),
+    so that ``peak_rss_mib`` then shows what one request made it hold at most; False
+    where the kernel refuses."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    """The worker processes of a ``python -m app`` supervisor: its children, less the
+    multiprocessing resource tracker."""
+    workers = []
+    for pid in descendants(supervisor):
+        try:
+            parent = int(_stat_fields(pid)[1])
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if parent == supervisor and b"resource_tracker" not in command:
+            workers.append(pid)
+    return sorted(workers)
