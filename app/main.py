@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 
 from anyio import to_thread
@@ -85,20 +86,28 @@ async def _poll_for_new_versions(registry: ModelRegistry, interval_s: float) -> 
 
 
 async def _follow_reload_signal(registry: ModelRegistry, signal: ReloadSignal) -> None:
-    """Another worker process of this server was asked to reload: do the same."""
+    """An admin call in a worker process of this server (this one included) changed what
+    serves: reload from disk and acknowledge it (app/core/reload_signal.py)."""
     while True:
         await asyncio.sleep(CHECK_INTERVAL_S)
-        if await to_thread.run_sync(signal.received):
-            await _reload_logged(registry)
+        if signal.received():  # a stat: cheap enough for the event loop
+            await _reload_acknowledged(registry, signal)
 
 
-async def _reload_logged(registry: ModelRegistry) -> None:
+async def _reload_acknowledged(registry: ModelRegistry, signal: ReloadSignal) -> None:
+    began = time.monotonic()
+    signal.acknowledge(began, await _reload_logged(registry))
+
+
+async def _reload_logged(registry: ModelRegistry) -> bool:
     """Neither start-up nor a poll may die on a surprise (say an unreadable folder): the
     process stays up, /readyz says what is missing, and the next poll may succeed."""
     try:
         await to_thread.run_sync(registry.reload)
     except Exception:
         logger.exception("loading models from %s failed", registry.model_dir)
+        return False
+    return True
 
 
 def admitted_batcher(path: str) -> str | None:
@@ -175,17 +184,24 @@ def create_app(
             decode_pool,
             signal,
         )
-        await _reload_logged(registry)
+        began = time.monotonic()
+        loaded = await _reload_logged(registry)
         logger.info("serving on %s; missing: %s", device, registry.missing() or "nothing")
         watchers = []
         if settings.reload_interval_s > 0:
             poll = _poll_for_new_versions(registry, settings.reload_interval_s)
             watchers.append(asyncio.create_task(poll))
         if signal is not None:
+            # Join the other workers; then catch up with an admin change made during the load.
+            signal.acknowledge(began, loaded)
+            while signal.received():
+                await _reload_acknowledged(registry, signal)
             watchers.append(asyncio.create_task(_follow_reload_signal(registry, signal)))
         try:
             yield
         finally:
+            if signal is not None:
+                signal.leave()  # admin calls stop waiting for this worker
             for watcher in watchers:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

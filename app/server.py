@@ -11,18 +11,21 @@ One interpreter lock caps a process at about one core (parsing, JSON, the event 
 several worker processes, each with its own models and micro-batchers, share the listening
 socket (docs/workers.md). They act as one service through a runtime folder created fresh at
 each start and removed at exit: ``/metrics`` reads every worker's values (prometheus_client's
-multiprocess mode) and ``POST /admin/reload`` reaches every worker (app/core/reload_signal.py).
-``/readyz`` answers for the worker that receives it.
+multiprocess mode) and an admin change is in force in every worker before its call answers
+(app/core/reload_signal.py). ``/readyz`` answers for the worker that receives it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -30,6 +33,8 @@ from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
 from app.settings import Settings, get_settings
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def server_config(settings: Settings) -> uvicorn.Config:
@@ -71,13 +76,73 @@ class OneSocketEach(Multiprocess):
     whose event loop woke first accepted every waiting connection (28 of wrk's 32 landed in
     one of two workers, which then served fewer requests than one worker alone). A worker
     that uvicorn restarts (it died, or missed its ping) listens on all the sockets, so none
-    is left unserved; connections then spread less evenly until the server restarts."""
+    is left unserved; connections then spread less evenly until the server restarts.
+
+    Stopping (SIGTERM, SIGINT) closes this process's copies of the listening sockets in the
+    signal handler itself and tells the workers at once; each worker closes its own copy as
+    its graceful shutdown begins (uvicorn's ``Server.shutdown``) and finishes the requests
+    it has. The kernel then refuses new connections instead of queueing them where no one
+    accepts them any more (they used to hang until the last worker exited, then be reset).
+    """
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self.stopping = False
+        self._starting_workers = False  # while set, the sockets may be in the middle of a hand-over
+        for stop in STOP_SIGNALS:
+            signal.signal(stop, self._stop_signal)
+
+    def _stop_signal(self, number: int, frame: FrameType | None) -> None:
+        self.signal_queue.append(number)  # handled in the main loop as uvicorn does
+        self.stopping = True
+        if not self._starting_workers:
+            self._close_listeners()
+        for process in self.processes:  # (uvicorn's own terminate follows in the main loop)
+            if process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+
+    def _close_listeners(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+    @contextlib.contextmanager
+    def _starting(self) -> Iterator[None]:
+        """Around anything that hands the sockets to a new worker: a stop signal arriving
+        meanwhile closes them only afterwards."""
+        self._starting_workers = True
+        try:
+            yield
+        finally:
+            self._starting_workers = False
+            if self.stopping:
+                self._close_listeners()
 
     def init_processes(self) -> None:
-        for sock in self.sockets:
-            process = Process(self.config, [sock])
-            process.start()
-            self.processes.append(process)
+        with self._starting():
+            if len(self.sockets) != self.processes_num:  # no SO_REUSEPORT: one shared socket
+                super().init_processes()
+                return
+            for sock in self.sockets:
+                process = Process(self.config, [sock])
+                process.start()
+                self.processes.append(process)
+
+    def keep_subprocess_alive(self) -> None:
+        if self.stopping:
+            return  # no replacement for a worker that exits while the server stops
+        with self._starting():
+            super().keep_subprocess_alive()
+
+    def handle_hup(self) -> None:
+        if not self.stopping:
+            with self._starting():
+                super().handle_hup()
+
+    def handle_ttin(self) -> None:
+        if not self.stopping:
+            with self._starting():
+                super().handle_ttin()
 
 
 def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
@@ -116,8 +181,7 @@ def serve(settings: Settings) -> None:
         os.environ["RUNTIME_DIR"] = str(runtime_dir)
         config = server_config(settings)
         sockets = listening_sockets(settings.host, settings.port, settings.workers)
-        supervisor = OneSocketEach if len(sockets) == settings.workers else Multiprocess
-        supervisor(config, sockets=sockets).run()
+        OneSocketEach(config, sockets=sockets).run()
     finally:
         shutil.rmtree(runtime_dir, ignore_errors=True)
 

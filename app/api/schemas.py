@@ -168,13 +168,35 @@ class LabelRequest(BaseModel):
     )
 
 
+class WorkersInfo(BaseModel):
+    """Where an admin change stands in the server's worker processes when the answer is sent."""
+
+    confirmed: int = Field(
+        examples=[2], description="Workers serving the new state (the one answering included)."
+    )
+    total: int = Field(examples=[2], description="Live workers that serve.")
+    pending: list[int] = Field(
+        default_factory=list,
+        description="Pids of workers that had not applied the change when the wait ended: each "
+        "applies it when the reload it is in ends, and serves the state before until then.",
+    )
+    failed: list[int] = Field(
+        default_factory=list,
+        description="Pids of workers whose reload failed (see the server log): they serve the "
+        "state before until a later reload succeeds.",
+    )
+    waited_s: float = Field(0.0, description="How long the answer waited for the others.")
+    detail: str | None = Field(None, description="Why a change holds in fewer workers, if so.")
+
+
 class LabelsResponse(BaseModel):
     name: str = Field(examples=["signs_classifier"])
     versions: ModelVersionsInfo
     persisted: bool = Field(
         description="False when labels.json could not be written (read-only models folder): "
-        "the change holds until the server restarts."
+        "the change holds in the answering worker until the server restarts."
     )
+    workers: WorkersInfo
 
 
 class RollbackResponse(LabelsResponse):
@@ -204,8 +226,11 @@ class ReportResponse(BaseModel):
 
 
 class ReloadResponse(BaseModel):
-    changes: list[str] = Field(examples=[["signs_classifier 2 -> 3"]])
+    changes: list[str] = Field(
+        examples=[["signs_classifier 2 -> 3"]], description="What the answering worker changed."
+    )
     missing: dict[str, str]
+    workers: WorkersInfo
 
 
 class ErrorResponse(BaseModel):

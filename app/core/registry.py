@@ -10,6 +10,7 @@ fails validation is remembered as refused, logged once, and the others keep serv
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 from collections.abc import Callable, Mapping
@@ -38,6 +39,9 @@ logger = logging.getLogger(__name__)
 COMPONENTS = (CLASSIFIER, AUTOENCODER, INDEX)
 
 Servable = LoadedModel | GalleryIndex
+FolderStamp = tuple[tuple[str, int, int, int], ...]
+# Entries a refused version's folder is stamped by, at most (see ``_folder_stamp``).
+STAMP_MAX_ENTRIES = 256
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ class ModelRegistry:
         self.problems: dict[str, str] = {}  # component -> why it is not loaded
         self.refused: dict[str, dict[int, str]] = {name: {} for name in COMPONENTS}
         self.label_problems: dict[str, str] = {}  # component -> why its labels file is ignored
-        self._refused_stamps: dict[tuple[str, int], float] = {}
+        self._refused_stamps: dict[tuple[str, int], FolderStamp] = {}
         self._loaded: dict[str, dict[int, Servable]] = {name: {} for name in COMPONENTS}
         self._encoders: dict[int, LoadedModel] = {}  # index version -> its encoder
         self._labels: dict[str, Labels] = {name: Labels() for name in COMPONENTS}
@@ -297,13 +301,15 @@ class ModelRegistry:
                 continue
             if self._still_refused(name, version):
                 continue
+            # Taken before the load: a copy that completes while the load fails is retried.
+            stamp = _folder_stamp(root / str(version))
             try:
                 kept[version] = self._load(name, version)
             except _EncoderNotReadyError:
                 self.problems[INDEX] = f"waits for {AUTOENCODER}, which is not loaded"
                 break
             except Exception as error:  # any failure refuses the version, never the server
-                self._refuse(name, version, error)
+                self._refuse(name, version, error, stamp)
                 continue
             self.refused[name].pop(version, None)
         if kept:
@@ -380,11 +386,11 @@ class ModelRegistry:
 
     def _still_refused(self, name: str, version: int) -> bool:
         """Refused before and unchanged on disk since: a folder copied in by hand may have
-        been caught half-written, so a changed folder gets another try."""
+        been caught half-written, so a change to any file under it gets another try."""
         stamp = self._refused_stamps.get((name, version))
         return stamp is not None and stamp == _folder_stamp(self.model_dir / name / str(version))
 
-    def _refuse(self, name: str, version: int, error: Exception) -> None:
+    def _refuse(self, name: str, version: int, error: Exception, stamp: FolderStamp) -> None:
         """Log the full reason; keep a public one (``/readyz``, ``/models``, 503 details)
         that names files relative to MODEL_DIR and holds no library error text."""
         if isinstance(error, InvalidModelError):
@@ -394,7 +400,7 @@ class ModelRegistry:
             logger.error("refusing %s version %d", name, version, exc_info=error)
             reason = f"unexpected {type(error).__name__} while loading; see the server log"
         self.refused[name][version] = reason
-        self._refused_stamps[(name, version)] = _folder_stamp(self.model_dir / name / str(version))
+        self._refused_stamps[(name, version)] = stamp
         self.problems[name] = f"version {version} refused: {reason}"
 
     def _public(self, text: str) -> str:
@@ -449,12 +455,42 @@ def _identity(models: ModelSet) -> dict[str, Any]:
     }
 
 
-def _folder_stamp(folder: Path) -> float:
-    """Latest modification time of the folder and its direct entries (0 when unreadable)."""
-    try:
-        return max(path.stat().st_mtime for path in (folder, *folder.iterdir()))
-    except OSError:
-        return 0.0
+def _folder_stamp(folder: Path) -> FolderStamp:
+    """What tells a version folder's states apart: the path, size, modification time and
+    inode of the folder and of everything under it (sub-folders such as ``variables/``
+    included; a file replaced by a rename gets a new inode); what cannot be read counts
+    with size -1.
+
+    The walk looks at ``STAMP_MAX_ENTRIES`` entries at most, so a folder stuffed with files
+    cannot make every reload slow: a SavedModel has a dozen, and a folder with more is
+    judged on the first ones met (a change among the rest goes unnoticed, so a refused one
+    stays refused until one of those, or a folder's own entries, change). Symbolic links to
+    folders are not followed.
+    """
+    entries: list[tuple[str, int, int, int]] = []
+    folders = [(folder, "")]
+    while folders and len(entries) < STAMP_MAX_ENTRIES:
+        path, relative = folders.pop()
+        try:
+            stat = path.stat()
+            entries.append((relative, stat.st_size, stat.st_mtime_ns, stat.st_ino))
+            with os.scandir(path) as listing:
+                for entry in listing:
+                    if len(entries) + len(folders) >= STAMP_MAX_ENTRIES:
+                        break
+                    name = f"{relative}/{entry.name}"
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append((Path(entry.path), name))
+                        continue
+                    try:
+                        stat = entry.stat()
+                    except OSError:  # a dangling link, or gone meanwhile
+                        entries.append((name, -1, 0, 0))
+                        continue
+                    entries.append((name, stat.st_size, stat.st_mtime_ns, stat.st_ino))
+        except OSError:
+            entries.append((relative, -1, 0, 0))
+    return tuple(entries)
 
 
 def _version(model: Servable | None) -> int | None:

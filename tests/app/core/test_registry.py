@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.registry import AUTOENCODER, CLASSIFIER, INDEX, ModelRegistry
+from app.core.registry import (
+    AUTOENCODER,
+    CLASSIFIER,
+    INDEX,
+    STAMP_MAX_ENTRIES,
+    ModelRegistry,
+    _folder_stamp,
+)
 from tests.app.model_files import (
     clone_version,
     corrupt_saved_model,
@@ -98,6 +105,48 @@ def test_a_refused_folder_that_changes_on_disk_gets_another_try(model_dir: Path)
     os.utime(folder / "saved_model.pb", (later, later))
     assert registry.reload() == [f"{CLASSIFIER} 1 -> 2"]
     assert registry.refused[CLASSIFIER] == {}
+
+
+def test_a_version_refused_while_half_written_is_retried_once_its_variables_are_complete(
+    model_dir: Path,
+) -> None:
+    """The copy finishes a file under ``variables/``: the version folder itself and its
+    direct entries do not change, and the file keeps its modification time (``cp -p``)."""
+    registry = ModelRegistry(model_dir, CPU)
+    registry.reload()
+    folder = clone_version(model_dir, CLASSIFIER, 1, 2)
+    data = next((folder / "variables").glob("variables.data-*"))
+    complete = data.read_bytes()
+    times = (data.stat().st_atime_ns, data.stat().st_mtime_ns)
+    data.write_bytes(complete[: len(complete) // 2])
+    os.utime(data, ns=times)
+    stamps = {path: path.stat().st_mtime_ns for path in (folder, *folder.iterdir())}
+    assert registry.reload() == []
+    assert 2 in registry.refused[CLASSIFIER]
+    assert registry.reload() == []  # unchanged: not retried
+    data.write_bytes(complete)
+    os.utime(data, ns=times)
+    assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
+    assert registry.reload() == [f"{CLASSIFIER} 1 -> 2"]
+    assert registry.refused[CLASSIFIER] == {}
+
+
+def test_the_stamp_of_a_folder_looks_at_a_bounded_number_of_entries(tmp_path: Path) -> None:
+    for index in range(3 * STAMP_MAX_ENTRIES):
+        (tmp_path / f"{index}.bin").write_bytes(b"x")
+    deep = tmp_path / "variables"
+    deep.mkdir()
+    (deep / "variables.index").write_bytes(b"x")
+    stamp = _folder_stamp(tmp_path)
+    assert len(stamp) == STAMP_MAX_ENTRIES
+    assert _folder_stamp(tmp_path) == stamp  # the same walk when nothing changed
+    small = tmp_path / "small"
+    (small / "variables").mkdir(parents=True)
+    (small / "variables" / "variables.index").write_bytes(b"x")
+    before = _folder_stamp(small)
+    (small / "variables" / "variables.index").write_bytes(b"xy")
+    assert _folder_stamp(small) != before
+    assert _folder_stamp(tmp_path / "missing") == (("", -1, 0, 0),)
 
 
 @pytest.mark.parametrize(
