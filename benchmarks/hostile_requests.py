@@ -35,6 +35,7 @@ from benchmarks.hostile_inputs import HostileFile, small_jpeg, structure_floods
 
 # MAX_UPLOAD_BYTES by default: every hostile file fits in it.
 DEFAULT_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_FILES = 64  # MAX_FILES_PER_REQUEST by default: images in one /classify or v2 request
 CLASSIFY = "/classify"
 SIMILAR = "/similar"
 INFER = "/v2/models/signs_classifier/infer"
@@ -159,14 +160,16 @@ def media_type(file_name: str) -> str:
 # How a file reaches the server: a form part, the raw body, a v2 BYTES element.
 
 
-def multipart(file: Body, filename: str, media_type: str) -> tuple[str, Body]:
-    """(Content-Type, body) of a form with ``file`` as its one ``file`` part."""
+def multipart(file: Body, filename: str, media_type: str, parts: int = 1) -> tuple[str, Body]:
+    """(Content-Type, body) of a form with ``file`` as each of its ``parts`` ``file`` parts."""
     head = (
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"'
         f"\r\nContent-Type: {media_type}\r\n\r\n"
     ).encode()
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
-    return f"multipart/form-data; boundary={BOUNDARY}", Body.of(head, file, tail)
+    form = Body.of(*[Body.of(head, file, b"\r\n") for _ in range(parts)])
+    form = Body.of(form, tail[2:])
+    return f"multipart/form-data; boundary={BOUNDARY}", form
 
 
 def v2_json_bytes(file: Body) -> Body:
@@ -180,20 +183,22 @@ def v2_binary_header(inputs: list[dict[str, object]]) -> bytes:
     return json.dumps({"inputs": inputs}, separators=(",", ":")).encode()
 
 
-def v2_binary_bytes(file: Body) -> tuple[dict[str, str], Body]:
-    """Headers and body of a v2 binary request with ``file`` as the one BYTES element."""
-    size = 4 + file.size
+def v2_binary_bytes(file: Body, elements: int = 1) -> tuple[dict[str, str], Body]:
+    """Headers and body of a v2 binary request with ``file`` as each of its ``elements``
+    BYTES elements."""
+    size = (4 + file.size) * elements
     header = v2_binary_header(
         [
             {
                 "name": "image",
                 "datatype": "BYTES",
-                "shape": [1, 1],
+                "shape": [elements, 1],
                 "parameters": {"binary_data_size": size},
             }
         ]
     )
-    body = Body.of(header, struct.pack("<I", file.size), file)
+    element = Body.of(struct.pack("<I", file.size), file)
+    body = Body.of(header, *[element] * elements)
     return {HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream"}, body
 
 
@@ -218,8 +223,8 @@ def _file(name: str) -> Body:
     return Body.of(files()[name].data)
 
 
-def _as_form(name: str) -> tuple[dict[str, str], Body]:
-    content_type, form = multipart(_file(name), name, media_type(name))
+def _as_form(name: str, parts: int = 1) -> tuple[dict[str, str], Body]:
+    content_type, form = multipart(_file(name), name, media_type(name), parts)
     return {"Content-Type": content_type}, form
 
 
@@ -231,8 +236,8 @@ def _as_v2_json(name: str) -> tuple[dict[str, str], Body]:
     return {"Content-Type": "application/json"}, v2_json_bytes(_file(name))
 
 
-def _as_v2_binary(name: str) -> tuple[dict[str, str], Body]:
-    return v2_binary_bytes(_file(name))
+def _as_v2_binary(name: str, elements: int = 1) -> tuple[dict[str, str], Body]:
+    return v2_binary_bytes(_file(name), elements)
 
 
 def file_requests() -> list[HostileRequest]:
@@ -245,11 +250,29 @@ def file_requests() -> list[HostileRequest]:
         ("v2-binary", INFER, _as_v2_binary),
         ("v2-json", INFER, _as_v2_json),
     )
-    return [
+    requests = [
         _request(f"{name} {kind}", kind, path, functools.partial(build, name), FILE_ANSWERS)
         for name in files()
         for kind, path, build in kinds
     ]
+    for name in ("jpeg_comment_flood_1MiB", "tiff_strip_flood_1MiB", "png_idat_flood_1MiB"):
+        requests += [
+            _request(
+                f"64 x {name} multipart",
+                "multipart",
+                CLASSIFY,
+                functools.partial(_as_form, name, MAX_FILES),
+                FILE_ANSWERS,
+            ),
+            _request(
+                f"64 x {name} v2-binary",
+                "v2-binary",
+                INFER,
+                functools.partial(_as_v2_binary, name, MAX_FILES),
+                FILE_ANSWERS,
+            ),
+        ]
+    return requests
 
 
 # ---------------------------------------------------------------------------------------

@@ -74,9 +74,13 @@ def early_refuser() -> Iterator[str]:
 def test_the_sender_stops_at_an_early_answer(early_refuser: str, chunked: bool) -> None:
     body = Body.of(Segment(b"\xff" * 65536, 8000))  # 500 MiB
     request = HostileRequest(
-        "big", "raw", "POST", "/classify",
-        lambda: ({}, body.as_chunked() if chunked else body), frozenset({413}),
-    )  # fmt: skip
+        "big",
+        "raw",
+        "POST",
+        "/classify",
+        lambda: ({}, body.as_chunked() if chunked else body),
+        frozenset({413}),
+    )
     answer = send(early_refuser, request, timeout_s=30)
     assert answer.status == 413 and "too large" in answer.detail
     assert answer.sent_bytes < body.size // 10
