@@ -284,6 +284,11 @@ def _cell(values: list[Any]) -> str:
     return ", ".join(str(value) for value in values)
 
 
+def _text(value: str, characters: int) -> str:
+    """``value`` fit for one table cell."""
+    return " ".join(value.replace("|", "/").split())[:characters]
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
@@ -380,8 +385,9 @@ def markdown(
         "",
         "## Every request",
         "",
-        "| request | kind | status | expected | CPU s | RSS growth MiB | wall s | verdict |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | --- |",
+        "| request | kind | status | expected | CPU s | RSS growth MiB | wall s | verdict |"
+        " answer (start) |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | --- | --- |",
     ]
     for result in results:
         request = result.request
@@ -400,7 +406,7 @@ def markdown(
             f"| {request.name} | {request.kind} | {_cell(result.statuses)} | "
             f"{_cell(sorted(request.expected))} | {result.cpu_s:.3f} | "
             f"{result.rss_growth_mib:.0f} | {result.seconds:.2f} | "
-            f"{verdict.replace('|', '/')[:160]} |"
+            f"{_text(verdict, 160)} | {_text(result.answers[0].detail, 100)} |"
         )
     return "\n".join(lines) + "\n"
 
