@@ -35,6 +35,7 @@ from benchmarks.hostile_inputs import HostileFile, small_jpeg, structure_floods
 
 # MAX_UPLOAD_BYTES by default: every hostile file fits in it.
 DEFAULT_UPLOAD_BYTES = 10 * 1024 * 1024
+TENTH = "_1MiB"  # the name suffix of a flood built in 1 MiB
 MAX_FILES = 64  # MAX_FILES_PER_REQUEST by default: images in one /classify or v2 request
 CLASSIFY = "/classify"
 SIMILAR = "/similar"
@@ -146,10 +147,19 @@ class Answer:
 @functools.cache
 def files() -> dict[str, HostileFile]:
     """Each structure flood as many repeats as fit in the default upload limit, and again
-    in 1 MiB (which also fits a v2 JSON body once base64-encoded); built once."""
+    in 1 MiB (which also fits a v2 JSON body once base64-encoded); built once, when the
+    first of them is sent."""
     full = {flood.name: flood for flood in structure_floods(DEFAULT_UPLOAD_BYTES)}
-    tenth = {f"{flood.name}_1MiB": flood for flood in structure_floods(1024 * 1024)}
+    tenth = {f"{flood.name}{TENTH}": flood for flood in structure_floods(1024 * 1024)}
     return full | tenth
+
+
+@functools.cache
+def file_names() -> list[str]:
+    """The names ``files()`` will have, from floods small enough to build at once (a corpus
+    is listed, by pytest's collection for one, long before it is sent)."""
+    names = [flood.name for flood in structure_floods(64 * 1024)]
+    return names + [name + TENTH for name in names]
 
 
 def media_type(file_name: str) -> str:
@@ -252,7 +262,7 @@ def file_requests() -> list[HostileRequest]:
     )
     requests = [
         _request(f"{name} {kind}", kind, path, functools.partial(build, name), FILE_ANSWERS)
-        for name in files()
+        for name in file_names()
         for kind, path, build in kinds
     ]
     for name in ("jpeg_comment_flood_1MiB", "tiff_strip_flood_1MiB", "png_idat_flood_1MiB"):

@@ -14,6 +14,8 @@ from benchmarks.hostile_requests import (
     HostileRequest,
     Segment,
     corpus,
+    file_names,
+    files,
     problems,
     request_head,
     send,
@@ -29,6 +31,7 @@ def test_a_body_streams_its_segments_in_bounded_pieces() -> None:
 
 
 def test_every_request_builds_and_expects_no_server_error() -> None:
+    assert file_names() == list(files())  # the corpus lists files before building them
     requests = corpus()
     assert len({request.name for request in requests}) == len(requests)
     kinds = {request.kind for request in requests}
