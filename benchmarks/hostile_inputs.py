@@ -199,6 +199,7 @@ def tiff_entry_flood(entries: int, side: int = 64) -> bytes:
     one in Python. A classic TIFF's IFD holds at most 65,535 entries; about 65,000 tags are free."""
     required = 8
     known = set(TiffTags.TAGS_V2) | {key for key in TiffTags.TAGS if isinstance(key, int)}
+    known.add(0xBC01)  # a JPEG XR pixel format: Pillow refuses the file
     filler = (tag for tag in range(1, 65536) if tag not in known)
     fillers = [(next(filler), 1, 1, 0) for _ in range(max(entries - required, 0))]
     pixels_at = 8 + 2 + (required + len(fillers)) * 12 + 4

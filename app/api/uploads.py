@@ -246,35 +246,68 @@ async def read_uploads(
 ) -> list[ModelInput]:
     """Read and prepare every part in one worker-thread call (``check_file_count`` first),
     on one of ``pool``'s threads; small JPEGs already at the model's size are decoded on the
-    event loop instead (``_straight_decodes``).
+    event loop instead (``_straight_decodes``). The one entry of every encoded image into
+    the input gate, ``app.core.imaging.decode_for_model``.
 
-    Waiting for a free worker thread (or a large-decode slot) ends at ``deadline``
-    (``DeadlineExceededError``), and a thread that starts after it decodes nothing.
+    Waiting for a free worker thread (or a large-decode slot) ends at ``deadline`` with
+    ``DeadlineExceededError`` (503, ``Retry-After``: the server is overloaded), and a
+    thread that starts after it decodes nothing. Decoding that started in time but is still
+    running at the deadline answers ``DecodeOverranError`` instead (no ``Retry-After``): the
+    thread finishes the file it is on (each bounded by the input gate's budgets) and
+    decodes no further one.
     """
     straight = _straight_decodes(files, height, width)
     if straight is not None:
         return _read_and_prepare_all(straight, settings, height, width, deadline, pool.large)
-    work = functools.partial(
-        _read_and_prepare_all, files, settings, height, width, deadline, pool.large
-    )
+    state = _DecodeState()
+
+    def work() -> list[ModelInput]:
+        state.waiting = False
+        return _read_and_prepare_all(files, settings, height, width, deadline, pool.large, state)
+
     try:
         async with asyncio.timeout(deadline.remaining()):
             return await pool.run(work)
     except TimeoutError:
-        raise DeadlineExceededError(_late_detail(deadline)) from None
+        if state.waiting:
+            raise DeadlineExceededError(_late_detail(deadline)) from None
+        raise DecodeOverranError(_overran_detail(deadline)) from None
 
 
-# A form part up to this size is held in memory (Starlette spools parts over 1 MiB to disk).
+@dataclass
+class _DecodeState:
+    """Whether a request's decoding is waiting (for a pool thread, or for a large-decode
+    slot) or working, as its deadline finds it: the two answer differently."""
+
+    waiting: bool = True
+
+
+class DecodeOverranError(DeadlineExceededError):
+    """The request's decoding started in time but had not finished at its deadline. Not an
+    overload the client should retry into (no ``Retry-After``): the files themselves, or a
+    CPU shared with other work, made it slow."""
+
+    retry_after_s = None
+
+
+# A form part up to this size is held in memory (Starlette spools parts over 1 MiB to disk);
+# the event loop parses and decodes nothing larger (``_straight_decodes``).
 IN_MEMORY_PART_BYTES = 64 * 1024
 
 
 def _straight_decodes(files: Sequence[Upload], height: int, width: int) -> list[RawImage] | None:
     """The uploads, read, when each is a small JPEG already at the model's size: about
     25 us of C each (``decodes_straight_at``: no Pillow), less than the event loop pays to
-    hand them to a thread and back (docs/performance-history.md). None for any other."""
+    hand them to a thread and back (docs/performance-history.md). None for any other.
+
+    Runs on the event loop, so each upload's size is checked against
+    ``IN_MEMORY_PART_BYTES`` before a byte of it is parsed, and the parse is a walk of at
+    most a fixed number of markers."""
     images = []
     for position, upload in enumerate(files):
         if isinstance(upload, RawImage):
+            if len(upload.data) > IN_MEMORY_PART_BYTES:
+                return None
             image = upload
         elif upload.size is not None and upload.size <= IN_MEMORY_PART_BYTES:
             upload.file.seek(0)
@@ -295,6 +328,13 @@ def _late_detail(deadline: Deadline) -> str:
     )
 
 
+def _overran_detail(deadline: Deadline) -> str:
+    return (
+        f"decoding the uploads started in time but was still running at the request's "
+        f"{deadline.timeout_s:g} s deadline; nothing was inferred"
+    )
+
+
 def _read_and_prepare_all(
     files: Sequence[Upload],
     settings: Settings,
@@ -302,13 +342,15 @@ def _read_and_prepare_all(
     width: int,
     deadline: Deadline,
     large: threading.BoundedSemaphore,
+    state: _DecodeState | None = None,
 ) -> list[ModelInput]:
     """Read each part (at most ``max_upload_bytes + 1`` bytes, so an oversized one is detected
     without holding it all) and prepare it; one thread hop per request, not one per file.
 
     The pixels every file claims in its header count against ``max_request_pixels`` before
     that file is decoded, so one request's decoding work stays bounded however many files
-    it carries; a file over ``LARGE_IMAGE_PIXELS`` waits for one of the ``large`` slots.
+    it carries; a file over ``LARGE_IMAGE_PIXELS`` waits for one of the ``large`` slots
+    (``state`` says so while it waits).
     """
     inputs = []
     pixels = 0
@@ -323,8 +365,12 @@ def _read_and_prepare_all(
             )
         if claimed <= LARGE_IMAGE_PIXELS:
             return contextlib.nullcontext()
+        if state is not None:
+            state.waiting = True
         if not large.acquire(timeout=max(deadline.remaining(), 0.0)):
             raise DeadlineExceededError(_late_detail(deadline))
+        if state is not None:
+            state.waiting = False
         return _released(large)
 
     with tracing.stage("decode", files=len(files)):

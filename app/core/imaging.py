@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -20,23 +19,24 @@ import numpy as np
 import simplejpeg
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from app.core.errors import BadImageError, PayloadTooLargeError, UnsupportedImageError
+from app.core.errors import (
+    BadImageError,
+    PayloadTooLargeError,
+    ServiceError,
+    UnsupportedImageError,
+)
+from app.core.image_structure import MAX_JPEG_SEGMENTS, JpegLayout, check_structure, walk_jpeg
 from contract.pixels import to_rgb
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 _JPEG_FORMATS = ("JPEG", "MPO")  # Pillow opens a multi-picture phone photo as MPO
 _AXIS_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF: transposed or rotated by 90 degrees
-# JPEG markers that stand alone (no length field): TEM and the restart markers RST0-RST7.
-_STANDALONE_MARKERS = frozenset((0x01, *range(0xD0, 0xD8)))
-_START_OF_SCAN, _END_OF_IMAGE = 0xDA, 0xD9
-# Start-of-frame markers: 0xC0-0xCF but for DHT, JPG and DAC.
-_START_OF_FRAME = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-# Those ``_direct_jpeg_header`` takes: baseline, extended and progressive Huffman-coded DCT.
+# Start-of-frame markers ``_direct_jpeg_header`` takes: baseline, extended and progressive
+# Huffman-coded DCT.
 _BASELINE, _EXTENDED, _PROGRESSIVE = 0xC0, 0xC1, 0xC2
-_APP1 = 0xE1  # EXIF or XMP, where Pillow finds an orientation
-# Inside entropy-coded data a 0xFF byte is followed by 0x00 (stuffing) or a restart marker;
-# anything else is the next marker, where the scan ends.
-_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+# The markers the event loop walks (``decodes_straight_at``) before giving up on the direct
+# decode: Pillow, libjpeg and cameras write 6-20 before the first scan of a small JPEG.
+_STRAIGHT_MAX_SEGMENTS = 32
 # How each supported format begins: a file that starts like one but cannot be opened is a
 # damaged image (400), not an unsupported one (415).
 _SIGNATURES = {
@@ -47,6 +47,8 @@ _SIGNATURES = {
     b"BM": "BMP",
     b"II*\x00": "TIFF",
     b"MM\x00*": "TIFF",
+    b"II+\x00": "TIFF",  # BigTIFF
+    b"MM\x00+": "TIFF",
 }
 
 # Pillow's own bomb guard warns above MAX_IMAGE_PIXELS and refuses above twice that; we check
@@ -116,17 +118,26 @@ def decode_for_model(
     target_size: tuple[int, int] | None,
     admit: DecodeAdmission | None = None,
 ) -> DecodedImage:
-    """Decode the upload's first frame as RGB, EXIF orientation applied.
+    """Decode the upload's first frame as RGB, EXIF orientation applied: the input gate
+    every encoded image passes (multipart parts, raw bodies and v2 BYTES elements all reach
+    it through ``app.api.uploads.read_uploads``). In this order, each step bounded before
+    the next one starts:
+
+    1. byte cap: ``limits.max_bytes`` (413), so nothing below reads more than that;
+    2. structure walk: ``image_structure.check_structure``, a fixed budget of segments,
+       chunks, sub-blocks, strips and IFD entries, and the JPEG scans (413 naming the budget,
+       400 for a structure it cannot walk), before Pillow or libjpeg parses anything;
+    3. header: width and height from the header (libjpeg's in C for a small JPEG, else
+       Pillow's, its walk now bounded by step 2) against the pixel limits (413);
+    4. admission: ``admit(width x height)`` weighs the image against the caller's budget
+       (the request's pixels, a large-decode slot) and may refuse it;
+    5. decode, its cost bounded by steps 2-3.
 
     With ``target_size=(width, height)`` a large JPEG is decoded at a reduced scale (1/2 to
     1/8, never smaller than the target) by libjpeg itself: a 12-megapixel photo bound for a
     64x64 model then decodes about ten times faster. A small JPEG may come back as an array
-    (``_direct_jpeg_header``).
-
-    Raises 413 for too many bytes, pixels or JPEG scans (all read from the headers, before
-    decoding), 415 for anything that is not a supported image and 400 for a truncated or
-    corrupt one. ``admit`` lets the caller weigh the image against a budget of its own (the
-    header is parsed once, for both).
+    (``_direct_jpeg_header``). Raises 415 for anything that is not a supported image and 400
+    for a truncated or corrupt one.
     """
     if len(data) > limits.max_bytes:
         raise PayloadTooLargeError(
@@ -134,10 +145,13 @@ def decode_for_model(
         )
     if not data:
         raise BadImageError(f"{filename}: the file is empty")
-    header = _direct_jpeg_header(data, target_size) if target_size is not None else None
+    layout = check_structure(data, filename, limits.max_jpeg_scans)
+    header = None
+    if layout is not None and target_size is not None:
+        header = _direct_jpeg_header(data, layout, target_size)
     if header is None:
         return _decode_with_pillow(data, filename, limits, target_size, admit)
-    _check_cost(header, data, filename, limits, reduced_jpeg=False)  # decoded at full size
+    _check_cost(header, filename, limits, reduced_jpeg=False)  # decoded at full size
     with _admitted(admit, header):
         try:
             # strict: libjpeg's warnings are errors here; Pillow decides what they mean
@@ -173,7 +187,7 @@ def _decode_with_pillow(
         raise BadImageError(f"{filename}: cannot read image header: {error}") from error
     with image:
         header = _Header(*image.size, image.format or "", bool(image.info.get("progressive")))
-        _check_cost(header, data, filename, limits, reduced_jpeg=target_size is not None)
+        _check_cost(header, filename, limits, reduced_jpeg=target_size is not None)
         with _admitted(admit, header):
             return _decode(image, filename, limits, target_size)
 
@@ -205,8 +219,11 @@ def _decode(
         raise BadImageError(f"{filename}: truncated or corrupt image: {error}") from error
 
 
-def _direct_jpeg_header(data: bytes, target_size: tuple[int, int]) -> _Header | None:
-    """The header of a JPEG that simplejpeg decodes straight to an array, else None.
+def _direct_jpeg_header(
+    data: bytes, layout: JpegLayout, target_size: tuple[int, int]
+) -> _Header | None:
+    """The header of a JPEG that simplejpeg decodes straight to an array, else None;
+    ``layout`` is what the structure walk found.
 
     Those are the JPEGs Pillow would decode at full size (under twice the target on a side),
     Huffman-coded, in 8-bit YCbCr or grey, with no APP1 segment (where an EXIF or XMP
@@ -214,8 +231,7 @@ def _direct_jpeg_header(data: bytes, target_size: tuple[int, int]) -> _Header | 
     upsampling), so the pixels are the same, but Pillow parses the header in Python: about
     0.2 ms of the interpreter lock per 64x64 upload, against 0.03 ms here.
     """
-    layout = _jpeg_frame(data)
-    if layout is None or layout[1] or layout[0] not in (_BASELINE, _EXTENDED, _PROGRESSIVE):
+    if layout.has_app1 or layout.frame not in (_BASELINE, _EXTENDED, _PROGRESSIVE):
         return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
@@ -224,38 +240,32 @@ def _direct_jpeg_header(data: bytes, target_size: tuple[int, int]) -> _Header | 
     side = max(target_size)
     if colorspace not in ("YCbCr", "Gray") or min(width // side, height // side) >= 2:
         return None  # the latter Pillow decodes at reduced scale (its draft() rule)
-    return _Header(width, height, "JPEG", layout[0] == _PROGRESSIVE)
+    return _Header(width, height, "JPEG", layout.frame == _PROGRESSIVE)
 
 
 def decodes_straight_at(data: bytes, size: tuple[int, int]) -> bool:
     """Whether ``decode_for_model`` decodes ``data`` straight to an array of exactly
     ``size`` (width, height) in one pass: a small sequential JPEG already at the model's
     input size, about 25 us of libjpeg-turbo and nothing else (no Pillow, no resize; a
-    progressive one would cost that per scan)."""
-    header = _direct_jpeg_header(data, size)
+    progressive one would cost that per scan).
+
+    Cheap enough for the event loop whatever ``data`` holds: its markers are walked up to
+    the first scan within ``_STRAIGHT_MAX_SEGMENTS`` steps (and the padding budget), and any
+    file over a budget answers False, for the decode thread to refuse with its reason. The
+    caller caps the bytes first (``app.api.uploads.IN_MEMORY_PART_BYTES``), which bounds
+    libjpeg's header read.
+    """
+    if not data.startswith(b"\xff\xd8\xff"):
+        return False
+    try:
+        layout = walk_jpeg(data, "", _STRAIGHT_MAX_SEGMENTS, max_scans=0)
+    except ServiceError:
+        return False
+    header = _direct_jpeg_header(data, layout, size)
     return header is not None and not header.progressive and (header.width, header.height) == size
 
 
-def _jpeg_frame(data: bytes) -> tuple[int, bool] | None:
-    """The start-of-frame marker of a JPEG and whether an APP1 segment comes before its
-    first scan; None when ``data`` is not a JPEG or its header cannot be walked."""
-    if not data.startswith(b"\xff\xd8"):
-        return None
-    frame, has_app1 = None, False
-    for marker in _jpeg_markers(data):
-        if marker is None:
-            return None
-        if marker == _START_OF_SCAN:
-            break
-        has_app1 = has_app1 or marker == _APP1
-        if marker in _START_OF_FRAME and frame is None:
-            frame = marker
-    return None if frame is None else (frame, has_app1)
-
-
-def _check_cost(
-    header: _Header, data: bytes, filename: str, limits: DecodeLimits, reduced_jpeg: bool
-) -> None:
+def _check_cost(header: _Header, filename: str, limits: DecodeLimits, reduced_jpeg: bool) -> None:
     """Refuse (413) an image whose decode would cost more than the limits allow;
     ``reduced_jpeg``: a baseline JPEG will be decoded at reduced scale."""
     width, height = header.width, header.height
@@ -271,56 +281,17 @@ def _check_cost(
             limits.max_full_decode_pixels,
             f"{width}x{height}; a {kind} is decoded at full size",
         )
-    if is_jpeg:
-        scans = count_jpeg_scans(data, stop_after=limits.max_jpeg_scans)
-        if scans > limits.max_jpeg_scans:
-            raise PayloadTooLargeError(
-                f"{filename}: JPEG with more than {limits.max_jpeg_scans} scans "
-                "(each scan is decoded over the whole image; ordinary files have at most 10)"
-            )
 
 
 def count_jpeg_scans(data: bytes, stop_after: int) -> int:
-    """Count the start-of-scan markers of a JPEG by walking its segments, without decoding.
+    """Count the start-of-scan markers of a JPEG by walking its segments (the structure
+    walk's ``walk_jpeg``), without decoding; stops counting at ``stop_after + 1``.
 
     A progressive JPEG may hold any number of scans and libjpeg decodes every one over the
     whole image, so the decode cost is pixels x scans: a 133 KB file with 2,000 empty scans
-    costs seconds of CPU. Stops counting at ``stop_after + 1``. A malformed marker stream
-    ends the count; Pillow reports it.
+    costs seconds of CPU.
     """
-    scans = 0
-    for marker in _jpeg_markers(data):
-        if marker == _START_OF_SCAN:
-            scans += 1
-            if scans > stop_after:
-                break
-    return scans
-
-
-def _jpeg_markers(data: bytes) -> Iterator[int | None]:
-    """The markers of a JPEG after its SOI, in order, until EOI or the end of ``data``; None
-    last where the marker stream is malformed. Entropy-coded data after each SOS is skipped
-    by one regular-expression search, so even a file of stuffed ``0xFF 0x00`` bytes is
-    walked at C speed."""
-    position, end = 2, len(data)
-    while position + 1 < end:
-        if data[position] != 0xFF:
-            yield None
-            return
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            position += 1
-            continue
-        if marker == _END_OF_IMAGE:
-            return
-        yield marker
-        if marker in _STANDALONE_MARKERS:
-            position += 2
-            continue
-        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
-        if marker == _START_OF_SCAN:
-            found = _MARKER_AFTER_SCAN.search(data, position)
-            position = found.start() if found else end
+    return walk_jpeg(data, "", MAX_JPEG_SEGMENTS, stop_after).scans
 
 
 def _claimed_format(data: bytes) -> str | None:

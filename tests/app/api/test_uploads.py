@@ -7,16 +7,29 @@ import asyncio
 import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 from starlette.datastructures import UploadFile
 
-from app.api.uploads import LARGE_IMAGE_PIXELS, DecodePool, RawImage, Upload, read_uploads
+from app.api import uploads
+from app.api.uploads import (
+    IN_MEMORY_PART_BYTES,
+    LARGE_IMAGE_PIXELS,
+    DecodeOverranError,
+    DecodePool,
+    ModelInput,
+    RawImage,
+    Upload,
+    read_uploads,
+)
 from app.core.deadline import Deadline
 from app.core.errors import DeadlineExceededError
+from app.core.imaging import decodes_straight_at
 from app.settings import Settings
+from benchmarks.hostile_inputs import jpeg_segment_flood
 
 
 def png(width: int, height: int) -> bytes:
@@ -78,3 +91,53 @@ def test_small_jpegs_at_the_model_size_decode_without_a_thread() -> None:
     Image.new("RGB", (8, 8)).save(buffer, format="JPEG", progressive=True)
     with pytest.raises(RuntimeError, match="shutdown"):
         decode([RawImage("progressive.jpg", buffer.getvalue())], pool, timeout_s=5)
+
+
+def test_the_event_loop_parses_no_upload_over_the_in_memory_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    walked: list[int] = []
+
+    def recording(data: bytes, size: tuple[int, int]) -> bool:
+        walked.append(len(data))
+        return decodes_straight_at(data, size)
+
+    monkeypatch.setattr(uploads, "decodes_straight_at", recording)
+    over = jpeg_segment_flood(IN_MEMORY_PART_BYTES // 4)  # a real 64x64 JPEG behind them
+    assert len(over) > IN_MEMORY_PART_BYTES
+    part = UploadFile(io.BytesIO(over), size=len(over), filename="part.jpg")
+    assert uploads._straight_decodes([RawImage("body", over)], 64, 64) is None
+    assert uploads._straight_decodes([part], 64, 64) is None
+    assert walked == []
+    small = jpeg(64, 64)
+    assert uploads._straight_decodes([RawImage("body", small)], 64, 64) is not None
+    assert walked == [len(small)]
+
+
+def test_a_decode_still_running_at_the_deadline_is_not_called_overload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Waiting for a thread past the deadline is overload (503, Retry-After); a decode that
+    started in time and ran past it is named as such, with no invitation to retry."""
+    release = threading.Event()
+    real_prepare = uploads.prepare
+
+    def slow_prepare(*args: Any, **kwargs: Any) -> ModelInput:
+        release.wait(5)
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(uploads, "prepare", slow_prepare)
+    pool = DecodePool(ThreadPoolExecutor(1), threading.BoundedSemaphore(1))
+    try:
+        with pytest.raises(DecodeOverranError, match="still running") as overran:
+            decode([SMALL], pool, timeout_s=0.2)
+        assert overran.value.retry_after_s is None
+        assert "no decoding thread was free" not in overran.value.detail
+        # the one thread is still busy with that decode: the next request waits for it
+        with pytest.raises(DeadlineExceededError, match="no decoding thread was free") as late:
+            decode([SMALL], pool, timeout_s=0.2)
+        assert not isinstance(late.value, DecodeOverranError)
+        assert late.value.retry_after_s == 1
+    finally:
+        release.set()
+        pool.close()

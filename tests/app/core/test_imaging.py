@@ -10,18 +10,29 @@ import zlib
 
 import numpy as np
 import pytest
+import simplejpeg
 from PIL import Image
 
 from app.core.errors import BadImageError, PayloadTooLargeError, UnsupportedImageError
+from app.core.image_structure import MAX_JPEG_PADDING_BYTES
 from app.core.imaging import (
     DecodeLimits,
     count_jpeg_scans,
     decode_for_model,
     decode_upload,
+    decodes_straight_at,
     fit_within,
     to_png,
 )
-from benchmarks.hostile_inputs import flat_png, progressive_jpeg
+from benchmarks.hostile_inputs import (
+    HostileFile,
+    flat_png,
+    gif_comment_flood,
+    jpeg_fill_flood,
+    jpeg_segment_flood,
+    progressive_jpeg,
+    structure_floods,
+)
 from contract.pixels import model_input
 from tests.app.samples import gradient_image, image_bytes
 
@@ -270,3 +281,45 @@ def test_small_jpegs_keep_every_check() -> None:
 
     decode_for_model(data, "x.jpg", LIMITS, target_size=(64, 64), admit=count)
     assert claims == [64 * 64]
+
+
+DEFAULT_LIMITS = DecodeLimits(10 * 1024 * 1024, 16_000_000, 4_000_000, 32)
+
+
+@pytest.mark.parametrize("flood", structure_floods(200_000), ids=lambda flood: flood.name)
+def test_structure_floods_are_refused_before_any_decoder_parses_them(
+    flood: HostileFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The input gate walks the structure before Pillow or libjpeg sees a byte."""
+
+    def no_decoder(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a decoder was called")
+
+    monkeypatch.setattr(Image, "open", no_decoder)
+    monkeypatch.setattr(simplejpeg, "decode_jpeg_header", no_decoder)
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", no_decoder)
+    with pytest.raises(PayloadTooLargeError, match=flood.detail_contains) as refused:
+        decode_for_model(flood.data, "flood", DEFAULT_LIMITS, target_size=(64, 64))
+    assert refused.value.status_code == flood.status == 413
+
+
+def test_the_structure_walk_comes_before_the_pixel_checks() -> None:
+    """A file over a structure budget and the pixel limits is refused for its structure:
+    the header that would say how large it is was never parsed."""
+    flood = gif_comment_flood(10_000, side=2000)
+    limits = dataclasses.replace(LIMITS, max_pixels=100, max_full_decode_pixels=100)
+    with pytest.raises(PayloadTooLargeError, match="sub-blocks"):
+        decode_for_model(flood, "x.gif", limits, target_size=(64, 64))
+    with pytest.raises(PayloadTooLargeError, match="pixel limit"):
+        decode_for_model(gif_comment_flood(10, side=2000), "x.gif", limits, (64, 64))
+
+
+def test_only_small_jpegs_with_few_markers_decode_straight() -> None:
+    """The event loop's header walk gives up after a few markers (the thread path then
+    applies the full budget), and refuses nothing itself."""
+    assert decodes_straight_at(jpeg_segment_flood(0), (64, 64))
+    assert not decodes_straight_at(jpeg_segment_flood(40), (64, 64))
+    assert not decodes_straight_at(jpeg_fill_flood(MAX_JPEG_PADDING_BYTES + 1), (64, 64))
+    assert not decodes_straight_at(flat_png(64, 64), (64, 64))
+    decoded = decode_for_model(jpeg_segment_flood(40), "x", LIMITS, target_size=(64, 64))
+    assert decoded.original_size == (64, 64)

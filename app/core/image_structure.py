@@ -1,0 +1,317 @@
+"""Bounded structural walks of encoded images, run before any decoder sees the bytes.
+
+Pillow reads the structure of several formats in Python, one interpreter step per JPEG
+segment or fill byte, PNG chunk, GIF sub-block, TIFF strip or IFD entry, BMP run-length
+record; a file within every byte and pixel limit can hold millions of them and cost seconds
+of CPU and hundreds of megabytes before a pixel is decoded. ``check_structure`` walks the
+same structure first, with a fixed budget whatever the file holds, and refuses a file over
+a budget with a 413 naming it (a malformed structure it cannot walk is a 400). Each walk
+steps over payloads by their length fields, so its own work is bounded by the budget, not
+by the file's size; runs of bytes (JPEG fill bytes, entropy-coded data) are skipped by one
+search in C.
+
+The budgets sit far above what encoders write (see each constant) and far below what
+costs: at a budget, Pillow's walk takes milliseconds (docs/upload-limits.md has the
+measurements). What libjpeg, zlib, libwebp and Pillow's C decoders do with the data
+(entropy-coded scans, IDAT contents, LZW sub-blocks inside a GIF frame) is bounded by the
+pixel limits instead.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+
+from app.core.errors import BadImageError, PayloadTooLargeError
+
+# JPEG: markers after the SOI up to the EOI (each costs Pillow a Python step before the
+# first scan, and our walk one after it). Cameras write about 10-20 (APPn, DQT, DHT, SOF,
+# SOS, a progressive file ~20 more); a multi-megabyte extended XMP or ICC profile in 64 KiB
+# APPn pieces adds one per piece.
+MAX_JPEG_SEGMENTS = 1024
+# 0xFF fill bytes and stray bytes between segments before the first scan, which Pillow
+# steps one per Python iteration (~0.5 us each). Encoders write none.
+MAX_JPEG_PADDING_BYTES = 4096
+# PNG chunks up to the IEND (or the next APNG frame), IDAT included, which Pillow reads one
+# by one in Python. Encoders write IDAT chunks of 8-64 KiB (libpng 8 KiB), so an upload of
+# MAX_UPLOAD_BYTES (10 MiB) holds at most ~1,300 of them; 4096 leaves room for 2.5 KiB
+# chunks and ancillary ones.
+MAX_PNG_CHUNKS = 4096
+# GIF extension blocks and the sub-blocks within them before the first image, read by
+# Pillow in Python. Encoders write a handful of extensions (graphic control, loop count,
+# comments, XMP: a 10 KB XMP packet reads as ~150 sub-blocks); a 255-byte sub-block each,
+# 4096 sub-blocks carry 1 MB of comments.
+MAX_GIF_EXTENSIONS = 256
+MAX_GIF_SUB_BLOCKS = 4096
+# TIFF: entries of the first IFD (only the first frame is decoded, and Pillow reads no
+# other IFD for it); real files have 10-100, each tag at most once.
+MAX_TIFF_IFD_ENTRIES = 1024
+# Strips or tiles of the first image (the count field of StripOffsets/TileOffsets, each
+# decoded in a Python loop by Pillow). 16,384 is one strip per row of a 4 MP image of
+# 4096 rows, or 16x16 tiles of a 2000x2000 one.
+MAX_TIFF_STRIPS = 16_384
+# Numeric values (all but BYTE, ASCII and UNDEFINED) of the first IFD's entries, which
+# Pillow unpacks to Python tuples and lists when it reads the tag: room for a 16-bit
+# palette (196,608 values) and the strip limit's offsets and byte counts.
+MAX_TIFF_VALUES = 262_144
+# WebP: top-level RIFF chunks, each listed by libwebp's demuxer (an animation has one per
+# frame); C, but its memory grows with the count.
+MAX_WEBP_CHUNKS = 4096
+# BMP: Pillow decodes run-length (RLE8/RLE4) data in Python, at worst one iteration per
+# pixel (~0.2 us); 512x512 bounds that to ~50 ms. Uncompressed BMPs decode in C.
+MAX_BMP_RLE_PIXELS = 512 * 512
+
+# JPEG markers that stand alone (no length field): TEM and the restart markers RST0-RST7.
+_STANDALONE_MARKERS = frozenset((0x01, *range(0xD0, 0xD8)))
+_START_OF_SCAN, _END_OF_IMAGE, _APP1 = 0xDA, 0xD9, 0xE1
+# Start-of-frame markers: 0xC0-0xCF but for DHT, JPG and DAC.
+_START_OF_FRAME = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Inside entropy-coded data a 0xFF byte is followed by 0x00 (stuffing) or a restart marker;
+# anything else is the next marker, where the scan ends.
+_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+_FILL = re.compile(rb"\xff+")  # fill bytes before a marker, skipped in one C call
+_TIFF_BYTE_TYPES = frozenset((1, 2, 7))  # BYTE, ASCII, UNDEFINED: kept as bytes by Pillow
+_TIFF_STRIP_TAGS = frozenset((273, 279, 324, 325))  # Strip/Tile Offsets and ByteCounts
+_BMP_RLE = frozenset((1, 2))  # BI_RLE8, BI_RLE4
+
+
+@dataclass(frozen=True)
+class JpegLayout:
+    """What the walk of a JPEG found: its start-of-frame marker (None if there is none
+    before the first scan), whether an APP1 segment (EXIF or XMP, where an orientation
+    lives) precedes the first scan, and its scans (counted up to the scan limit + 1)."""
+
+    frame: int | None
+    has_app1: bool
+    scans: int
+
+
+def check_structure(data: bytes, filename: str, max_jpeg_scans: int) -> JpegLayout | None:
+    """Walk ``data``'s structure within the budgets above (and ``max_jpeg_scans``).
+
+    Raises 413 for a file over a budget, 400 for a structure that cannot be walked. Returns
+    a JPEG's layout, None for the other formats; data in no supported format passes
+    untouched, for the decoder to name. A truncated file passes as far as it goes: the
+    decoder reports it.
+    """
+    if data.startswith(b"\xff\xd8\xff"):
+        layout = walk_jpeg(data, filename, MAX_JPEG_SEGMENTS, max_jpeg_scans)
+        if layout.scans > max_jpeg_scans:
+            raise PayloadTooLargeError(
+                f"{filename}: JPEG with more than {max_jpeg_scans} scans "
+                "(each scan is decoded over the whole image; ordinary files have at most 10)"
+            )
+        return layout
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        _walk_png(data, filename)
+    elif data.startswith((b"GIF87a", b"GIF89a")):
+        _walk_gif(data, filename)
+    elif data.startswith((b"II", b"MM")):
+        _walk_tiff(data, filename)
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        _walk_webp(data, filename)
+    elif data.startswith(b"BM"):
+        _check_bmp(data, filename)
+    return None
+
+
+def walk_jpeg(data: bytes, filename: str, max_segments: int, max_scans: int) -> JpegLayout:
+    """Walk a JPEG's markers from its SOI to its EOI, or until it has found ``max_scans``
+    + 1 scans, within ``max_segments`` markers and ``MAX_JPEG_PADDING_BYTES`` before the
+    first scan (``max_scans=0``: up to the first scan, all a header check needs).
+
+    Fill-byte runs and each scan's entropy-coded data are skipped by one regular-expression
+    search each, so the work is at most ``max_segments`` Python steps whatever ``data``
+    holds. Raises 413 past a budget and 400 for a segment length under 2.
+    """
+    position, end = 2, len(data)
+    frame, has_app1, scans, segments, padding = None, False, 0, 0, 0
+    while position + 1 < end:
+        segments += 1
+        if segments > max_segments:
+            raise PayloadTooLargeError(
+                f"{filename}: a JPEG with more than {max_segments} segments (markers); "
+                "ordinary files have fewer than 100"
+            )
+        # before the first scan, no further than the padding budget allows
+        window = end if scans else min(end, position + MAX_JPEG_PADDING_BYTES - padding + 2)
+        if data[position] != 0xFF:  # stray bytes: skipped up to the next 0xFF
+            found = data.find(b"\xff", position, window)
+            skipped = (found if found >= 0 else window) - position
+            position += skipped
+        else:
+            fill = _FILL.match(data, position, window)
+            assert fill is not None  # data[position] is 0xFF
+            if fill.end() >= end:
+                break
+            skipped, position = fill.end() - position - 1, fill.end() - 1
+            if data[position + 1] == 0x00:  # 0xFF 0x00 outside a scan: stray bytes too
+                skipped, position = skipped + 2, position + 2
+        if scans == 0:
+            padding += skipped
+            if padding > MAX_JPEG_PADDING_BYTES:
+                raise PayloadTooLargeError(
+                    f"{filename}: a JPEG with more than {MAX_JPEG_PADDING_BYTES} fill bytes "
+                    "or stray bytes between its segments before its first scan "
+                    "(encoders write none)"
+                )
+        if position + 1 >= end or data[position] != 0xFF or data[position + 1] == 0xFF:
+            continue
+        marker = data[position + 1]
+        if marker == _END_OF_IMAGE:
+            break
+        if marker in _STANDALONE_MARKERS:
+            position += 2
+            continue
+        if position + 4 > end:
+            break  # truncated: the decoder says so
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if length < 2:
+            raise BadImageError(
+                f"{filename}: corrupt JPEG: segment 0x{marker:02X} has length {length}"
+            )
+        position += 2 + length
+        if marker == _START_OF_SCAN:
+            scans += 1
+            if scans > max_scans:
+                break
+            found = _MARKER_AFTER_SCAN.search(data, position)
+            position = found.start() if found else end
+        elif scans == 0:
+            has_app1 = has_app1 or marker == _APP1
+            if marker in _START_OF_FRAME and frame is None:
+                frame = marker
+    return JpegLayout(frame, has_app1, scans)
+
+
+def _walk_png(data: bytes, filename: str) -> None:
+    """Count a PNG's chunks up to its IEND, or up to the second frame's fcTL of an APNG
+    (where Pillow stops reading for the first frame); each step jumps a whole chunk."""
+    position, end, chunks, seen_data = 8, len(data), 0, False
+    while position + 8 <= end:
+        chunks += 1
+        if chunks > MAX_PNG_CHUNKS:
+            raise PayloadTooLargeError(
+                f"{filename}: a PNG with more than {MAX_PNG_CHUNKS} chunks (encoders write "
+                "image data in 8-64 KiB chunks; a 10 MiB file needs fewer than 1,300)"
+            )
+        length, kind = struct.unpack_from(">I4s", data, position)
+        if length > 0x7FFFFFFF:
+            raise BadImageError(f"{filename}: corrupt PNG: chunk length {length}")
+        if kind == b"IEND" or (kind == b"fcTL" and seen_data):
+            return
+        seen_data = seen_data or kind == b"IDAT"
+        position += 12 + length
+
+
+def _walk_gif(data: bytes, filename: str) -> None:
+    """Walk a GIF's extension blocks and their sub-blocks up to its first image descriptor;
+    the image's own data sub-blocks are read by Pillow's C decoder."""
+    if len(data) < 13:
+        return
+    flags, position, end = data[10], 13, len(data)
+    if flags & 0x80:  # global colour table
+        position += 3 << ((flags & 7) + 1)
+    extensions = sub_blocks = 0
+    while position < end:
+        introducer = data[position]
+        if introducer in b",;":  # the first image, or the trailer
+            return
+        if introducer != 0x21:
+            raise BadImageError(
+                f"{filename}: corrupt GIF: byte 0x{introducer:02X} at {position} starts no block"
+            )
+        extensions += 1
+        if extensions > MAX_GIF_EXTENSIONS:
+            raise PayloadTooLargeError(
+                f"{filename}: a GIF with more than {MAX_GIF_EXTENSIONS} extension blocks "
+                "before its first image"
+            )
+        position += 2
+        while position < end:
+            sub_blocks += 1
+            if sub_blocks > MAX_GIF_SUB_BLOCKS:
+                raise PayloadTooLargeError(
+                    f"{filename}: a GIF with more than {MAX_GIF_SUB_BLOCKS} sub-blocks "
+                    "before its first image"
+                )
+            size = data[position]
+            position += 1 + size
+            if size == 0:
+                break
+
+
+def _walk_tiff(data: bytes, filename: str) -> None:
+    """Read the first IFD's entry count and each entry's tag, type and value count (never
+    the values), classic or BigTIFF: its entries, strips or tiles and numeric values."""
+    order = "<" if data.startswith(b"II") else ">"
+    version = int.from_bytes(data[2:4], "little" if order == "<" else "big")
+    if version == 42:
+        offset_format, count_format, entry_format = "I", "H", "HHI"
+    elif version == 43:
+        offset_format, count_format, entry_format = "Q", "Q", "HHQ"
+    else:
+        return  # not a TIFF Pillow reads either
+    header = struct.calcsize(order + offset_format)
+    first = 4 if version == 42 else 8
+    if len(data) < first + header:
+        return
+    (ifd,) = struct.unpack_from(order + offset_format, data, first)
+    count_size = struct.calcsize(order + count_format)
+    if ifd + count_size > len(data):
+        return
+    (entries,) = struct.unpack_from(order + count_format, data, ifd)
+    if entries > MAX_TIFF_IFD_ENTRIES:
+        raise PayloadTooLargeError(
+            f"{filename}: a TIFF with more than {MAX_TIFF_IFD_ENTRIES} IFD entries "
+            f"({entries}; real files have fewer than 100)"
+        )
+    entry_size = struct.calcsize(order + entry_format) + header
+    values = 0
+    position = ifd + count_size
+    for _ in range(entries):
+        if position + entry_size > len(data):
+            return
+        tag, kind, count = struct.unpack_from(order + entry_format, data, position)
+        position += entry_size
+        if tag in _TIFF_STRIP_TAGS and count > MAX_TIFF_STRIPS:
+            raise PayloadTooLargeError(
+                f"{filename}: a TIFF with more than {MAX_TIFF_STRIPS} strips or tiles "
+                f"({count}; each is decoded separately)"
+            )
+        if kind not in _TIFF_BYTE_TYPES:
+            values += count
+    if values > MAX_TIFF_VALUES:
+        raise PayloadTooLargeError(
+            f"{filename}: a TIFF whose first IFD holds more than {MAX_TIFF_VALUES} "
+            f"numeric values ({values})"
+        )
+
+
+def _walk_webp(data: bytes, filename: str) -> None:
+    """Count a WebP's top-level RIFF chunks, each step jumping a whole chunk."""
+    position, end, chunks = 12, min(len(data), 8 + int.from_bytes(data[4:8], "little")), 0
+    while position + 8 <= end:
+        chunks += 1
+        if chunks > MAX_WEBP_CHUNKS:
+            raise PayloadTooLargeError(
+                f"{filename}: a WebP with more than {MAX_WEBP_CHUNKS} chunks "
+                "(an animation has one per frame)"
+            )
+        size = int.from_bytes(data[position + 4 : position + 8], "little")
+        position += 8 + size + (size & 1)
+
+
+def _check_bmp(data: bytes, filename: str) -> None:
+    """Refuse a run-length-encoded BMP over ``MAX_BMP_RLE_PIXELS``: Pillow decodes it in
+    Python. Other BMPs (and headers too short to say) go on to the decoder."""
+    if len(data) < 34 or int.from_bytes(data[14:18], "little") < 40:
+        return  # an OS/2 header has no compression field
+    width, height, _, _, compression = struct.unpack_from("<iiHHI", data, 18)
+    pixels = abs(width) * abs(height)
+    if compression in _BMP_RLE and pixels > MAX_BMP_RLE_PIXELS:
+        raise PayloadTooLargeError(
+            f"{filename}: a run-length-encoded BMP of {abs(width)}x{abs(height)}, over the "
+            f"{MAX_BMP_RLE_PIXELS} pixel limit for those (decoded in Python, pixel by pixel)"
+        )
