@@ -183,8 +183,19 @@ class InferBodyReader:
         self._header: _Header | None = None
         self._binary: _Binary | None = None
 
+    @property
+    def header_pending(self) -> bool:
+        """The JSON part has not been parsed yet."""
+        return self._header is None
+
+    @property
+    def json_bytes(self) -> int:
+        """Bytes of the JSON part received so far: what parsing it may cost grows with it."""
+        return self._json_received
+
     def feed(self, chunk: bytes) -> None:
-        """Take the next chunk of the body."""
+        """Take the next chunk of the body (the one that completes the JSON part parses and
+        checks it)."""
         view = memoryview(chunk)
         if self._header is None:
             if self._json_size is None:  # all JSON: it ends with the body
@@ -204,7 +215,7 @@ class InferBodyReader:
             self._binary.feed(view)
 
     def finish(self) -> InferRequest:
-        """The request, once the body has ended."""
+        """The request, once the body has ended (a JSON tensor is read here)."""
         if self._header is None:
             if self._json_size is not None and self._json_received < self._json_size:
                 raise ProtocolError(

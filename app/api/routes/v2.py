@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -46,6 +47,9 @@ from app.core.runtime import LoadedModel, split_scores
 from app.settings import Settings
 
 SERVER_NAME = "cellsign"
+# A JSON part up to this size is parsed on the event loop (a few ms at worst); a larger one,
+# up to MAX_JSON_BYTES (about 0.1 s of CPU), on a worker thread, so the loop keeps serving.
+INLINE_JSON_BYTES = 64 * 1024
 EXTENSIONS = ["binary_tensor_data"]
 
 
@@ -258,9 +262,14 @@ async def _read_request(
                 tensor_limits(model, settings),
             )
             async for chunk in request.stream():
-                reader.feed(chunk)
+                if reader.header_pending and reader.json_bytes + len(chunk) > INLINE_JSON_BYTES:
+                    await to_thread.run_sync(reader.feed, chunk)  # may parse the JSON part
+                else:
+                    reader.feed(chunk)
         except ServiceError as error:
             return v2_error(error.detail, error.status_code, {"Connection": "close"})
+        if reader.json_bytes > INLINE_JSON_BYTES:
+            return await to_thread.run_sync(reader.finish)
         return reader.finish()
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Iterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -17,12 +18,15 @@ from tritonclient.utils import InferenceServerException
 from app.core.registry import AUTOENCODER, CLASSIFIER
 from benchmarks.servers import UvicornServer
 from contract.pixels import model_input
+from tests.app.api.v2_bodies import binary_body, tensor
 from tests.app.helpers import AppClientFactory
 from tests.app.model_files import clone_version, copy_models
 from tests.app.samples import gradient_image, image_bytes
 
 PNG = image_bytes(size=(80, 60))
 JPEG = image_bytes("JPEG", size=(64, 64))
+MIB = 1024 * 1024
+PIXEL_BYTES = 64 * 64 * 3 * 4  # one FP32 image at the classifier's input size
 
 
 @pytest.fixture(scope="module")
@@ -273,3 +277,162 @@ def _int32_images() -> triton.InferInput:
     tensor = triton.InferInput("images", [1, 64, 64, 3], "INT32")
     tensor.set_data_from_numpy(np.zeros((1, 64, 64, 3), np.int32))
     return tensor
+
+
+class CountedBody:
+    """A request body that streams ``head`` then ``chunk`` after ``chunk`` for ever, counting
+    what the server pulled: a refusal must come long before the body could end."""
+
+    def __init__(self, head: bytes, chunk: bytes) -> None:
+        self.head, self.chunk, self.sent = head, chunk, 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.head
+        while True:
+            self.sent += len(self.chunk)
+            yield self.chunk
+
+
+@pytest.mark.anyio
+async def test_a_declared_600_mb_body_is_refused_after_its_json_header(
+    make_client: AppClientFactory, model_dir: Path
+) -> None:
+    pixels = tensor("images", "FP32", [1, 64, 64, 3], size=PIXEL_BYTES)
+    head, length = binary_body(pixels)
+    body = CountedBody(head, bytes(MIB))
+    headers = {"Inference-Header-Content-Length": length, "Content-Length": str(600 * 10**6)}
+    async with make_client(model_dir) as app_client:
+        response = await app_client.post(
+            f"/v2/models/{CLASSIFIER}/infer", content=body, headers=headers
+        )
+    assert response.status_code == 413
+    assert f"past the {len(head) + PIXEL_BYTES} that its JSON header" in response.json()["error"]
+    assert response.headers["connection"] == "close"  # its unread rest is no next request
+    assert body.sent <= MIB  # nothing, or the chunk in flight
+
+
+@pytest.mark.anyio
+async def test_a_streamed_binary_part_longer_than_announced_is_cut_off(
+    make_client: AppClientFactory, model_dir: Path
+) -> None:
+    pixels = tensor("images", "FP32", [1, 64, 64, 3], size=PIXEL_BYTES)
+    head, length = binary_body(pixels)
+    body = CountedBody(head, bytes(16 * 1024))  # chunked: no Content-Length
+    async with make_client(model_dir) as app_client:
+        response = await app_client.post(
+            f"/v2/models/{CLASSIFIER}/infer",
+            content=body,
+            headers={"Inference-Header-Content-Length": length},
+        )
+    assert response.status_code == 413
+    assert "its JSON header announces" in response.json()["error"]
+    assert body.sent <= PIXEL_BYTES + 16 * 1024  # read up to the first chunk past it
+
+
+@pytest.mark.anyio
+async def test_an_oversized_bytes_element_is_refused_by_its_length_prefix(
+    make_client: AppClientFactory, model_dir: Path
+) -> None:
+    limit = 1000
+    size = 2 * (limit + 4)
+    head, length = binary_body(tensor("image", "BYTES", [2, 1], size=size))
+    body = CountedBody(head + (limit + 1).to_bytes(4, "little"), b"\xff" * 100)
+    async with make_client(model_dir, max_upload_bytes=limit) as app_client:
+        response = await app_client.post(
+            f"/v2/models/{CLASSIFIER}/infer",
+            content=body,
+            headers={"Inference-Header-Content-Length": length},
+        )
+    assert response.status_code == 413
+    assert f"1001 bytes, over the {limit} byte limit of one image" in response.json()["error"]
+    assert body.sent <= 100
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("header_length", "version", "content", "status", "message"),
+    [
+        ("\u00b2".encode("latin-1"), None, b"{}", 400, "byte count within the body"),
+        ("\u0661".encode(), None, b"{}", 400, "byte count within the body"),
+        (b"9" * 5000, None, b"{}", 400, "byte count within the body"),
+        (None, "\u0661", b"{}", 404, "versions are positive integers"),
+        (None, "9" * 5000, b"{}", 404, "versions are positive integers"),
+        (None, "0", b"{}", 404, "versions are positive integers"),
+        (None, None, b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "nests deeper"),
+        (
+            None,
+            None,
+            json.dumps(tensor("images", "FP32", [2**64 - 1] * 10_000, data=[])).encode(),
+            400,
+            "1 to 4 dimensions",
+        ),
+    ],
+    ids=["superscript", "arabic-digit", "5000-digits", "v-arabic", "v-5000", "v-0", "deep", "dims"],
+)
+async def test_malformed_numbers_and_structures_are_4xx_not_500(
+    make_client: AppClientFactory,
+    model_dir: Path,
+    header_length: bytes | None,
+    version: str | None,
+    content: bytes,
+    status: int,
+    message: str,
+) -> None:
+    path = f"/v2/models/{CLASSIFIER}" + (f"/versions/{version}" if version else "") + "/infer"
+    headers = {} if header_length is None else {b"Inference-Header-Content-Length": header_length}
+    async with make_client(model_dir) as app_client:
+        response = await app_client.post(path, content=content, headers=headers)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+@pytest.mark.anyio
+async def test_uint8_pixels_give_the_fp32_probabilities(
+    make_client: AppClientFactory, model_dir: Path
+) -> None:
+    pixels = np.asarray(gradient_image((64, 64)).convert("RGB"), dtype=np.uint8)[None]
+    scaled = model_input(gradient_image((64, 64)), 64, 64)[None]
+    answers = []
+    async with make_client(model_dir) as app_client:
+        for datatype, raw in (("UINT8", pixels.tobytes()), ("FP32", scaled.tobytes())):
+            head, length = binary_body(tensor("images", datatype, [1, 64, 64, 3], size=len(raw)))
+            response = await app_client.post(
+                f"/v2/models/{CLASSIFIER}/infer",
+                content=head + raw,
+                headers={"Inference-Header-Content-Length": length},
+            )
+            assert response.status_code == 200, response.text
+            answers.append(response.json()["outputs"][0]["data"])
+    np.testing.assert_allclose(answers[0], answers[1], atol=1e-6)
+
+
+@pytest.mark.anyio
+async def test_each_output_is_asked_for_at_most_once(
+    make_client: AppClientFactory, model_dir: Path
+) -> None:
+    request = tensor("image", "BYTES", [1], data=[_b64(PNG)])
+    request["outputs"] = [{"name": "probabilities"}] * 2
+    async with make_client(model_dir) as app_client:
+        response = await app_client.post(f"/v2/models/{CLASSIFIER}/infer", json=request)
+    assert response.status_code == 400
+    assert "asked for twice" in response.json()["error"]
+
+
+def test_the_server_answers_a_declared_600_mb_body_without_waiting_for_it(server: str) -> None:
+    """Against uvicorn: the refusal comes after the JSON header alone, and the connection
+    closes (the client never sends the 600 MB)."""
+    head, length = binary_body(tensor("images", "FP32", [1, 64, 64, 3], size=PIXEL_BYTES))
+    host, port = server.split(":")
+    request = (
+        f"POST /v2/models/{CLASSIFIER}/infer HTTP/1.1\r\nHost: cellsign\r\n"
+        f"Content-Length: {600 * 10**6}\r\nInference-Header-Content-Length: {length}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(request + head)
+        answer = b""
+        while chunk := connection.recv(65536):  # ends when the server closes
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 413 Request Entity Too Large"
+    assert b"connection: close" in rest.lower()
+    assert b"that its JSON header announces" in rest
