@@ -823,9 +823,14 @@ def _read_answer(sock: socket.socket, deadline: float) -> Answer:
     )
 
 
-def send_all(base_url: str, request: HostileRequest, timeout_s: float = 60.0) -> list[Answer]:
+def send_all(
+    base_url: str,
+    request: HostileRequest,
+    timeout_s: float = 60.0,
+    built: tuple[dict[str, str], Body] | None = None,
+) -> list[Answer]:
     """``request.copies`` sends at once, each on its own connection and thread."""
-    built = request.build()
+    built = built or request.build()
     if request.copies == 1:
         return [send(base_url, request, timeout_s, built)]
     answers: list[Answer] = [Answer(None)] * request.copies

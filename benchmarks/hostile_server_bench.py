@@ -102,21 +102,23 @@ def settled_cpu_seconds(server: WorkersServer, poll_s: float = 0.05, limit_s: fl
 
 def measure(server: WorkersServer, request: HostileRequest, timeout_s: float) -> Measured:
     """Send ``request`` alone and read what it cost: CPU of every server process, and the
-    largest growth of a worker's peak resident memory over its size just before."""
-    workers = worker_pids(server.pid)
-    before_rss = {}
-    for pid in workers:
+    largest growth of a worker's peak resident memory over its size just before (its
+    resident size after, where the kernel does not let the peak be reset)."""
+    built = request.build()
+    before_rss, peak_reset = {}, {}
+    for pid in worker_pids(server.pid):
         before_rss[pid] = rss_mib(pid)
-        reset_peak_rss(pid)
+        peak_reset[pid] = reset_peak_rss(pid)
     cpu_before = settled_cpu_seconds(server)
     start = time.monotonic()
-    answers = send_all(server.base_url, request, timeout_s)
+    answers = send_all(server.base_url, request, timeout_s, built)
     seconds = time.monotonic() - start
     cpu = settled_cpu_seconds(server) - cpu_before
     growth = 0.0
     for pid, rss in before_rss.items():
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # died: see the pids
-            growth = max(growth, peak_rss_mib(pid) - rss)
+            after = peak_rss_mib(pid) if peak_reset[pid] else rss_mib(pid)
+            growth = max(growth, after - rss)
     return Measured(request, answers, cpu, growth, seconds, problems(request, answers))
 
 
