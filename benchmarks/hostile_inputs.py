@@ -163,18 +163,18 @@ def gif_comment_flood(sub_blocks: int, extensions: int = 1, side: int = 64) -> b
     return data[:image_start] + comments + data[image_start:]
 
 
-def tiff_strip_flood(strips: int) -> bytes:
-    """A grey TIFF 1 pixel wide and ``strips`` rows tall, stored as one strip per row
-    (7 bytes a strip: a 4-byte offset, a 2-byte count and the pixel).
+def tiff_strip_flood(strips: int, width: int = 1) -> bytes:
+    """A grey TIFF ``width`` pixels wide and ``strips`` rows tall, stored as one strip per
+    row (6 bytes a strip: a 4-byte offset and a 2-byte count, then its ``width`` pixels).
 
-    At 1,000,000 strips it is exactly 1 MP (within every pixel limit) in 7 MB; Pillow
-    builds tuples of the million offsets and decodes strip by strip in Python.
+    At 1,000,000 strips of width 1 it is exactly 1 MP (within every pixel limit) in 7 MB;
+    Pillow builds tuples of the million offsets and decodes strip by strip in Python.
     """
     offsets_at = 8 + 2 + 9 * 12 + 4
     counts_at = offsets_at + 4 * strips
     pixels_at = counts_at + 2 * strips
     entries = [
-        (256, 4, 1, 1),  # ImageWidth
+        (256, 4, 1, width),  # ImageWidth
         (257, 4, 1, strips),  # ImageLength
         (258, 3, 1, 8),  # BitsPerSample
         (259, 3, 1, 1),  # Compression: none
@@ -182,14 +182,15 @@ def tiff_strip_flood(strips: int) -> bytes:
         (273, 4, strips, offsets_at if strips > 1 else pixels_at),  # StripOffsets
         (277, 3, 1, 1),  # SamplesPerPixel
         (278, 4, 1, 1),  # RowsPerStrip
-        (279, 3, strips, counts_at if strips > 2 else 1),  # StripByteCounts
+        # StripByteCounts: inline when two fit in the entry
+        (279, 3, strips, counts_at if strips > 2 else width * (1 + 0x10000 * (strips - 1))),
     ]
+    pixels = bytes(column % 256 for column in range(width)) * strips
     return (
         _tiff_ifd(entries)
-        + struct.pack(f"<{strips}I", *range(pixels_at, pixels_at + strips))
-        + struct.pack(f"<{strips}H", *([1] * strips))
-        + bytes(range(256)) * (strips // 256)
-        + bytes(strips % 256)
+        + struct.pack(f"<{strips}I", *range(pixels_at, pixels_at + width * strips, width))
+        + struct.pack(f"<{strips}H", *([width] * strips))
+        + pixels
     )
 
 
