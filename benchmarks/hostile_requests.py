@@ -474,7 +474,64 @@ def shape_requests() -> list[HostileRequest]:
                 {HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream"},
             )
         )
+    return requests + _binary_size_requests()
+
+
+def _binary_size_requests() -> list[HostileRequest]:
+    """Byte counts in a v2 binary body that do not match: a binary_data_size of 2^64-1, a
+    BYTES length prefix of 2^32-1, 600 MB declared as UINT8 (a datatype no model takes)."""
+    jpeg = small_jpeg()
+    element = Body.of(struct.pack("<I", len(jpeg)), jpeg)
+    images = 600_000_000 // (64 * 64 * 3)
+    cases = (
+        ("binary_data_size 2^64-1", "image", "BYTES", "[1,1]", MAX_U64, element),
+        (
+            "BYTES length prefix 2^32-1",
+            "image",
+            "BYTES",
+            "[1,1]",
+            element.size,
+            Body.of(struct.pack("<I", 2**32 - 1), jpeg),
+        ),
+        (
+            "600MB-uint8 length",
+            "images",
+            "UINT8",
+            f"[{images},64,64,3]",
+            images * 64 * 64 * 3,
+            Body.of(Segment(bytes(64 * 64 * 3), images)),
+        ),
+    )
+    requests = []
+    for name, tensor, datatype, shape, size, tensor_bytes in cases:
+        header = (
+            f'{{"inputs":[{{"name":"{tensor}","datatype":"{datatype}","shape":{shape},'
+            f'"parameters":{{"binary_data_size":{size}}}}}]}}'
+        ).encode()
+        requests.append(
+            _request(
+                f"{name} v2-binary",
+                "v2-binary",
+                INFER,
+                Body.of(header, tensor_bytes),
+                V2_REFUSED,
+                {HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream"},
+            )
+        )
     return requests
+
+
+def form_count_requests() -> list[HostileRequest]:
+    """Forms with more parts than any request takes: 1000 tiny file parts, 20,000 text
+    fields."""
+    content_type, parts = multipart(Body.of(small_jpeg()), "hand.jpg", "image/jpeg", 1000)
+    field = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="f"\r\n\r\nx\r\n'.encode()
+    fields = Body.of(Segment(field, 20_000), f"--{BOUNDARY}--\r\n".encode())
+    headers = {"Content-Type": content_type}
+    return [
+        _request("1000 file parts multipart", "multipart", CLASSIFY, parts, REFUSED, headers),
+        _request("20k text fields multipart", "multipart", CLASSIFY, fields, REFUSED, headers),
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -691,6 +748,7 @@ def corpus() -> list[HostileRequest]:
         *number_requests(),
         *structure_requests(),
         *shape_requests(),
+        *form_count_requests(),
         *file_requests(),
         *stream_requests(),
     ]
