@@ -1,4 +1,5 @@
-"""Hostile uploads and hostile model folders against a real ``uvicorn`` process.
+"""Hostile uploads and hostile model folders against a real ``uvicorn`` process, and hostile
+numbers and Host headers against ``python -m app``.
 
 Each refusal must be cheap in the server's own CPU and memory (read from /proc), and the
 process must stay up and keep serving what it served before.
@@ -6,7 +7,9 @@ process must stay up and keep serving what it served before.
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,7 @@ import numpy as np
 import pytest
 
 from benchmarks.hostile_inputs import flat_png, progressive_jpeg
-from benchmarks.servers import UvicornServer, cpu_seconds, rss_mib
+from benchmarks.servers import AppServer, UvicornServer, cpu_seconds, rss_mib
 from tests.app.model_files import (
     claim_huge_flat_index,
     clone_version,
@@ -133,3 +136,108 @@ def test_hostile_version_folders_are_refused_quickly_and_the_old_ones_keep_servi
     assert classified.json()["model"]["version"] == 1
     similar = httpx.post(f"{server.base_url}/similar", files=PNG, timeout=60)
     assert similar.json()["index"]["version"] == 1
+
+
+@pytest.fixture(scope="module")
+def production(quick_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    """``python -m app`` (its own HTTP protocol and limits) on the shared models, read only."""
+    env = {"MODEL_DIR": str(quick_models), "DEVICE": "cpu", "RELOAD_INTERVAL_S": "0"}
+    with AppServer(env, tmp_path_factory.mktemp("numbers") / "app.log") as server:
+        yield server
+
+
+def exchange(server: UvicornServer, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` exactly as written (httpx would refuse or rewrite some of these
+    headers); the answer's status, headers and body."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as connection:
+        connection.sendall(request)
+        connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), headers, body
+
+
+def raw_post(path: bytes, *headers: bytes, length: bytes | None = None) -> bytes:
+    body = image_bytes()
+    declared = str(len(body)).encode() if length is None else length
+    lines = [b"POST " + path + b" HTTP/1.1", b"Host: cellsign", b"Content-Type: image/png"]
+    lines += [b"Content-Length: " + declared, *headers, b"Connection: close"]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def raw_get(target: bytes, host: bytes = b"cellsign") -> bytes:
+    return b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+
+
+WHOLE_NUMBER = "in at most 18 ASCII digits"
+TIMEOUT_LIMIT = "at most 32 ASCII characters"
+THOUSANDS_OF_DIGITS = b"1" * 5_000  # past int()'s own limit of 4,300 digits
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "fragment"),
+    [
+        (raw_get(b"/gallery/" + THOUSANDS_OF_DIGITS + b".png"), 422, WHOLE_NUMBER),
+        (raw_get(b"/gallery/%D9%A3.png"), 422, WHOLE_NUMBER),  # an Arabic-Indic 3
+        (raw_get(b"/gallery/1.png?version=" + THOUSANDS_OF_DIGITS), 422, WHOLE_NUMBER),
+        (raw_post(b"/similar?version=%C2%B2"), 422, WHOLE_NUMBER),  # a superscript 2
+        (raw_post(b"/similar?version=" + THOUSANDS_OF_DIGITS), 422, WHOLE_NUMBER),
+        (raw_post(b"/similar?k=" + THOUSANDS_OF_DIGITS), 422, "whole number between 1 and"),
+        (raw_post(b"/similar", b"X-Request-Timeout: " + b"9" * 10_000), 422, TIMEOUT_LIMIT),
+        (raw_post(b"/similar", "X-Request-Timeout: ٣".encode()), 422, TIMEOUT_LIMIT),
+        (raw_post(b"/similar", b"X-Request-Timeout: 1e999"), 422, TIMEOUT_LIMIT),
+        (raw_post(b"/similar", b"X-Request-Timeout: nan"), 422, TIMEOUT_LIMIT),
+        (raw_post(b"/denoise", length=b"1" * 19), 400, "Content-Length must be"),
+        (raw_post(b"/denoise", length=b"9" * 18), 413, "byte limit"),
+    ],
+    ids=[
+        "gallery-id-digits",
+        "gallery-id-arabic",
+        "gallery-version-digits",
+        "version-superscript",
+        "version-digits",
+        "k-digits",
+        "timeout-10k-chars",
+        "timeout-arabic",
+        "timeout-inf",
+        "timeout-nan",
+        "content-length-19-digits",
+        "content-length-18-digits",
+    ],
+)
+def test_numbers_in_the_request_line_and_headers_get_a_4xx_naming_the_limit(
+    production: AppServer, request_bytes: bytes, status: int, fragment: str
+) -> None:
+    answered, headers, body = exchange(production, request_bytes)
+    assert answered == status, body[:300]
+    assert headers["content-type"] == "application/json"
+    assert fragment in str(json.loads(body)["detail"])
+    assert "Traceback" not in production.log_path.read_text()
+    assert httpx.get(f"{production.base_url}/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("declared", ["٣".encode(), b"\xb2", THOUSANDS_OF_DIGITS])
+def test_a_content_length_that_is_not_ascii_digits_is_refused_by_the_protocol(
+    production: AppServer, declared: bytes
+) -> None:
+    """httptools refuses these before the app sees them (the app refuses the rest: above)."""
+    answered, _, _ = exchange(production, raw_post(b"/denoise", length=declared))
+    assert answered == 400
+    assert "Traceback" not in production.log_path.read_text()
+
+
+@pytest.mark.parametrize("target", [b"/models/", b"/healthz/", b"/static"])
+def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_host_the_client_sent(
+    production: AppServer, target: bytes
+) -> None:
+    answered, headers, body = exchange(production, raw_get(target, host=b"evil.example"))
+    assert answered == 404, body[:300]
+    assert "location" not in headers
+    assert json.loads(body)["detail"] == "Not Found"
+    answered, _, body = exchange(production, raw_get(b"/models", host=b"evil.example"))
+    assert answered == 200
+    assert b"evil.example" not in body

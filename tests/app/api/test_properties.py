@@ -2,7 +2,9 @@
 
 * any real image, whatever its size, colour mode and format, gets a valid 200 answer;
 * bytes that are not an image (random, or random after a format's signature) get a 4xx;
-* a real image with random bytes overwritten or cut off gets a 200 or a 4xx, never a 5xx.
+* a real image with random bytes overwritten or cut off gets a 200 or a 4xx, never a 5xx;
+* numbers in the query, the path and X-Request-Timeout that are not ASCII, or too long,
+  (Unicode digits, thousands of digits, signs, spaces) get a 422, never a 5xx.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ import base64
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from app.main import create_app
+from app.settings import Settings
 from tests.app.helpers import running_client, settings_for
 from tests.app.samples import image_bytes
 
@@ -126,3 +130,76 @@ async def test_damaged_images_are_served_or_refused_never_a_5xx(
     response = await post(api, path, data, "damaged")
     if response.status_code != 200:
         assert_refused(response)
+
+
+MAX_K = Settings.model_fields["max_k"].default
+
+
+def number_like_text() -> st.SearchStrategy[str]:
+    """Text a number reader may stumble on: Unicode digits and number forms (``int()`` and
+    ``float()`` take some, ``isdigit()`` others), runs of ASCII digits up to past ``int()``'s
+    4,300-digit limit, and short mixtures of digits, signs, dots, exponents and spaces."""
+    unicode_digits = st.text(st.characters(categories=["Nd", "No"]), min_size=1, max_size=6)
+    long_digits = st.integers(1, 6_000).map(lambda count: "9" * count)
+    mixtures = st.text(st.sampled_from("0123456789.eE+-_ ²٣１"), max_size=40)
+    integers = st.integers(-(10**30), 10**30).map(str)
+    return st.one_of(unicode_digits, long_digits, mixtures, integers)
+
+
+def is_whole_number(text: str, minimum: int) -> bool:
+    """What the service takes: 1 to 18 ASCII digits, at least ``minimum``."""
+    return text.isascii() and text.isdigit() and len(text) <= 18 and int(text) >= minimum
+
+
+def assert_refused_naming(response: httpx.Response, location: list[str], limit: str) -> None:
+    assert response.status_code == 422, response.text[:300]
+    messages = [error["msg"] for error in response.json()["detail"] if error["loc"] == location]
+    assert messages and limit in messages[0], response.text[:300]
+
+
+@EXAMPLES
+@given(item_id=number_like_text(), version=number_like_text())
+async def test_gallery_numbers_are_read_or_refused_never_a_5xx(
+    api: httpx.AsyncClient, item_id: str, version: str
+) -> None:
+    assume(item_id and "/" not in item_id and item_id not in (".", ".."))  # no number: 404
+    path = f"/gallery/{quote(item_id, safe='')}.png"
+    response = await api.get(path, params={"version": version})
+    if not is_whole_number(item_id, 0):
+        assert_refused_naming(response, ["path", "item_id"], "18 ASCII digits")
+    elif not is_whole_number(version, 1):
+        assert_refused_naming(response, ["query", "version"], "18 ASCII digits")
+    else:
+        assert response.status_code in (200, 404), response.text[:300]
+
+
+@EXAMPLES
+@given(k=number_like_text(), version=number_like_text())
+async def test_similar_numbers_are_read_or_refused_never_a_5xx(
+    api: httpx.AsyncClient, k: str, version: str
+) -> None:
+    upload = {"file": ("cell.png", image_bytes())}
+    response = await api.post("/similar", params={"k": k, "version": version}, files=upload)
+    if not is_whole_number(version, 1):
+        assert_refused_naming(response, ["query", "version"], "18 ASCII digits")
+    elif not (is_whole_number(k, 1) and int(k) <= MAX_K):
+        assert_refused_naming(response, ["query", "k"], "whole number between 1 and")
+    else:
+        assert response.status_code in (200, 404), response.text[:300]
+
+
+@EXAMPLES
+@given(value=number_like_text())
+async def test_x_request_timeout_is_read_or_refused_never_a_5xx(
+    api: httpx.AsyncClient, value: str
+) -> None:
+    """A valid but tiny timeout is rightly shed (503); nothing else is a 5xx."""
+    headers = {"X-Request-Timeout": value.encode()}
+    upload = {"file": ("x.png", image_bytes())}
+    response = await api.post("/classify", headers=headers, files=upload)
+    if not value.isascii() or not 0 < len(value) <= 32 or response.status_code == 422:
+        assert_refused_naming(response, ["header", "X-Request-Timeout"], "32 ASCII characters")
+    elif response.status_code == 503:
+        assert "deadline" in response.json()["detail"]
+    else:
+        assert response.status_code == 200, response.text[:300]
