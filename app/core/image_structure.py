@@ -48,9 +48,10 @@ MAX_GIF_SUB_BLOCKS = 4096
 # other IFD for it); real files have 10-100, each tag at most once.
 MAX_TIFF_IFD_ENTRIES = 1024
 # Strips or tiles of the first image (the count field of StripOffsets/TileOffsets, each
-# decoded in a Python loop by Pillow). 16,384 is one strip per row of a 4 MP image of
-# 4096 rows, or 16x16 tiles of a 2000x2000 one.
-MAX_TIFF_STRIPS = 16_384
+# decoded in a Python loop by Pillow, ~10 us a strip). 8192 is one strip per row of an
+# image 8192 rows tall, or 32x32 tiles of a 2000x2000 one; Pillow writes a strip per
+# 64 KiB (at most 500 at 4 MP), libtiff one per 8 KiB (at most 1300 in 10 MiB).
+MAX_TIFF_STRIPS = 8192
 # Numeric values (all but BYTE, ASCII and UNDEFINED) of the first IFD's entries, which
 # Pillow unpacks to Python tuples and lists when it reads the tag: room for a 16-bit
 # palette (196,608 values) and the strip limit's offsets and byte counts.
@@ -121,9 +122,10 @@ def walk_jpeg(data: bytes, filename: str, max_segments: int, max_scans: int) -> 
     + 1 scans, within ``max_segments`` markers and ``MAX_JPEG_PADDING_BYTES`` before the
     first scan (``max_scans=0``: up to the first scan, all a header check needs).
 
-    Fill-byte runs and each scan's entropy-coded data are skipped by one regular-expression
-    search each, so the work is at most ``max_segments`` Python steps whatever ``data``
-    holds. Raises 413 past a budget and 400 for a segment length under 2.
+    Each run of stray or fill bytes and each scan's entropy-coded data is skipped by one
+    search in C (``_skip_padding``, a regular expression), so the work is at most
+    ``max_segments`` Python steps whatever ``data`` holds. Raises 413 past a budget and 400
+    for a segment length under 2.
     """
     position, end = 2, len(data)
     frame, has_app1, scans, segments, padding = None, False, 0, 0, 0
@@ -134,31 +136,20 @@ def walk_jpeg(data: bytes, filename: str, max_segments: int, max_scans: int) -> 
                 f"{filename}: a JPEG with more than {max_segments} segments (markers); "
                 "ordinary files have fewer than 100"
             )
-        # before the first scan, no further than the padding budget allows
-        window = end if scans else min(end, position + MAX_JPEG_PADDING_BYTES - padding + 2)
-        if data[position] != 0xFF:  # stray bytes: skipped up to the next 0xFF
-            found = data.find(b"\xff", position, window)
-            skipped = (found if found >= 0 else window) - position
-            position += skipped
-        else:
-            fill = _FILL.match(data, position, window)
-            assert fill is not None  # data[position] is 0xFF
-            if fill.end() >= end:
-                break
-            skipped, position = fill.end() - position - 1, fill.end() - 1
-            if data[position + 1] == 0x00:  # 0xFF 0x00 outside a scan: stray bytes too
-                skipped, position = skipped + 2, position + 2
-        if scans == 0:
-            padding += skipped
-            if padding > MAX_JPEG_PADDING_BYTES:
-                raise PayloadTooLargeError(
-                    f"{filename}: a JPEG with more than {MAX_JPEG_PADDING_BYTES} fill bytes "
-                    "or stray bytes between its segments before its first scan "
-                    "(encoders write none)"
-                )
-        if position + 1 >= end or data[position] != 0xFF or data[position + 1] == 0xFF:
-            continue
         marker = data[position + 1]
+        if data[position] != 0xFF or marker == 0xFF or marker == 0x00:
+            # before the first scan, no further than the padding budget allows
+            window = end if scans else min(end, position + MAX_JPEG_PADDING_BYTES - padding + 2)
+            position, skipped = _skip_padding(data, position, window)
+            if scans == 0:
+                padding += skipped
+                if padding > MAX_JPEG_PADDING_BYTES:
+                    raise PayloadTooLargeError(
+                        f"{filename}: a JPEG with more than {MAX_JPEG_PADDING_BYTES} fill "
+                        "bytes or stray bytes between its segments before its first scan "
+                        "(encoders write none)"
+                    )
+            continue
         if marker == _END_OF_IMAGE:
             break
         if marker in _STANDALONE_MARKERS:
@@ -183,6 +174,22 @@ def walk_jpeg(data: bytes, filename: str, max_segments: int, max_scans: int) -> 
             if marker in _START_OF_FRAME and frame is None:
                 frame = marker
     return JpegLayout(frame, has_app1, scans)
+
+
+def _skip_padding(data: bytes, position: int, window: int) -> tuple[int, int]:
+    """Where the marker after the stray bytes or 0xFF fill bytes at ``position`` starts, and
+    how many bytes that skips; one search in C, no further than ``window``. A ``0xFF 0x00``
+    pair outside a scan is stray bytes too."""
+    if data[position] != 0xFF:
+        found = data.find(b"\xff", position, window)
+        after = found if found >= 0 else window
+        return after, after - position
+    fill = _FILL.match(data, position, window)
+    assert fill is not None  # data[position] is 0xFF
+    last = fill.end() - 1  # the 0xFF that starts the marker
+    if last + 1 < len(data) and data[last + 1] == 0x00:
+        last += 2
+    return last, last - position
 
 
 def _walk_png(data: bytes, filename: str) -> None:
