@@ -13,15 +13,17 @@ model when it gets here. The gallery index is not a tensor model and is not expo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import numpy as np
+from starlette.datastructures import UploadFile
 
-from app.api.uploads import DecodePool, RawImage, read_uploads
+from app.api.uploads import DecodePool, RawImage, Upload, read_uploads
 from app.api.v2_protocol import (
     IMAGE_INPUT,
     MAX_JSON_BYTES,
     PIXELS_INPUT,
+    Element,
     InferRequest,
     ProtocolError,
     TensorLimits,
@@ -156,9 +158,19 @@ async def model_batch(
     was read (``tensor_limits``)."""
     (tensor,) = request.inputs
     if isinstance(tensor.data, list):
-        images = [RawImage(f"image {position}", data) for position, data in enumerate(tensor.data)]
+        images = [_upload(f"image {position}", data) for position, data in enumerate(tensor.data)]
         inputs = await read_uploads(images, settings, model.height, model.width, deadline, pool)
         return np.stack([item.pixels for item in inputs])
     if not np.isfinite(tensor.data).all():
         raise ProtocolError(f"input {PIXELS_INPUT!r} holds NaN or infinite values")
     return tensor.data
+
+
+def _upload(name: str, element: Element) -> Upload:
+    """A BYTES element as ``read_uploads`` takes it: its bytes, or its spooled file as a
+    form part's is (read on a decoding thread)."""
+    if isinstance(element, bytes):
+        return RawImage(name, element)
+    size = element.seek(0, 2)
+    element.seek(0)
+    return UploadFile(cast(BinaryIO, element), size=size, filename=name)

@@ -22,9 +22,11 @@ one spends anything:
    past them is refused (413) at the first extra byte, and each BYTES element's length
    prefix is checked against ``max_element_bytes`` before its bytes are kept.
 
-So what a request holds in memory is its JSON part (capped) plus the binary size its
-validated header announced, and every malformed body is a ``ProtocolError`` (400) or a
-``PayloadTooLargeError`` (413) naming the limit it broke.
+So what a request holds is its JSON part (capped) plus the binary size its validated header
+announced, and of that only pixels and BYTES elements up to ``spool_element_bytes`` in
+memory: a larger element goes to a temporary file as it arrives, as Starlette spools a large
+form part. Every malformed body is a ``ProtocolError`` (400) or a ``PayloadTooLargeError``
+(413) naming the limit it broke.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ import base64
 import binascii
 import json
 import struct
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -78,6 +81,7 @@ class TensorLimits:
     width: int = 64
     max_images: int = 64
     max_element_bytes: int = 10 * 1024 * 1024
+    spool_element_bytes: int = 1024 * 1024  # a larger BYTES element goes to a file
 
     @property
     def pixel_shape(self) -> tuple[int, int, int]:
@@ -96,14 +100,18 @@ class TensorLimits:
         )
 
 
+Element = bytes | IO[bytes]
+
+
 @dataclass(frozen=True)
 class InputTensor:
     name: str
     datatype: str
     shape: tuple[int, ...]
     # Pixels: float32 array of ``shape`` in [0, 1] (UINT8 already scaled); BYTES: the
-    # flat elements.
-    data: np.ndarray | list[bytes]
+    # flat elements, each its bytes or (over ``spool_element_bytes``) a temporary file
+    # holding them, at its start.
+    data: np.ndarray | list[Element]
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,12 @@ class InferRequest:
     inputs: list[InputTensor]  # exactly one: the models take one input
     outputs: list[RequestedOutput] | None  # None: every output
     binary_outputs: bool  # the request-wide ``binary_data_output`` parameter
+
+    def close(self) -> None:
+        """Delete the temporary files of spooled BYTES elements."""
+        for tensor in self.inputs:
+            if isinstance(tensor.data, list):
+                _close_files(tensor.data)
 
 
 @dataclass(frozen=True)
@@ -182,6 +196,11 @@ class InferBodyReader:
         self._json_received = 0
         self._header: _Header | None = None
         self._binary: _Binary | None = None
+
+    def close(self) -> None:
+        """Delete the temporary files of an unfinished read (a refused body)."""
+        if self._binary is not None:
+            self._binary.close()
 
     @property
     def header_pending(self) -> bool:
@@ -276,10 +295,14 @@ class _Binary:
         # Pixels: one buffer of the announced size. BYTES: the finished elements and the
         # current one's length prefix (which may arrive split) and pieces.
         self._pixels = bytearray(header.binary_size) if header.datatype in PIXEL_TYPES else None
-        self._elements: list[bytes] = []
+        self._elements: list[Element] = []
         self._prefix = bytearray()
         self._pieces: list[bytes] = []
+        self._file: IO[bytes] | None = None  # where the current element goes when spooled
         self._left = 0  # bytes of the current element still to come
+
+    def close(self) -> None:
+        _close_files([*self._elements, *([self._file] if self._file else [])])
 
     def feed(self, view: memoryview) -> None:
         size = self._header.binary_size
@@ -301,11 +324,13 @@ class _Binary:
         while len(view):
             if self._left:
                 piece, view = view[: self._left], view[self._left :]
-                self._pieces.append(bytes(piece))
+                if self._file is not None:
+                    self._file.write(piece)  # into the page cache: a chunk's memcpy
+                else:
+                    self._pieces.append(bytes(piece))
                 self._left -= len(piece)
                 if not self._left:
-                    self._elements.append(b"".join(self._pieces))
-                    self._pieces = []
+                    self._end_element()
                 continue
             if len(self._elements) == count:
                 raise ProtocolError(
@@ -326,12 +351,22 @@ class _Binary:
                 )
             if length > self._header.binary_size - (end - len(view)):
                 raise ProtocolError(f"input {name!r}: a BYTES element runs past its data")
-            if length:
-                self._left = length
-            else:
-                self._elements.append(b"")
+            self._left = length
+            if length > self._limits.spool_element_bytes:
+                self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+            elif not length:
+                self._end_element()
 
-    def finish(self) -> np.ndarray | list[bytes]:
+    def _end_element(self) -> None:
+        if self._file is not None:
+            self._file.seek(0)
+            self._elements.append(self._file)
+            self._file = None
+        else:
+            self._elements.append(b"".join(self._pieces))
+            self._pieces = []
+
+    def finish(self) -> np.ndarray | list[Element]:
         header = self._header
         if self._received < header.binary_size:
             raise ProtocolError(
@@ -480,7 +515,7 @@ def _parameters(holder: dict[str, Any], where: str) -> dict[str, Any]:
     return parameters
 
 
-def _json_tensor(header: _Header, limits: TensorLimits) -> np.ndarray | list[bytes]:
+def _json_tensor(header: _Header, limits: TensorLimits) -> np.ndarray | list[Element]:
     """The input from its JSON ``data``, which the JSON size cap already bounds."""
     if header.datatype == "BYTES":
         return _json_elements(header, limits)
@@ -520,14 +555,14 @@ def _pixels(header: _Header, values: np.ndarray) -> np.ndarray:
     return values.astype(np.float32, copy=False)
 
 
-def _json_elements(header: _Header, limits: TensorLimits) -> list[bytes]:
+def _json_elements(header: _Header, limits: TensorLimits) -> list[Element]:
     """BYTES elements from JSON: base64 strings, flat or as ``[[s], [s], ...]``."""
     name, count, data = header.name, header.shape[0], header.data
     if not isinstance(data, list) or len(data) != count:
         given = len(data) if isinstance(data, list) else "not a list"
         raise ProtocolError(f"input {name!r}: {given} elements for shape {list(header.shape)}")
     most_chars = 4 * (limits.max_element_bytes // 3 + 1)
-    elements = []
+    elements: list[Element] = []
     for position, element in enumerate(data):
         if isinstance(element, list) and len(element) == 1 and header.shape[1:] == (1,):
             element = element[0]
@@ -546,6 +581,12 @@ def _json_elements(header: _Header, limits: TensorLimits) -> list[bytes]:
                 "(or send the binary tensor extension)"
             ) from None
     return elements
+
+
+def _close_files(elements: Sequence[Element]) -> None:
+    for element in elements:
+        if not isinstance(element, bytes):
+            element.close()
 
 
 def _requested_outputs(raw: object) -> list[RequestedOutput] | None:

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
-from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, ServiceDep, service_of
+from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, ServiceDep, ServiceState, service_of
 from app.api.errors import retry_headers
 from app.api.inference import InferenceRoute, check_timeout_header, watched
 from app.api.numbers import whole_number
@@ -213,6 +213,17 @@ async def infer(request: Request) -> Response:
     parsed = await _read_request(request, model, service.settings)
     if isinstance(parsed, Response):
         return parsed
+    try:
+        return await _infer(request, service, model, parsed)
+    finally:
+        parsed.close()  # spooled BYTES elements
+
+
+async def _infer(
+    request: Request, service: ServiceState, model: LoadedModel, parsed: InferRequest
+) -> Response:
+    """Decode, batch and run ``parsed`` once its body has been read and checked."""
+    name = model.name
     outputs = requested_outputs(name, parsed)
     deadline = request.state.budget.start()  # now that the body has arrived
 
@@ -261,16 +272,23 @@ async def _read_request(
                 max_json_bytes(settings),
                 tensor_limits(model, settings),
             )
+        except ServiceError as error:
+            return v2_error(error.detail, error.status_code, {"Connection": "close"})
+        try:
             async for chunk in request.stream():
                 if reader.header_pending and reader.json_bytes + len(chunk) > INLINE_JSON_BYTES:
                     await to_thread.run_sync(reader.feed, chunk)  # may parse the JSON part
                 else:
                     reader.feed(chunk)
+            if reader.json_bytes > INLINE_JSON_BYTES:
+                return await to_thread.run_sync(reader.finish)
+            return reader.finish()
         except ServiceError as error:
+            reader.close()
             return v2_error(error.detail, error.status_code, {"Connection": "close"})
-        if reader.json_bytes > INLINE_JSON_BYTES:
-            return await to_thread.run_sync(reader.finish)
-        return reader.finish()
+        except BaseException:
+            reader.close()
+            raise
 
 
 def _path_parameter(name: str) -> dict[str, Any]:

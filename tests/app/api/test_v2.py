@@ -140,6 +140,19 @@ def test_binary_and_json_bytes_and_fp32_inputs_give_the_same_probabilities(
     np.testing.assert_allclose(probabilities[0], expected, atol=1e-5)  # same as the task API
 
 
+def test_an_image_over_a_mib_is_spooled_and_read_like_a_form_part(
+    client: triton.InferenceServerClient, server: str
+) -> None:
+    bmp = image_bytes("BMP", size=(640, 600))
+    assert len(bmp) > MIB  # over TensorLimits.spool_element_bytes: it goes to a file
+    result = client.infer(CLASSIFIER, [image_input([bmp, PNG], binary=True)])
+    probabilities = result.as_numpy("probabilities")
+    for row, image in zip(probabilities, (bmp, PNG), strict=True):
+        classify = httpx.post(f"http://{server}/classify", files={"file": ("x", image)})
+        expected = list(classify.json()["predictions"][0]["probabilities"].values())
+        np.testing.assert_allclose(row, expected, atol=1e-5)
+
+
 def test_pinned_version_and_its_header(client: triton.InferenceServerClient, server: str) -> None:
     result = client.infer(CLASSIFIER, [image_input([PNG], True)], model_version="1")
     assert result.get_response()["model_version"] == "1"

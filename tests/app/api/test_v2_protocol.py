@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import tempfile
 
 import numpy as np
 import pytest
 
+from app.api import v2_protocol
 from app.api.v2_protocol import (
     HEADER_LENGTH,
     MAX_OUTPUTS,
@@ -93,6 +95,42 @@ def test_any_chunking_of_the_stream_reads_the_same_request(chunk: int) -> None:
     for start in range(0, len(body), chunk):
         reader.feed(body[start : start + chunk])
     assert reader.finish().inputs[0].data == [b"a" * 10, b"", b"bcd"]
+
+
+def test_bytes_elements_over_the_spool_size_go_to_temporary_files() -> None:
+    limits = TensorLimits(4, 4, 8, max_element_bytes=1000, spool_element_bytes=10)
+    big = bytes(range(200)) * 2
+    elements = bytes_element(b"small") + bytes_element(big)
+    body, length = binary_body(tensor("image", "BYTES", [2], size=len(elements)), elements)
+    reader = InferBodyReader(length, None, MAX_JSON, limits)
+    for start in range(0, len(body), 7):
+        reader.feed(body[start : start + 7])
+    request = reader.finish()
+    small, spooled = request.inputs[0].data
+    assert small == b"small"
+    assert not isinstance(spooled, bytes) and spooled.read() == big
+    request.close()
+    assert spooled.closed
+
+
+def test_a_refused_read_closes_its_spooled_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    created = []
+    make_file = tempfile.TemporaryFile
+
+    def recorded() -> object:
+        created.append(make_file())  # noqa: SIM115 (the reader closes it)
+        return created[-1]
+
+    monkeypatch.setattr(v2_protocol.tempfile, "TemporaryFile", recorded)
+    limits = TensorLimits(4, 4, 8, max_element_bytes=1000, spool_element_bytes=10)
+    head, length = binary_body(tensor("image", "BYTES", [2], size=2 * 1004))
+    reader = InferBodyReader(length, None, MAX_JSON, limits)
+    reader.feed(head + bytes_element(b"x" * 500))
+    with pytest.raises(PayloadTooLargeError, match="2000 bytes"):
+        reader.feed((2000).to_bytes(4, "little"))
+    assert len(created) == 1 and not created[0].closed
+    reader.close()
+    assert created[0].closed
 
 
 def refused(header: dict, *parts: bytes) -> ProtocolError | PayloadTooLargeError:
