@@ -250,15 +250,38 @@ def webp_chunk_flood(chunks: int, side: int = 64) -> bytes:
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
+def png_exif_flood(entries: int, side: int = 64) -> bytes:
+    """A ``side`` x ``side`` grey PNG whose eXIf chunk holds an IFD of ``entries`` one-byte
+    entries (12 bytes each): Pillow parses every one in Python when asked for the image's
+    orientation, and a PNG chunk, unlike a JPEG segment, may hold 65,535 of them."""
+    exif = tiff_entry_flood(entries, side=1)
+    png = png_chunk_flood(1, PNG_PRIVATE_CHUNK, side)
+    image_data = png.index(b"IDAT") - 4
+    return png[:image_data] + _png_chunk(b"eXIf", exif) + png[image_data:]
+
+
+def png_text_flood(chunks: int, side: int = 64) -> bytes:
+    """A ``side`` x ``side`` grey PNG with ``chunks`` zTXt chunks, each a 1 KB deflate
+    stream of 1 MB of text: Pillow inflates each (up to its 1 MB chunk limit) and keeps
+    the text, 64 of them before it refuses the file."""
+    text = zlib.compress(b"a" * 1_000_000, 9)
+    floods = b"".join(_png_chunk(b"zTXt", b"k%d\x00\x00" % n + text) for n in range(chunks))
+    png = png_chunk_flood(1, PNG_PRIVATE_CHUNK, side)
+    image_data = png.index(b"IDAT") - 4
+    return png[:image_data] + floods + png[image_data:]
+
+
 @dataclass(frozen=True)
 class HostileFile:
     """One structure flood: its bytes and how the server must answer it (a 413 whose
-    ``detail`` contains ``detail_contains``)."""
+    ``detail`` contains ``detail_contains``); ``before_decoder``: refused before Pillow
+    or libjpeg parses it (else once Pillow has read its header, which the walk bounded)."""
 
     name: str
     data: bytes
     status: int
     detail_contains: str
+    before_decoder: bool = True
 
 
 def structure_floods(max_bytes: int = 10 * 1024 * 1024) -> list[HostileFile]:
@@ -284,4 +307,12 @@ def structure_floods(max_bytes: int = 10 * 1024 * 1024) -> list[HostileFile]:
         HostileFile("tiff_entry_flood", tiff_entry_flood(60_000), 413, "IFD entries"),
         HostileFile("bmp_rle_line_ends", rle_bmp_line_ends(2000, 2000), 413, "run-length"),
         HostileFile("webp_chunk_flood", webp_chunk_flood(room // 8), 413, "chunks"),
+        HostileFile(
+            "png_exif_flood",
+            png_exif_flood(min(room // 12, 60_000)),
+            413,
+            "IFD entries",
+            before_decoder=False,
+        ),
+        HostileFile("png_text_flood", png_text_flood(min(room // 1100, 70)), 413, "compressed"),
     ]

@@ -38,6 +38,10 @@ MAX_JPEG_PADDING_BYTES = 4096
 # MAX_UPLOAD_BYTES (10 MiB) holds at most ~1,300 of them; 4096 leaves room for 2.5 KiB
 # chunks and ancillary ones.
 MAX_PNG_CHUNKS = 4096
+# Compressed PNG text and profile chunks (zTXt, iTXt, iCCP): Pillow inflates each, up to
+# 1 MB, in memory (its MAX_TEXT_CHUNK). Writers add a handful (ImageMagick's raw profiles,
+# an ICC profile); 32 bound the inflating to 32 MB.
+MAX_PNG_COMPRESSED_CHUNKS = 32
 # GIF extension blocks and the sub-blocks within them before the first image, read by
 # Pillow in Python. Encoders write a handful of extensions (graphic control, loop count,
 # comments, XMP: a 10 KB XMP packet reads as ~150 sub-blocks); a 255-byte sub-block each,
@@ -72,6 +76,8 @@ _START_OF_FRAME = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # anything else is the next marker, where the scan ends.
 _MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 _FILL = re.compile(rb"\xff+")  # fill bytes before a marker, skipped in one C call
+_PNG_COMPRESSED = frozenset((b"zTXt", b"iTXt", b"iCCP"))
+_EXIF_PREFIX = re.compile(rb"^(Exif\x00\x00){1,2}")  # as Pillow strips it
 _TIFF_BYTE_TYPES = frozenset((1, 2, 7))  # BYTE, ASCII, UNDEFINED: kept as bytes by Pillow
 _TIFF_STRIP_TAGS = frozenset((273, 279, 324, 325))  # Strip/Tile Offsets and ByteCounts
 _BMP_RLE = frozenset((1, 2))  # BI_RLE8, BI_RLE4
@@ -109,7 +115,7 @@ def check_structure(data: bytes, filename: str, max_jpeg_scans: int) -> JpegLayo
     elif data.startswith((b"GIF87a", b"GIF89a")):
         _walk_gif(data, filename)
     elif data.startswith((b"II", b"MM")):
-        _walk_tiff(data, filename)
+        _walk_tiff(data, filename, "a TIFF")
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         _walk_webp(data, filename)
     elif data.startswith(b"BM"):
@@ -195,7 +201,7 @@ def _skip_padding(data: bytes, position: int, window: int) -> tuple[int, int]:
 def _walk_png(data: bytes, filename: str) -> None:
     """Count a PNG's chunks up to its IEND, or up to the second frame's fcTL of an APNG
     (where Pillow stops reading for the first frame); each step jumps a whole chunk."""
-    position, end, chunks, seen_data = 8, len(data), 0, False
+    position, end, chunks, compressed, seen_data = 8, len(data), 0, 0, False
     while position + 8 <= end:
         chunks += 1
         if chunks > MAX_PNG_CHUNKS:
@@ -208,6 +214,13 @@ def _walk_png(data: bytes, filename: str) -> None:
             raise BadImageError(f"{filename}: corrupt PNG: chunk length {length}")
         if kind == b"IEND" or (kind == b"fcTL" and seen_data):
             return
+        if kind in _PNG_COMPRESSED:
+            compressed += 1
+            if compressed > MAX_PNG_COMPRESSED_CHUNKS:
+                raise PayloadTooLargeError(
+                    f"{filename}: a PNG with more than {MAX_PNG_COMPRESSED_CHUNKS} compressed "
+                    "text or profile chunks (zTXt, iTXt, iCCP; each inflates to up to 1 MB)"
+                )
         seen_data = seen_data or kind == b"IDAT"
         position += 12 + length
 
@@ -249,9 +262,17 @@ def _walk_gif(data: bytes, filename: str) -> None:
                 break
 
 
-def _walk_tiff(data: bytes, filename: str) -> None:
+def check_exif(exif: bytes, filename: str) -> None:
+    """Bound the first IFD of an EXIF block (a JPEG's APP1, a PNG's eXIf chunk or raw
+    profile, a WebP's EXIF chunk) as a TIFF's: Pillow parses its entries in Python to find
+    the orientation, and outside a JPEG segment the block may hold 65,535 of them."""
+    _walk_tiff(_EXIF_PREFIX.sub(b"", exif[:12]) + exif[12:], filename, "an EXIF block")
+
+
+def _walk_tiff(data: bytes, filename: str, what: str) -> None:
     """Read the first IFD's entry count and each entry's tag, type and value count (never
-    the values), classic or BigTIFF: its entries, strips or tiles and numeric values."""
+    the values), classic or BigTIFF: its entries, strips or tiles and numeric values.
+    ``what`` names the file in messages ("a TIFF")."""
     order = "<" if data.startswith(b"II") else ">"
     version = int.from_bytes(data[2:4], "little" if order == "<" else "big")
     if version == 42:
@@ -271,7 +292,7 @@ def _walk_tiff(data: bytes, filename: str) -> None:
     (entries,) = struct.unpack_from(order + count_format, data, ifd)
     if entries > MAX_TIFF_IFD_ENTRIES:
         raise PayloadTooLargeError(
-            f"{filename}: a TIFF with more than {MAX_TIFF_IFD_ENTRIES} IFD entries "
+            f"{filename}: {what} with more than {MAX_TIFF_IFD_ENTRIES} IFD entries "
             f"({entries}; real files have fewer than 100)"
         )
     entry_size = struct.calcsize(order + entry_format) + header
@@ -284,14 +305,14 @@ def _walk_tiff(data: bytes, filename: str) -> None:
         position += entry_size
         if tag in _TIFF_STRIP_TAGS and count > MAX_TIFF_STRIPS:
             raise PayloadTooLargeError(
-                f"{filename}: a TIFF with more than {MAX_TIFF_STRIPS} strips or tiles "
+                f"{filename}: {what} with more than {MAX_TIFF_STRIPS} strips or tiles "
                 f"({count}; each is decoded separately)"
             )
         if kind not in _TIFF_BYTE_TYPES:
             values += count
     if values > MAX_TIFF_VALUES:
         raise PayloadTooLargeError(
-            f"{filename}: a TIFF whose first IFD holds more than {MAX_TIFF_VALUES} "
+            f"{filename}: {what} whose first IFD holds more than {MAX_TIFF_VALUES} "
             f"numeric values ({values})"
         )
 

@@ -25,7 +25,13 @@ from app.core.errors import (
     ServiceError,
     UnsupportedImageError,
 )
-from app.core.image_structure import MAX_JPEG_SEGMENTS, JpegLayout, check_structure, walk_jpeg
+from app.core.image_structure import (
+    MAX_JPEG_SEGMENTS,
+    JpegLayout,
+    check_exif,
+    check_structure,
+    walk_jpeg,
+)
 from contract.pixels import to_rgb
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
@@ -126,7 +132,9 @@ def decode_for_model(
     1. byte cap: ``limits.max_bytes`` (413), so nothing below reads more than that;
     2. structure walk: ``image_structure.check_structure``, a fixed budget of segments,
        chunks, sub-blocks, strips and IFD entries, and the JPEG scans (413 naming the budget,
-       400 for a structure it cannot walk), before Pillow or libjpeg parses anything;
+       400 for a structure it cannot walk), before Pillow or libjpeg parses anything; once
+       Pillow has read a header (bounded by this walk), the EXIF block it found is bounded
+       the same way (``check_exif``) before its entries are parsed;
     3. header: width and height from the header (libjpeg's in C for a small JPEG, else
        Pillow's, its walk now bounded by step 2) against the pixel limits (413);
     4. admission: ``admit(width x height)`` weighs the image against the caller's budget
@@ -186,10 +194,27 @@ def _decode_with_pillow(
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImageError(f"{filename}: cannot read image header: {error}") from error
     with image:
+        exif = _exif_block(image)
+        if exif:
+            check_exif(exif, filename)
         header = _Header(*image.size, image.format or "", bool(image.info.get("progressive")))
         _check_cost(header, filename, limits, reduced_jpeg=target_size is not None)
         with _admitted(admit, header):
             return _decode(image, filename, limits, target_size)
+
+
+def _exif_block(image: Image.Image) -> bytes | None:
+    """The EXIF block ``image.getexif()`` would parse (a TIFF's own IFD aside, which the
+    structure walk bounded): its ``exif`` info, or a PNG's hex raw profile, decoded as
+    Pillow decodes it (at most 1 MB of text)."""
+    exif = image.info.get("exif")
+    if isinstance(exif, bytes):
+        return exif
+    profile = image.info.get("Raw profile type exif")
+    if isinstance(profile, str):
+        with contextlib.suppress(ValueError):  # Pillow reports it when it reads it
+            return bytes.fromhex("".join(profile.split("\n")[3:]))
+    return None
 
 
 def _admitted(admit: DecodeAdmission | None, header: _Header) -> AbstractContextManager[object]:

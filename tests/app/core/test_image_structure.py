@@ -20,10 +20,12 @@ from app.core.image_structure import (
     MAX_JPEG_PADDING_BYTES,
     MAX_JPEG_SEGMENTS,
     MAX_PNG_CHUNKS,
+    MAX_PNG_COMPRESSED_CHUNKS,
     MAX_TIFF_IFD_ENTRIES,
     MAX_TIFF_STRIPS,
     MAX_TIFF_VALUES,
     MAX_WEBP_CHUNKS,
+    check_exif,
     check_structure,
     walk_jpeg,
 )
@@ -34,6 +36,7 @@ from benchmarks.hostile_inputs import (
     jpeg_fill_flood,
     jpeg_segment_flood,
     png_chunk_flood,
+    png_text_flood,
     rle_bmp_line_ends,
     small_jpeg,
     tiff_entry_flood,
@@ -53,6 +56,7 @@ OVER_BUDGET = [
     (jpeg_fill_flood(MAX_JPEG_PADDING_BYTES + 1), f"more than {MAX_JPEG_PADDING_BYTES} fill"),
     (png_chunk_flood(MAX_PNG_CHUNKS), f"more than {MAX_PNG_CHUNKS} chunks"),
     (png_chunk_flood(MAX_PNG_CHUNKS, PNG_PRIVATE_CHUNK), "PNG with more than"),
+    (png_text_flood(MAX_PNG_COMPRESSED_CHUNKS + 1), f"more than {MAX_PNG_COMPRESSED_CHUNKS} comp"),
     (gif_comment_flood(MAX_GIF_SUB_BLOCKS), f"more than {MAX_GIF_SUB_BLOCKS} sub-blocks"),
     (
         gif_comment_flood(MAX_GIF_EXTENSIONS + 1, extensions=MAX_GIF_EXTENSIONS + 1),
@@ -76,6 +80,7 @@ AT_BUDGET = [
     jpeg_segment_flood(MAX_JPEG_SEGMENTS - JPEG_OWN_MARKERS),
     jpeg_fill_flood(MAX_JPEG_PADDING_BYTES),
     png_chunk_flood(MAX_PNG_CHUNKS - 2),  # IHDR and IEND
+    png_text_flood(MAX_PNG_COMPRESSED_CHUNKS),
     gif_comment_flood(MAX_GIF_SUB_BLOCKS - 1),  # and the terminator
     gif_comment_flood(MAX_GIF_EXTENSIONS, extensions=MAX_GIF_EXTENSIONS),
     tiff_strip_flood(MAX_TIFF_STRIPS),
@@ -209,3 +214,14 @@ def test_only_run_length_bmps_have_the_small_pixel_limit() -> None:
     buffer = io.BytesIO()
     Image.new("P", (side, side)).save(buffer, format="BMP")  # uncompressed: decoded in C
     check_structure(buffer.getvalue(), "x", 32)
+
+
+def test_exif_blocks_are_bounded_like_a_tiff_ifd() -> None:
+    flood = tiff_entry_flood(MAX_TIFF_IFD_ENTRIES + 1, side=1)
+    for block in (flood, b"Exif\x00\x00" + flood, b"Exif\x00\x00" * 2 + flood):
+        with pytest.raises(PayloadTooLargeError, match="an EXIF block with more than"):
+            check_exif(block, "x")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation
+    check_exif(exif.tobytes(), "x")
+    check_exif(b"Exif\x00\x00", "x")  # empty: nothing to parse
