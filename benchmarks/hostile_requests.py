@@ -133,10 +133,23 @@ class Answer:
 
     status: int | None
     headers: dict[str, str] = field(default_factory=dict)
-    detail: str = ""
+    detail: str = ""  # the start of the body
     sent_bytes: int = 0
     seconds: float = 0.0
     error: str = ""
+    message: str | None = None  # a refusal's JSON ``detail`` or ``error``, when it has one
+
+
+def refusal_message(body: bytes) -> str | None:
+    """The ``detail`` (task endpoints) or ``error`` (v2) of a JSON error body."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    message = parsed.get("detail", parsed.get("error"))
+    return None if message is None else str(message)
 
 
 # ---------------------------------------------------------------------------------------
@@ -876,9 +889,9 @@ def _read_answer(sock: socket.socket, deadline: float) -> Answer:
         head, _, body = data.partition(b"\r\n\r\n")
         status_line = head.decode("latin-1").split("\r\n")[0]
         headers = {}
-    return Answer(
-        int(status_line.split()[1]), headers, body[:600].decode("utf-8", errors="replace")
-    )
+    answer = Answer(int(status_line.split()[1]), headers, body[:600].decode(errors="replace"))
+    answer.message = refusal_message(body)
+    return answer
 
 
 def send_all(
@@ -906,7 +919,8 @@ def send_all(
 
 def problems(request: HostileRequest, answers: list[Answer]) -> list[str]:
     """What is wrong with the answers: a status outside the expected set, a 5xx, no answer,
-    or a redirect to the forbidden host."""
+    a 4xx without a JSON ``detail`` or ``error`` saying why, or a redirect to the
+    forbidden host."""
     found = []
     for answer in answers:
         if answer.status is None:
@@ -915,6 +929,8 @@ def problems(request: HostileRequest, answers: list[Answer]) -> list[str]:
             found.append(
                 f"status {answer.status} not in {sorted(request.expected)}: {answer.detail[:200]}"
             )
+        elif answer.status >= 400 and not answer.message:
+            found.append(f"status {answer.status} without a JSON detail: {answer.detail[:200]}")
         location = answer.headers.get("location", "")
         if request.forbidden_location and request.forbidden_location in location:
             found.append(f"redirects to {location}")
