@@ -120,18 +120,18 @@ def admitted_batcher(path: str) -> str | None:
 
 def body_limits(settings: Settings) -> list[tuple[BaseRoute, int]]:
     """Largest request body per upload route: one file's worth on the one-file endpoints,
-    ``MAX_FILES_PER_REQUEST`` files' worth on /classify, and on the v2 infer routes the
-    largest valid request (its JSON part and that many encoded images; the infer route
-    itself holds no more than the size its checked JSON header announces). Every other
-    route gets the small default."""
+    ``MAX_FILES_PER_REQUEST`` files' worth on /classify and the v2 infer routes (every
+    other route gets the small default). A v2 body is at most that many encoded images,
+    each after its 4-byte length, behind a small JSON header, or a JSON part of at most
+    ``v2_models.max_json_bytes``; the infer route itself refuses, while streaming, any byte
+    past what its checked JSON header announces, and keeps no more than that."""
     one_file = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
     all_files = (
         settings.max_upload_bytes * settings.max_files_per_request + MULTIPART_OVERHEAD_BYTES
     )
     v2_infer = [route for route in v2.router.routes if isinstance(route, v2.V2InferRoute)]
     limits = [(route, one_file) for m in (denoise, similar) for route in m.router.routes]
-    limits += [(route, all_files) for route in classify.router.routes]
-    return limits + [(route, v2.infer_body_bytes(settings)) for route in v2_infer]
+    return limits + [(route, all_files) for route in [*classify.router.routes, *v2_infer]]
 
 
 def create_app(

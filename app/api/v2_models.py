@@ -118,15 +118,6 @@ def max_json_bytes(settings: Settings) -> int:
     return min(settings.max_upload_bytes, MAX_JSON_BYTES)
 
 
-def max_body_bytes(settings: Settings) -> int:
-    """The largest infer body a valid request can be: its JSON part, then at most
-    ``MAX_FILES_PER_REQUEST`` encoded images each with its 4-byte length (pixels at the
-    models' sizes weigh far less)."""
-    return max_json_bytes(settings) + settings.max_files_per_request * (
-        settings.max_upload_bytes + 4
-    )
-
-
 def requested_outputs(model_name: str, request: InferRequest) -> list[tuple[Output, bool]]:
     """The outputs to compute, each with whether it goes back as binary data; each output
     at most once (each one asked for is a model call)."""

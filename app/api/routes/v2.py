@@ -26,7 +26,6 @@ from app.api.schemas import V2Error, V2ModelMetadata, V2ModelReady, V2ServerMeta
 from app.api.v2_models import (
     MODELS,
     PLATFORM,
-    max_body_bytes,
     max_json_bytes,
     model_batch,
     model_config,
@@ -250,11 +249,6 @@ async def _infer(
     with tracing.stage("encode"):
         body, headers = encode_infer_response(name, model.version, parsed.id, results)
     return Response(body, headers={**headers, MODEL_VERSION_HEADER: str(model.version)})
-
-
-def infer_body_bytes(settings: Settings) -> int:
-    """The body-size cap of the infer routes (the request body limit middleware's)."""
-    return max_body_bytes(settings)
 
 
 async def _read_request(
