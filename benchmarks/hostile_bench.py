@@ -45,6 +45,7 @@ from benchmarks.hostile_inputs import (
     jpeg_fill_flood,
     jpeg_segment_flood,
     png_chunk_flood,
+    png_text_flood,
     progressive_jpeg,
     rle_bmp,
     rle_bmp_line_ends,
@@ -131,6 +132,11 @@ def at_budget_inputs(settings: Settings) -> list[tuple[str, tuple[int, int], byt
             f"PNG, {budgets.MAX_PNG_CHUNKS - 2} IDAT chunks",
             (side, side),
             png_chunk_flood(budgets.MAX_PNG_CHUNKS - 2),
+        ),
+        (
+            f"PNG, {budgets.MAX_PNG_COMPRESSED_CHUNKS} zTXt chunks of 1 MB",
+            (side, side),
+            png_text_flood(budgets.MAX_PNG_COMPRESSED_CHUNKS),
         ),
         (
             f"GIF, {budgets.MAX_GIF_SUB_BLOCKS - 1} comment sub-blocks",

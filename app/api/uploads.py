@@ -347,9 +347,10 @@ def _read_and_prepare_all(
     """Read each part (at most ``max_upload_bytes + 1`` bytes, so an oversized one is detected
     without holding it all) and prepare it; one thread hop per request, not one per file.
 
-    The pixels every file claims in its header count against ``max_request_pixels`` before
-    that file is decoded, so one request's decoding work stays bounded however many files
-    it carries; a file over ``LARGE_IMAGE_PIXELS`` waits for one of the ``large`` slots
+    The pixels every file claims in its header (and what reading its structure costs beyond
+    them, in pixels: ``image_structure.Structure``) count against ``max_request_pixels``
+    before that file is decoded, so one request's decoding work stays bounded however many
+    files it carries; a file over ``LARGE_IMAGE_PIXELS`` waits for one of the ``large`` slots
     (``state`` says so while it waits).
     """
     inputs = []
@@ -360,8 +361,9 @@ def _read_and_prepare_all(
         pixels += claimed
         if pixels > settings.max_request_pixels:
             raise PayloadTooLargeError(
-                f"{filename}: the files up to this one hold {pixels} pixels together, over "
-                f"the {settings.max_request_pixels} pixel limit of one request"
+                f"{filename}: the files up to this one hold {pixels} pixels together (with "
+                "what reading their headers costs, in pixels), over the "
+                f"{settings.max_request_pixels} pixel limit of one request"
             )
         if claimed <= LARGE_IMAGE_PIXELS:
             return contextlib.nullcontext()

@@ -67,6 +67,23 @@ MAX_WEBP_CHUNKS = 4096
 # pixel (~0.2 us); 512x512 bounds that to ~50 ms. Uncompressed BMPs decode in C.
 MAX_BMP_RLE_PIXELS = 512 * 512
 
+# What reading each structure costs the decoder beyond its pixels, in pixels: the CPU of
+# decoding one pixel at full size (~36 ns, a 16-bit RGBA PNG) is the unit, the rest
+# measured by benchmarks/hostile_bench.py at each budget. The first ``_FREE_STRUCTURES``
+# of each kind are free (what every file has), so an ordinary file costs its pixels only;
+# a file near a budget weighs on its request's pixel budget (MAX_REQUEST_PIXELS) like the
+# pixels it costs, so a request cannot multiply it by sending many.
+_PIXELS_PER_JPEG_SEGMENT = 20  # ~0.7 us
+_PIXELS_PER_PNG_CHUNK = 100  # ~3.4 us
+_PIXELS_PER_COMPRESSED_CHUNK = 65_536  # ~2.6 ms to inflate 1 MB
+_PIXELS_PER_GIF_SUB_BLOCK = 16  # ~0.5 us
+_PIXELS_PER_TIFF_STRIP = 160  # ~6 us
+_PIXELS_PER_IFD_ENTRY = 256  # ~8.5 us
+_PIXELS_PER_WEBP_CHUNK = 16  # ~0.5 us
+_EXTRA_PIXELS_PER_RLE_PIXEL = 3  # ~0.16 us in Python against ~0.04 us in C
+_FREE_STRUCTURES = 64
+_FREE_COMPRESSED_CHUNKS = 4
+
 # JPEG markers that stand alone (no length field): TEM and the restart markers RST0-RST7.
 _STANDALONE_MARKERS = frozenset((0x01, *range(0xD0, 0xD8)))
 _START_OF_SCAN, _END_OF_IMAGE, _APP1 = 0xDA, 0xD9, 0xE1
@@ -80,6 +97,7 @@ _PNG_COMPRESSED = frozenset((b"zTXt", b"iTXt", b"iCCP"))
 _EXIF_PREFIX = re.compile(rb"^(Exif\x00\x00){1,2}")  # as Pillow strips it
 _TIFF_BYTE_TYPES = frozenset((1, 2, 7))  # BYTE, ASCII, UNDEFINED: kept as bytes by Pillow
 _TIFF_STRIP_TAGS = frozenset((273, 279, 324, 325))  # Strip/Tile Offsets and ByteCounts
+_TIFF_OFFSET_TAGS = frozenset((273, 324))  # StripOffsets, TileOffsets: one per strip/tile
 _BMP_RLE = frozenset((1, 2))  # BI_RLE8, BI_RLE4
 
 
@@ -92,15 +110,24 @@ class JpegLayout:
     frame: int | None
     has_app1: bool
     scans: int
+    segments: int  # the markers walked, padding runs included
 
 
-def check_structure(data: bytes, filename: str, max_jpeg_scans: int) -> JpegLayout | None:
+@dataclass(frozen=True)
+class Structure:
+    """What the structure walk found: a JPEG's layout (None for other formats), and what
+    reading the structure costs beyond the pixels, in pixels (see ``_PIXELS_PER_*``)."""
+
+    jpeg: JpegLayout | None
+    cost_pixels: int
+
+
+def check_structure(data: bytes, filename: str, max_jpeg_scans: int) -> Structure:
     """Walk ``data``'s structure within the budgets above (and ``max_jpeg_scans``).
 
-    Raises 413 for a file over a budget, 400 for a structure that cannot be walked. Returns
-    a JPEG's layout, None for the other formats; data in no supported format passes
-    untouched, for the decoder to name. A truncated file passes as far as it goes: the
-    decoder reports it.
+    Raises 413 for a file over a budget, 400 for a structure that cannot be walked. Data in
+    no supported format passes untouched, for the decoder to name. A truncated file passes
+    as far as it goes: the decoder reports it.
     """
     if data.startswith(b"\xff\xd8\xff"):
         layout = walk_jpeg(data, filename, MAX_JPEG_SEGMENTS, max_jpeg_scans)
@@ -109,18 +136,23 @@ def check_structure(data: bytes, filename: str, max_jpeg_scans: int) -> JpegLayo
                 f"{filename}: JPEG with more than {max_jpeg_scans} scans "
                 "(each scan is decoded over the whole image; ordinary files have at most 10)"
             )
-        return layout
+        return Structure(layout, _over_free(layout.segments) * _PIXELS_PER_JPEG_SEGMENT)
+    cost = 0
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        _walk_png(data, filename)
+        cost = _walk_png(data, filename)
     elif data.startswith((b"GIF87a", b"GIF89a")):
-        _walk_gif(data, filename)
+        cost = _walk_gif(data, filename)
     elif data.startswith((b"II", b"MM")):
-        _walk_tiff(data, filename, "a TIFF")
+        cost = _walk_tiff(data, filename, "a TIFF")
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        _walk_webp(data, filename)
+        cost = _walk_webp(data, filename)
     elif data.startswith(b"BM"):
-        _check_bmp(data, filename)
-    return None
+        cost = _check_bmp(data, filename)
+    return Structure(None, cost)
+
+
+def _over_free(count: int, free: int = _FREE_STRUCTURES) -> int:
+    return max(count - free, 0)
 
 
 def walk_jpeg(data: bytes, filename: str, max_segments: int, max_scans: int) -> JpegLayout:
@@ -179,7 +211,7 @@ def walk_jpeg(data: bytes, filename: str, max_segments: int, max_scans: int) -> 
             has_app1 = has_app1 or marker == _APP1
             if marker in _START_OF_FRAME and frame is None:
                 frame = marker
-    return JpegLayout(frame, has_app1, scans)
+    return JpegLayout(frame, has_app1, scans, segments)
 
 
 def _skip_padding(data: bytes, position: int, window: int) -> tuple[int, int]:
@@ -198,7 +230,7 @@ def _skip_padding(data: bytes, position: int, window: int) -> tuple[int, int]:
     return last, last - position
 
 
-def _walk_png(data: bytes, filename: str) -> None:
+def _walk_png(data: bytes, filename: str) -> int:
     """Count a PNG's chunks up to its IEND, or up to the second frame's fcTL of an APNG
     (where Pillow stops reading for the first frame); each step jumps a whole chunk."""
     position, end, chunks, compressed, seen_data = 8, len(data), 0, 0, False
@@ -213,7 +245,7 @@ def _walk_png(data: bytes, filename: str) -> None:
         if length > 0x7FFFFFFF:
             raise BadImageError(f"{filename}: corrupt PNG: chunk length {length}")
         if kind == b"IEND" or (kind == b"fcTL" and seen_data):
-            return
+            break
         if kind in _PNG_COMPRESSED:
             compressed += 1
             if compressed > MAX_PNG_COMPRESSED_CHUNKS:
@@ -223,13 +255,17 @@ def _walk_png(data: bytes, filename: str) -> None:
                 )
         seen_data = seen_data or kind == b"IDAT"
         position += 12 + length
+    return (
+        _over_free(chunks) * _PIXELS_PER_PNG_CHUNK
+        + _over_free(compressed, _FREE_COMPRESSED_CHUNKS) * _PIXELS_PER_COMPRESSED_CHUNK
+    )
 
 
-def _walk_gif(data: bytes, filename: str) -> None:
+def _walk_gif(data: bytes, filename: str) -> int:
     """Walk a GIF's extension blocks and their sub-blocks up to its first image descriptor;
     the image's own data sub-blocks are read by Pillow's C decoder."""
     if len(data) < 13:
-        return
+        return 0
     flags, position, end = data[10], 13, len(data)
     if flags & 0x80:  # global colour table
         position += 3 << ((flags & 7) + 1)
@@ -237,7 +273,7 @@ def _walk_gif(data: bytes, filename: str) -> None:
     while position < end:
         introducer = data[position]
         if introducer in b",;":  # the first image, or the trailer
-            return
+            break
         if introducer != 0x21:
             raise BadImageError(
                 f"{filename}: corrupt GIF: byte 0x{introducer:02X} at {position} starts no block"
@@ -260,16 +296,18 @@ def _walk_gif(data: bytes, filename: str) -> None:
             position += 1 + size
             if size == 0:
                 break
+    return _over_free(sub_blocks) * _PIXELS_PER_GIF_SUB_BLOCK
 
 
-def check_exif(exif: bytes, filename: str) -> None:
+def check_exif(exif: bytes, filename: str) -> int:
     """Bound the first IFD of an EXIF block (a JPEG's APP1, a PNG's eXIf chunk or raw
     profile, a WebP's EXIF chunk) as a TIFF's: Pillow parses its entries in Python to find
-    the orientation, and outside a JPEG segment the block may hold 65,535 of them."""
-    _walk_tiff(_EXIF_PREFIX.sub(b"", exif[:12]) + exif[12:], filename, "an EXIF block")
+    the orientation, and outside a JPEG segment the block may hold 65,535 of them. Returns
+    what parsing it costs, in pixels."""
+    return _walk_tiff(_EXIF_PREFIX.sub(b"", exif[:12]) + exif[12:], filename, "an EXIF block")
 
 
-def _walk_tiff(data: bytes, filename: str, what: str) -> None:
+def _walk_tiff(data: bytes, filename: str, what: str) -> int:
     """Read the first IFD's entry count and each entry's tag, type and value count (never
     the values), classic or BigTIFF: its entries, strips or tiles and numeric values.
     ``what`` names the file in messages ("a TIFF")."""
@@ -280,15 +318,15 @@ def _walk_tiff(data: bytes, filename: str, what: str) -> None:
     elif version == 43:
         offset_format, count_format, entry_format = "Q", "Q", "HHQ"
     else:
-        return  # not a TIFF Pillow reads either
+        return 0  # not a TIFF Pillow reads either
     header = struct.calcsize(order + offset_format)
     first = 4 if version == 42 else 8
     if len(data) < first + header:
-        return
+        return 0
     (ifd,) = struct.unpack_from(order + offset_format, data, first)
     count_size = struct.calcsize(order + count_format)
     if ifd + count_size > len(data):
-        return
+        return 0
     (entries,) = struct.unpack_from(order + count_format, data, ifd)
     if entries > MAX_TIFF_IFD_ENTRIES:
         raise PayloadTooLargeError(
@@ -296,11 +334,11 @@ def _walk_tiff(data: bytes, filename: str, what: str) -> None:
             f"({entries}; real files have fewer than 100)"
         )
     entry_size = struct.calcsize(order + entry_format) + header
-    values = 0
+    values = strips = 0
     position = ifd + count_size
     for _ in range(entries):
         if position + entry_size > len(data):
-            return
+            break
         tag, kind, count = struct.unpack_from(order + entry_format, data, position)
         position += entry_size
         if tag in _TIFF_STRIP_TAGS and count > MAX_TIFF_STRIPS:
@@ -308,6 +346,8 @@ def _walk_tiff(data: bytes, filename: str, what: str) -> None:
                 f"{filename}: {what} with more than {MAX_TIFF_STRIPS} strips or tiles "
                 f"({count}; each is decoded separately)"
             )
+        if tag in _TIFF_OFFSET_TAGS:
+            strips = max(strips, count)
         if kind not in _TIFF_BYTE_TYPES:
             values += count
     if values > MAX_TIFF_VALUES:
@@ -315,9 +355,10 @@ def _walk_tiff(data: bytes, filename: str, what: str) -> None:
             f"{filename}: {what} whose first IFD holds more than {MAX_TIFF_VALUES} "
             f"numeric values ({values})"
         )
+    return _over_free(entries) * _PIXELS_PER_IFD_ENTRY + _over_free(strips) * _PIXELS_PER_TIFF_STRIP
 
 
-def _walk_webp(data: bytes, filename: str) -> None:
+def _walk_webp(data: bytes, filename: str) -> int:
     """Count a WebP's top-level RIFF chunks, each step jumping a whole chunk."""
     position, end, chunks = 12, min(len(data), 8 + int.from_bytes(data[4:8], "little")), 0
     while position + 8 <= end:
@@ -329,13 +370,14 @@ def _walk_webp(data: bytes, filename: str) -> None:
             )
         size = int.from_bytes(data[position + 4 : position + 8], "little")
         position += 8 + size + (size & 1)
+    return _over_free(chunks) * _PIXELS_PER_WEBP_CHUNK
 
 
-def _check_bmp(data: bytes, filename: str) -> None:
+def _check_bmp(data: bytes, filename: str) -> int:
     """Refuse a run-length-encoded BMP over ``MAX_BMP_RLE_PIXELS``: Pillow decodes it in
     Python. Other BMPs (and headers too short to say) go on to the decoder."""
     if len(data) < 34 or int.from_bytes(data[14:18], "little") < 40:
-        return  # an OS/2 header has no compression field
+        return 0  # an OS/2 header has no compression field
     width, height, _, _, compression = struct.unpack_from("<iiHHI", data, 18)
     pixels = abs(width) * abs(height)
     if compression in _BMP_RLE and pixels > MAX_BMP_RLE_PIXELS:
@@ -343,3 +385,4 @@ def _check_bmp(data: bytes, filename: str) -> None:
             f"{filename}: a run-length-encoded BMP of {abs(width)}x{abs(height)}, over the "
             f"{MAX_BMP_RLE_PIXELS} pixel limit for those (decoded in Python, pixel by pixel)"
         )
+    return pixels * _EXTRA_PIXELS_PER_RLE_PIXEL if compression in _BMP_RLE else 0

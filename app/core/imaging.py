@@ -112,8 +112,9 @@ def decode_upload(data: bytes, filename: str, limits: DecodeLimits) -> Image.Ima
     return image
 
 
-# Consulted with an image's width x height once its header is read, before it is decoded:
-# raises to refuse it, else returns what is held while it decodes (e.g. a semaphore slot).
+# Consulted with an image's width x height (plus the cost of reading its structure, in
+# pixels) once its header is read, before it is decoded: raises to refuse it, else returns
+# what is held while it decodes (e.g. a semaphore slot).
 DecodeAdmission = Callable[[int], AbstractContextManager[object]]
 
 
@@ -137,8 +138,11 @@ def decode_for_model(
        the same way (``check_exif``) before its entries are parsed;
     3. header: width and height from the header (libjpeg's in C for a small JPEG, else
        Pillow's, its walk now bounded by step 2) against the pixel limits (413);
-    4. admission: ``admit(width x height)`` weighs the image against the caller's budget
-       (the request's pixels, a large-decode slot) and may refuse it;
+    4. admission: ``admit(width x height + structure cost)`` weighs the image against the
+       caller's budget (the request's pixels, a large-decode slot) and may refuse it; the
+       structure cost is what reading a file near the structure budgets costs beyond its
+       pixels, in pixels (0 for an ordinary file), so many such files in one request add
+       up like large images do;
     5. decode, its cost bounded by steps 2-3.
 
     With ``target_size=(width, height)`` a large JPEG is decoded at a reduced scale (1/2 to
@@ -153,14 +157,16 @@ def decode_for_model(
         )
     if not data:
         raise BadImageError(f"{filename}: the file is empty")
-    layout = check_structure(data, filename, limits.max_jpeg_scans)
+    structure = check_structure(data, filename, limits.max_jpeg_scans)
     header = None
-    if layout is not None and target_size is not None:
-        header = _direct_jpeg_header(data, layout, target_size)
+    if structure.jpeg is not None and target_size is not None:
+        header = _direct_jpeg_header(data, structure.jpeg, target_size)
     if header is None:
-        return _decode_with_pillow(data, filename, limits, target_size, admit)
+        return _decode_with_pillow(
+            data, filename, limits, target_size, admit, structure.cost_pixels
+        )
     _check_cost(header, filename, limits, reduced_jpeg=False)  # decoded at full size
-    with _admitted(admit, header):
+    with _admitted(admit, header, structure.cost_pixels):
         try:
             # strict: libjpeg's warnings are errors here; Pillow decides what they mean
             pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
@@ -175,7 +181,10 @@ def _decode_with_pillow(
     limits: DecodeLimits,
     target_size: tuple[int, int] | None,
     admit: DecodeAdmission | None,
+    structure_cost: int = 0,
 ) -> DecodedImage:
+    """Open, check and decode ``data`` with Pillow; ``structure_cost``: what the structure
+    walk found reading its structure costs, in pixels (counted with its pixels by ``admit``)."""
     try:
         image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except UnidentifiedImageError as error:
@@ -196,10 +205,10 @@ def _decode_with_pillow(
     with image:
         exif = _exif_block(image)
         if exif:
-            check_exif(exif, filename)
+            structure_cost += check_exif(exif, filename)
         header = _Header(*image.size, image.format or "", bool(image.info.get("progressive")))
         _check_cost(header, filename, limits, reduced_jpeg=target_size is not None)
-        with _admitted(admit, header):
+        with _admitted(admit, header, structure_cost):
             return _decode(image, filename, limits, target_size)
 
 
@@ -217,8 +226,13 @@ def _exif_block(image: Image.Image) -> bytes | None:
     return None
 
 
-def _admitted(admit: DecodeAdmission | None, header: _Header) -> AbstractContextManager[object]:
-    return admit(header.width * header.height) if admit is not None else contextlib.nullcontext()
+def _admitted(
+    admit: DecodeAdmission | None, header: _Header, structure_cost: int
+) -> AbstractContextManager[object]:
+    """``admit`` weighs the pixels and what reading the structure costs, in pixels."""
+    if admit is None:
+        return contextlib.nullcontext()
+    return admit(header.width * header.height + structure_cost)
 
 
 def _decode(

@@ -26,10 +26,10 @@ from app.api.uploads import (
     read_uploads,
 )
 from app.core.deadline import Deadline
-from app.core.errors import DeadlineExceededError
+from app.core.errors import DeadlineExceededError, PayloadTooLargeError
 from app.core.imaging import decodes_straight_at
 from app.settings import Settings
-from benchmarks.hostile_inputs import jpeg_segment_flood
+from benchmarks.hostile_inputs import jpeg_segment_flood, png_text_flood
 
 
 def png(width: int, height: int) -> bytes:
@@ -140,4 +140,20 @@ def test_a_decode_still_running_at_the_deadline_is_not_called_overload(
         assert late.value.retry_after_s == 1
     finally:
         release.set()
+        pool.close()
+
+
+def test_files_near_the_structure_budgets_add_up_against_the_request_budget() -> None:
+    """Each PNG below is within every per-file budget (32 compressed text chunks of 1 MB)
+    and 64x64, but costs about as much to read as 2 MP cost to decode: a request cannot
+    send 64 of them."""
+    near_budget = RawImage("text.png", png_text_flood(32))
+    pool = DecodePool(ThreadPoolExecutor(1), threading.BoundedSemaphore(8))
+    try:
+        (one,) = decode([near_budget], pool, timeout_s=30)
+        assert one.original_size == (64, 64)
+        with pytest.raises(PayloadTooLargeError, match="pixel limit of one request"):
+            decode([near_budget] * 64, pool, timeout_s=30)
+        assert len(decode([SMALL] * 64, pool, timeout_s=30)) == 64  # ordinary files: pixels
+    finally:
         pool.close()

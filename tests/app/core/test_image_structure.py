@@ -103,8 +103,10 @@ def test_the_training_photos_pass() -> None:
         pytest.skip("no SIGNS data in ../shared/data")
     assert len(photos) == 1080
     for photo in photos:
-        layout = check_structure(photo.read_bytes(), photo.name, max_jpeg_scans=32)
+        structure = check_structure(photo.read_bytes(), photo.name, max_jpeg_scans=32)
+        layout = structure.jpeg
         assert layout is not None and layout.frame is not None and layout.scans >= 1
+        assert structure.cost_pixels == 0  # an ordinary file costs its pixels only
 
 
 def test_a_sample_of_the_malaria_cells_passes() -> None:
@@ -115,7 +117,8 @@ def test_a_sample_of_the_malaria_cells_passes() -> None:
         names = [name for name in cells.namelist() if name.endswith(".png")][::50]
         assert len(names) > 400
         for name in names:
-            assert check_structure(cells.read(name), name, max_jpeg_scans=32) is None
+            structure = check_structure(cells.read(name), name, max_jpeg_scans=32)
+            assert structure.jpeg is None and structure.cost_pixels == 0
 
 
 # What Pillow writes at the full-decode pixel limit (2000 x 2000) in each format and mode.
@@ -145,7 +148,8 @@ def test_what_pillow_writes_at_the_pixel_limit_passes(
 ) -> None:
     buffer = io.BytesIO()
     gradient_image((2000, 2000), mode).save(buffer, format=image_format, **save)
-    check_structure(buffer.getvalue(), "x", max_jpeg_scans=32)
+    structure = check_structure(buffer.getvalue(), "x", max_jpeg_scans=32)
+    assert structure.cost_pixels <= 2000 * 2000 // 100  # charged (almost) its pixels only
 
 
 def test_a_jpeg_walk_counts_frames_app1_and_scans() -> None:
