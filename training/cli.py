@@ -1,7 +1,8 @@
 """``python -m training signs|malaria|index|all``: the offline training jobs.
 
-Each job finds its own data under ``--data`` (a data root such as ``../shared/data`` or a
-job-specific path). Heavy modules are imported inside the commands so ``--help`` and
+Each job finds its own data under ``--data`` (a data root such as ``../shared/data``, or a
+job-specific path: class folders for ``signs``, a folder or zip of cell images for
+``malaria`` and ``index``). Heavy modules are imported inside the commands so ``--help`` and
 argument errors answer at once.
 """
 
@@ -53,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         type=Path,
         default=None,
-        help="data root or job-specific path (default: ../shared/data if present, else download)",
+        help="data root or job-specific path: class folders DIR/<class>/*.jpg for signs, a"
+        " folder or zip of cell images for malaria and index"
+        " (default: ../shared/data if present, else download)",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("models"), help="models folder (default: models)"
@@ -62,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=positive_int, help="square input size in pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed for splits and training")
     parser.add_argument("--quick", action="store_true", help="small subset, few epochs (CI)")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="signs: start from this exported classifier version (or its model folder's"
+        " newest); a new head when the classes differ",
+    )
     return parser
 
 
@@ -73,7 +83,8 @@ def run_job(job: str, arguments: argparse.Namespace, progress: JobProgress) -> P
     if job == "signs":
         from training.signs import train_signs
 
-        return train_signs(data, arguments.out, **sizes, **common)
+        init_from = getattr(arguments, "init_from", None)
+        return train_signs(data, arguments.out, **sizes, **common, init_from=init_from)
     if job == "malaria":
         from training.malaria import train_malaria
 

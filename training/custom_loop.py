@@ -105,8 +105,12 @@ def fit_classifier(
     checkpoint_dir: Path,
     strategy: tf.distribute.Strategy | None = None,
     progress: JobProgress | None = None,
+    class_weights: np.ndarray | None = None,
 ) -> tuple[tf.keras.Model, LoopResult]:
     """Train a logits classifier and return it with its best (lowest validation loss) weights.
+
+    ``class_weights`` (one per class) scale each example's loss, in training and in the
+    validation loss that picks the best epoch, so rare classes count as much as common ones.
 
     ``checkpoint_dir`` holds the latest epoch's checkpoint and the best weights; calling
     again with the same folder resumes after the last completed epoch. ``progress`` shows
@@ -139,7 +143,7 @@ def fit_classifier(
     distributed_train = strategy.experimental_distribute_dataset(train_data)
     distributed_validation = strategy.experimental_distribute_dataset(validation_data)
     train_step, evaluation_step = make_steps(
-        model, optimizer, strategy, distributed_train.element_spec
+        model, optimizer, strategy, distributed_train.element_spec, class_weights
     )
 
     started = time.perf_counter()
@@ -252,11 +256,17 @@ def make_steps(
     optimizer: tf.keras.optimizers.Optimizer,
     strategy: tf.distribute.Strategy,
     element_spec: tuple[tf.TypeSpec, tf.TypeSpec],
+    class_weights: np.ndarray | None = None,
 ) -> tuple[Callable, Callable]:
     """Traced train and evaluation steps; each returns global ``[loss sum, correct, count]``."""
-    loss_function = tf.keras.losses.SparseCategoricalCrossentropy(
+    cross_entropy = tf.keras.losses.SparseCategoricalCrossentropy(
         from_logits=True, reduction="none"
     )
+    weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
+
+    def loss_function(labels, logits):
+        per_example = cross_entropy(labels, logits)
+        return per_example if weights is None else per_example * tf.gather(weights, labels)
 
     def batch_sums(labels, logits, per_example_loss):
         predicted = tf.argmax(logits, axis=-1, output_type=labels.dtype)

@@ -17,19 +17,19 @@ from typing import Any
 import faiss
 import numpy as np
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageOps
 
 from contract.layout import AUTOENCODER as ENCODER_NAME
 from contract.layout import GALLERY_FILE, GALLERY_IMAGES_FILE, INDEX_FILE, REPORT_DIR, versions
 from contract.layout import INDEX as INDEX_NAME
 from contract.metadata import AutoencoderMetadata, read_metadata
-from contract.pixels import scale
+from contract.pixels import scale, to_rgb
 from contract.signatures import BOTTLENECK, CODES, ENCODE, ENCODE_CODES
 from training import reports
 from training.errors import DataError
 from training.export import write_version
 from training.malaria import QUICK
-from training.malaria_data import LABEL_NAMES, CellSplit, load_malaria
+from training.malaria_data import LABEL_NAMES, UNLABELLED, CellSplit, load_malaria
 from training.progress import JobProgress
 
 PRECISION_KS = (1, 5, 10)
@@ -110,9 +110,19 @@ def recall_against_exact(index: faiss.Index, gallery: np.ndarray, queries: np.nd
 
 
 def precision_at_k(
-    neighbours: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray
+    neighbours: np.ndarray,
+    gallery_labels: np.ndarray,
+    query_labels: np.ndarray,
+    label_names: tuple[str, ...] = LABEL_NAMES,
 ) -> dict[str, Any]:
-    """Share of each query's top-k neighbours with the query's label, overall and by label."""
+    """Share of each query's top-k neighbours with the query's label, overall and by label.
+
+    Only labelled queries are scored (an unlabelled gallery cell never counts as a match);
+    without any labelled query there is nothing to score and the result is empty."""
+    labelled = query_labels != UNLABELLED
+    neighbours, query_labels = neighbours[labelled], query_labels[labelled]
+    if len(query_labels) == 0:
+        return {}
     same = gallery_labels[neighbours] == query_labels[:, None]
     result: dict[str, Any] = {}
     for k in PRECISION_KS:
@@ -123,15 +133,19 @@ def precision_at_k(
             "all": float(per_query.mean()),
             **{
                 name: float(per_query[query_labels == label].mean())
-                for label, name in enumerate(LABEL_NAMES)
+                for label, name in enumerate(label_names)
                 if np.any(query_labels == label)
             },
         }
     return result
 
 
-def write_gallery(folder: Path, gallery: CellSplit) -> None:
-    """``gallery.npz`` (ids, labels, offsets) + ``gallery_images.bin`` (PNG bytes, concatenated)."""
+def write_gallery(
+    folder: Path, gallery: CellSplit, label_names: tuple[str, ...] = LABEL_NAMES
+) -> None:
+    """``gallery.npz`` (ids, labels, offsets) + ``gallery_images.bin`` (PNG bytes, concatenated).
+
+    Labels are the label names (``""`` for an unlabelled cell)."""
     pngs = [_as_png(raw) for raw in gallery.stored_bytes]
     offsets = np.zeros(len(pngs) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(png) for png in pngs])
@@ -139,30 +153,48 @@ def write_gallery(folder: Path, gallery: CellSplit) -> None:
     np.savez(
         folder / GALLERY_FILE,
         ids=np.arange(len(pngs), dtype=np.int64),
-        labels=np.array([LABEL_NAMES[label] for label in gallery.labels]),
+        labels=np.array(
+            [label_names[label] if label != UNLABELLED else "" for label in gallery.labels],
+            dtype=str,
+        ),
         offsets=offsets,
     )
 
 
+GALLERY_SIDE = 256  # a larger gallery image is shrunk to this longest side
+
+
 def _as_png(raw: bytes) -> bytes:
-    """Stored bytes are PNG already for the NIH data; anything else is re-encoded."""
-    if raw.startswith(b"\x89PNG"):
-        return raw
-    buffer = io.BytesIO()
-    Image.open(io.BytesIO(raw)).save(buffer, format="PNG")
+    """Small PNGs (all of the NIH cells) are kept as stored; anything else is re-encoded as
+    RGB PNG, no larger than ``GALLERY_SIDE`` on its longest side."""
+    with Image.open(io.BytesIO(raw)) as image:
+        if raw.startswith(b"\x89PNG") and max(image.size) <= GALLERY_SIDE:
+            return raw
+        picture = to_rgb(ImageOps.exif_transpose(image))
+        picture.thumbnail((GALLERY_SIDE, GALLERY_SIDE), Image.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def write_neighbour_grid(
-    path: Path, queries: CellSplit, gallery: CellSplit, neighbours: np.ndarray, count: int = 6
+    path: Path,
+    queries: CellSplit,
+    gallery: CellSplit,
+    neighbours: np.ndarray,
+    label_names: tuple[str, ...] = LABEL_NAMES,
+    count: int = 6,
 ) -> None:
-    picks = [
-        i
-        for label in range(len(LABEL_NAMES))
-        for i in np.flatnonzero(queries.labels == label)[: count // 2]
+    groups = [UNLABELLED, *range(len(label_names))]
+    per_group = max(1, count // max(1, len(label_names)))
+    picks = [i for label in groups for i in np.flatnonzero(queries.labels == label)[:per_group]][
+        : max(count, 2)
     ]
     rows = [[queries.images[i], *gallery.images[neighbours[i, :8]]] for i in picks]
-    titles = [f"query: {LABEL_NAMES[queries.labels[i]]}" for i in picks]
+    titles = [
+        f"query: {label_names[queries.labels[i]] if queries.labels[i] >= 0 else 'unlabelled'}"
+        for i in picks
+    ]
     reports.plot_image_grid(rows, path, row_titles=titles)
 
 
@@ -198,6 +230,7 @@ def build_index(
         fraction=fraction,
     )
     gallery, queries = cells.splits["train"], cells.splits["test"]
+    names = cells.label_names
     validation = cells.splits["validation"]
     signatures = tf.saved_model.load(str(encoder_dir)).signatures
     # encode_codes: the same codes without the OOD score (absent from older versions)
@@ -222,10 +255,10 @@ def build_index(
     metrics = {
         "queries": len(queries.labels),
         "recall_at_10_vs_exact": recall_against_exact(index, gallery_codes, query_codes),
-        **precision_at_k(neighbours, gallery.labels, queries.labels),
+        **precision_at_k(neighbours, gallery.labels, queries.labels, names),
         "validation": {
             "queries": len(validation.labels),
-            **precision_at_k(validation_neighbours, gallery.labels, validation.labels),
+            **precision_at_k(validation_neighbours, gallery.labels, validation.labels, names),
         },
     }
     if BOTTLENECK in codes:
@@ -237,19 +270,23 @@ def build_index(
                 exact_neighbours(plain_gallery, plain_queries, depth),
                 gallery.labels,
                 queries.labels,
+                names,
             ),
             "validation": precision_at_k(
                 exact_neighbours(plain_gallery, plain_validation, depth),
                 gallery.labels,
                 validation.labels,
+                names,
             ),
         }
 
     def write_payload(folder: Path) -> None:
         faiss.write_index(index, str(folder / INDEX_FILE))
-        write_gallery(folder, gallery)
+        write_gallery(folder, gallery, names)
         reports.write_json(folder / REPORT_DIR / "metrics.json", metrics)
-        write_neighbour_grid(folder / REPORT_DIR / "neighbours.png", queries, gallery, neighbours)
+        write_neighbour_grid(
+            folder / REPORT_DIR / "neighbours.png", queries, gallery, neighbours, names
+        )
 
     metadata = {
         "encoder": {"name": ENCODER_NAME, "version": encoder_metadata.version},

@@ -1,10 +1,14 @@
-"""Malaria cell images: find them, split them by label and seed, decode only what is used.
+"""Cell images: find them, split them by label and seed, decode only what is used.
 
 Cells come from the NIH layout (``cell_images/Parasitized/*.png``,
-``cell_images/Uninfected/*.png``) in a zip or a folder, or from ``tfds.load("malaria")``
-when no path is given. The split is made on the full listing *before* any subsetting, so a
-quick run and a full run agree on which cells are held out: test cells never reach
-training, tuning, early stopping or the retrieval gallery.
+``cell_images/Uninfected/*.png``) in a zip or a folder, from ``tfds.load("malaria")``
+when no path is given, or from a user's own folder (or zip) of cell images: searched
+recursively, any format, size or colour mode; the first-level sub-folder a cell sits in
+names its label, and cells straight in the folder are unlabelled.
+
+The split is made on the full listing *before* any subsetting, so a quick run and a full
+run agree on which cells are held out: test cells never reach training,
+tuning, early stopping or the retrieval gallery.
 
 Decoding is serial on purpose: 22k 50x50 PNGs decode in about 2.5 s on one core, and a
 thread pool measured slower (PIL holds the GIL for these tiny files).
@@ -25,6 +29,10 @@ from training.images import UnreadableImageError, decode_rgb
 LABEL_NAMES = ("parasitized", "uninfected")  # tfds "malaria" label order
 _FOLDER_LABELS = {"parasitized": 0, "uninfected": 1}
 SPLIT_NAMES = ("train", "validation", "test")
+MIN_CELLS = 3  # per label: one each for train, validation and test
+UNLABELLED = -1  # label index of a cell outside any sub-folder; its gallery label is ""
+CELL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+NIH_DESCRIPTION = "blood-smear cell images like the NIH malaria data"
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,8 @@ class CellListing:
     labels: np.ndarray
     source: str
     read_bytes: Callable[[int], bytes]
+    label_names: tuple[str, ...] = LABEL_NAMES
+    nih: bool = True  # the NIH layout (or tfds): its own label names and OOD description
 
 
 @dataclass(frozen=True)
@@ -53,16 +63,25 @@ class MalariaData:
     source: str
     image_size: int
     skipped: int
+    label_names: tuple[str, ...] = LABEL_NAMES
+    nih: bool = True
+
+    def label_of(self, label: int) -> str:
+        """A label index's name; ``""`` for an unlabelled cell."""
+        return self.label_names[label] if label >= 0 else ""
 
     def summary(self) -> dict[str, object]:
         """What the metadata records about the data a model saw."""
         return {
-            "dataset": "malaria",
+            "dataset": "malaria" if self.nih else "cell folders",
             "source": self.source,
             "image_size": self.image_size,
-            "label_names": list(LABEL_NAMES),
+            "label_names": list(self.label_names),
             "skipped_unreadable": self.skipped,
             "split_sizes": {name: len(split.labels) for name, split in self.splits.items()},
+            "unlabelled": {
+                name: int((split.labels == UNLABELLED).sum()) for name, split in self.splits.items()
+            },
         }
 
 
@@ -151,14 +170,74 @@ def list_tfds() -> CellListing:
     )
 
 
-def list_cells(data: Path | None) -> CellListing:
+def _is_cell_file(name: str) -> bool:
+    parts = name.split("/")
+    return name.lower().endswith(CELL_SUFFIXES) and not any(p.startswith(".") for p in parts)
+
+
+def _labelled_listing(
+    relative: list[str], source: str, read_bytes: Callable[[int], bytes]
+) -> CellListing:
+    """A user's cells from their paths relative to the root (sorted): ``<label>/.../file``
+    is labelled by its first folder, ``file`` is unlabelled."""
+    label_names = tuple(sorted({name.split("/")[0] for name in relative if "/" in name}))
+    index = {name: position for position, name in enumerate(label_names)}
+    labels = [index[name.split("/")[0]] if "/" in name else UNLABELLED for name in relative]
+    return CellListing(
+        names=relative,
+        labels=np.array(labels, dtype=np.int64),
+        source=source,
+        read_bytes=read_bytes,
+        label_names=label_names,
+        nih=False,
+    )
+
+
+def list_user_folder(root: Path) -> CellListing:
+    """Every cell image under ``root``, recursively (hidden files and folders skipped)."""
+    files = sorted(
+        path
+        for path in root.rglob("*")
+        if _is_cell_file(path.relative_to(root).as_posix()) and path.is_file()
+    )
+    relative = [path.relative_to(root).as_posix() for path in files]
+    return _labelled_listing(relative, str(root), lambda i: files[i].read_bytes())
+
+
+def list_user_zip(path: Path) -> CellListing:
+    """The same layout in a zip; a zip of the folder itself (one top folder holding the
+    label folders) is read from inside that folder."""
+    archive = zipfile.ZipFile(path)
+    members = sorted(
+        (info for info in archive.infolist() if not info.is_dir() and _is_cell_file(info.filename)),
+        key=lambda info: info.filename,
+    )
+    names = [info.filename for info in members]
+    tops = {name.split("/")[0] for name in names}
+    if len(tops) == 1 and all(name.count("/") >= 2 for name in names):
+        names = [name.split("/", 1)[1] for name in names]
+    return _labelled_listing(names, str(path), lambda i: archive.read(members[i]))
+
+
+def list_cells(data: Path | None, *, nih_only: bool = False) -> CellListing:
+    """The NIH layout (or tfds without ``data``) when ``data`` holds it; otherwise, unless
+    ``nih_only``, any folder or zip of cell images."""
     if data is None:
         listing = list_tfds()
     else:
-        location = resolve_zip_or_folder(data)
-        listing = list_zip(location) if location.is_file() else list_folder(location)
+        try:
+            location = resolve_zip_or_folder(data)
+        except DataError:
+            usable = Path(data).is_dir() or zipfile.is_zipfile(data)  # else: missing, no zip
+            if nih_only or not usable:
+                raise
+            location = None
+        if location is not None:
+            listing = list_zip(location) if location.is_file() else list_folder(location)
+        if location is None or (not listing.names and not nih_only):
+            listing = list_user_zip(data) if Path(data).is_file() else list_user_folder(data)
     if not listing.names:
-        raise DataError(f"no malaria cell images (cell_images/<Label>/*.png) in {listing.source}")
+        raise DataError(f"no readable cell images ({', '.join(CELL_SUFFIXES)}) in {listing.source}")
     return listing
 
 
@@ -172,8 +251,10 @@ def stratified_split(
     parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLIT_NAMES}
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        n_test = round(len(members) * test_fraction)
-        n_validation = round(len(members) * validation_fraction)
+        # A label of 3+ cells gives each split at least one (the NIH labels are far larger).
+        least = 1 if len(members) >= 3 else 0
+        n_test = max(least, round(len(members) * test_fraction))
+        n_validation = max(least, round(len(members) * validation_fraction))
         parts["test"].append(members[:n_test])
         parts["validation"].append(members[n_test : n_test + n_validation])
         parts["train"].append(members[n_test + n_validation :])
@@ -218,14 +299,24 @@ def load_malaria(
     seed: int = 0,
     fraction: float = 1.0,
     splits: Sequence[str] = SPLIT_NAMES,
+    nih_only: bool = False,
 ) -> MalariaData:
-    """List, split (on the full listing), optionally subsample, then decode ``splits``."""
+    """List, split (on the full listing), optionally subsample, then decode ``splits``.
+
+    ``nih_only`` reads only the NIH layout (the classifier's OOD negatives: a user's own
+    folder is never taken for cells)."""
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8, got {image_size}")
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    listing = list_cells(data)
+    listing = list_cells(data, nih_only=nih_only)
     split_indices = stratified_split(listing.labels, seed)
+    for name in splits:
+        if len(split_indices[name]) == 0:
+            raise DataError(
+                f"{listing.source}: {len(listing.names)} cell image(s) leave the {name} split"
+                f" empty; each label (and the unlabelled cells) needs at least {MIN_CELLS}"
+            )
     decoded: dict[str, CellSplit] = {}
     skipped = 0
     for name in splits:
@@ -235,5 +326,7 @@ def load_malaria(
         decoded[name], split_skipped = decode_split(listing, indices, image_size)
         skipped += split_skipped
         if len(decoded[name].labels) == 0:
-            raise DataError(f"no readable malaria cells for the {name} split in {listing.source}")
-    return MalariaData(decoded, listing.source, image_size, skipped)
+            raise DataError(f"no readable cell images for the {name} split in {listing.source}")
+    return MalariaData(
+        decoded, listing.source, image_size, skipped, listing.label_names, listing.nih
+    )

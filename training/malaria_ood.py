@@ -21,7 +21,7 @@ import tensorflow as tf
 from training import ood
 from training.autoencoder import AutoencoderParts
 from training.errors import DataError
-from training.malaria_data import MalariaData
+from training.malaria_data import NIH_DESCRIPTION, MalariaData
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,13 @@ def hand_images(data: Path | None, image_size: int, seed: int) -> dict[str, np.n
     """SIGNS hands as negatives when the data root holds them (never downloaded for this)."""
     if data is None:
         return {}
-    from training.signs_data import load_signs
+    from training.signs_data import find_course_signs, load_signs
 
+    source = find_course_signs(Path(data))
+    if source is None:  # a user's own cell folders are no hands
+        return {}
     try:
-        return {"signs_hands": load_signs(Path(data), image_size, seed).train.images}
+        return {"signs_hands": load_signs(source, image_size, seed).train.images}
     except DataError as error:
         log.info("no SIGNS hands as OOD negatives: %s", error)
         return {}
@@ -120,7 +123,7 @@ def calibrate(
     block = ood.metadata_block(
         SCORE_NAME,
         ["denoise", "encode", "serving_default"],
-        "blood-smear cell images like the NIH malaria data",
+        NIH_DESCRIPTION if cells.nih else f"cell images like those in {cells.source}",
         summary,
     )
     log.info(

@@ -1,4 +1,9 @@
-"""The SIGNS job: load, train with our own loop, score on the held-out test set, export."""
+"""The classifier job: load, train with our own loop, score on the held-out test set, export.
+
+It trains on the SIGNS data by default and on a user's class folders alike: the class
+names, their order and the input size go into the metadata the server reads, so a model
+trained on other classes is served under its own names as a new version of the same model.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import tensorflow as tf
 from contract.layout import CLASSIFIER, REPORT_DIR
 from contract.metadata import InputSpec, signature_specs
 from contract.signatures import CLASSIFIER_OUTPUTS
-from training import ood, reports, signs_trust
+from training import ood, reports, signs_trust, transfer
 from training.classifier import ClassifierConfig, build_classifier
 from training.custom_loop import (
     LoopConfig,
@@ -29,7 +34,7 @@ from training.distribute import strategy_from_environment, worker_folder
 from training.export import write_version
 from training.progress import JobProgress
 from training.signatures import save_classifier
-from training.signs_data import CLASS_NAMES, SignsData, SignsSplits, load_signs
+from training.signs_data import SignsData, SignsSplits, load_signs
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,10 @@ MODEL_NAME = CLASSIFIER
 DEFAULT_IMAGE_SIZE = 64
 QUICK_EPOCHS = 3
 QUICK_IMAGES_PER_CLASS = 30  # of the training split; validation and test stay whole
+# Classes weigh their examples in the loss only when their counts differ by more than this
+# ratio: a balanced set (SIGNS: 180 per class) trains exactly as without weights.
+IMBALANCE_RATIO = 1.2
+SIGNS_DESCRIPTION = "SIGNS hand-gesture photos (0-5 fingers)"
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,8 @@ class SignsRun:
     quick: bool
     model: ClassifierConfig
     loop: LoopConfig
+    init_from: str | None = None
+    class_weights: tuple[float, ...] | None = None
 
     def fingerprint(self) -> str:
         text = json.dumps(asdict(self), sort_keys=True)
@@ -64,45 +75,74 @@ def train_signs(
     seed: int = 0,
     quick: bool = False,
     progress: JobProgress | None = None,
+    init_from: Path | None = None,
 ) -> Path:
     """Train the classifier and export a new version; returns the version folder.
 
-    An interrupted run leaves its checkpoints under ``<out_dir>/.checkpoints/``; running the
-    same command again resumes from the last completed epoch.
+    ``init_from`` (an exported version or model folder) gives the starting weights; the
+    head starts fresh when its classes differ (training/transfer.py). An interrupted run
+    leaves its checkpoints under ``<out_dir>/.checkpoints/``; running the same command
+    again resumes from the last completed epoch.
     """
     image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
     if epochs is not None and epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
-    smallest = ClassifierConfig().downscale
-    if image_size < smallest:
-        raise ValueError(f"--image-size must be at least {smallest}, got {image_size}")
+    source = transfer.find_source(init_from) if init_from is not None else None
+    config = source.config() if source is not None else ClassifierConfig()
+    if image_size < config.downscale:
+        raise ValueError(f"--image-size must be at least {config.downscale}, got {image_size}")
     progress = progress or JobProgress(MODEL_NAME)
     progress.note("loading images")
     tf.keras.utils.set_random_seed(seed)
     splits = load_signs(data, image_size, seed)
     if quick:
         splits.train = _per_class_subset(splits.train, QUICK_IMAGES_PER_CLASS, seed)
+    class_names = splits.class_names
+    weights = class_weights(splits.train.labels, len(class_names))
     loop = LoopConfig(epochs=epochs or (QUICK_EPOCHS if quick else LoopConfig.epochs), seed=seed)
-    run = SignsRun(splits.train.source, image_size, seed, quick, ClassifierConfig(), loop)
-    log.info("SIGNS splits %s from %s", splits.sizes(), splits.train.source)
+    run = SignsRun(
+        splits.train.source,
+        image_size,
+        seed,
+        quick,
+        config,
+        loop,
+        str(source.folder) if source is not None else None,
+        None if weights is None else tuple(float(w) for w in weights),
+    )
+    log.info("classifier splits %s from %s", splits.sizes(), splits.train.source)
+
+    if source is not None:
+        _, build, init_record = transfer.initialised_builder(source, image_size, class_names)
+    else:
+        init_record = None
+
+        def build() -> tf.keras.Sequential:
+            return build_classifier(image_size, len(class_names), run.model)
 
     checkpoint_dir = Path(out_dir) / ".checkpoints" / f"{MODEL_NAME}-{run.fingerprint()}"
     strategy = strategy_from_environment()
     model, result = fit_classifier(
-        lambda: build_classifier(image_size, len(CLASS_NAMES), run.model),
+        build,
         (splits.train.images, splits.train.labels),
         (splits.validation.images, splits.validation.labels),
         loop,
         checkpoint_dir,
         strategy,
         progress,
+        weights,
     )
     progress.note("evaluating on the held-out test images and exporting")
     probabilities = predict_probabilities(model, splits.test.images)
-    metrics = evaluation_metrics(splits.test.labels, probabilities, result)
+    metrics = evaluation_metrics(splits.test.labels, probabilities, result, class_names)
     log.info("held-out test accuracy %.4f on %d images", metrics["test_accuracy"], len(splits.test))
+    described = SIGNS_DESCRIPTION if splits.train.layout != "class folders" else None
     trust, calibration_block, ood_block, ood_scores = signs_trust.calibrate(
-        model, splits, data, seed
+        model,
+        splits,
+        data,
+        seed,
+        described or f"images of the classes {', '.join(class_names)} like {run.source}",
     )
     metrics["test_ece_before"] = calibration_block["test_ece_before"]
     metrics["test_ece_after"] = calibration_block["test_ece_after"]
@@ -113,6 +153,8 @@ def train_signs(
         "calibration": calibration_block,
         "ood": ood_block,
     }
+    if init_record is not None:
+        metadata["init_from"] = init_record
 
     def write_payload(folder: Path) -> None:
         save_classifier(model, image_size, folder, trust)
@@ -129,23 +171,44 @@ def train_signs(
     return version_dir
 
 
+def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray | None:
+    """``n / (classes * count)`` per class (mean 1 over the examples) when the training
+    counts are imbalanced beyond ``IMBALANCE_RATIO``; None when they are about even."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    if counts.min() * IMBALANCE_RATIO >= counts.max():
+        return None
+    return (counts.sum() / (n_classes * np.maximum(counts, 1))).astype(np.float32)
+
+
+def per_class_scores(confusion: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """Precision, recall and support of each class from a confusion matrix (rows: truth)."""
+    predicted_counts, true_counts = confusion.sum(axis=0), confusion.sum(axis=1)
+    return {
+        name: {
+            "precision": float(confusion[index, index] / max(1, predicted_counts[index])),
+            "recall": float(confusion[index, index] / max(1, true_counts[index])),
+            "support": int(true_counts[index]),
+        }
+        for index, name in enumerate(class_names)
+    }
+
+
 def evaluation_metrics(
-    labels: np.ndarray, probabilities: np.ndarray, result: LoopResult
+    labels: np.ndarray, probabilities: np.ndarray, result: LoopResult, class_names: list[str]
 ) -> dict[str, Any]:
     """Held-out test scores plus the training summary the report and metadata share."""
     predicted = probabilities.argmax(axis=1)
-    n_classes = len(CLASS_NAMES)
+    n_classes = len(class_names)
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
-    per_class = {
-        name: float(confusion[index, index] / max(1, confusion[index].sum()))
-        for index, name in enumerate(CLASS_NAMES)
-    }
+    per_class = per_class_scores(confusion, class_names)
     best = result.best_epoch - 1
     return {
         "test_accuracy": float((predicted == labels).mean()),
         "test_images": len(labels),
-        "test_per_class_accuracy": per_class,
+        "test_balanced_accuracy": float(np.mean([s["recall"] for s in per_class.values()])),
+        "test_per_class": per_class,
+        "test_per_class_accuracy": {name: s["recall"] for name, s in per_class.items()},
         "test_confusion_matrix": confusion.tolist(),
         "validation_accuracy": result.history["val_accuracy"][best] if best >= 0 else None,
         "validation_loss": result.history["val_loss"][best] if best >= 0 else None,
@@ -162,9 +225,12 @@ def build_metadata(run: SignsRun, splits: SignsSplits, metrics: dict[str, Any]) 
     return {
         "input": InputSpec.square(size),
         "signatures": signature_specs(CLASSIFIER_OUTPUTS),
-        "class_names": CLASS_NAMES,
+        "class_names": splits.class_names,
         "data": {
             "source": run.source,
+            "layout": splits.train.layout,
+            "class_counts": splits.class_counts(),
+            "skipped_files": splits.skipped[:20],
             "test_source": splits.test.source,
             "test_split": "separate file" if separate_test else "stratified hold-out",
             "skipped_images": len(splits.skipped),
@@ -175,7 +241,14 @@ def build_metadata(run: SignsRun, splits: SignsSplits, metrics: dict[str, Any]) 
             "image_size": size,
             "seed": run.seed,
             "optimizer": "Adam, cosine learning-rate decay to 0 over the epochs",
-            "loss": "sparse categorical cross-entropy (+ L2)",
+            "loss": "sparse categorical cross-entropy (+ L2)"
+            + (", class-weighted" if run.class_weights else ""),
+            "class_weights": (
+                dict(zip(splits.class_names, run.class_weights, strict=True))
+                if run.class_weights
+                else None
+            ),
+            "init_from": run.init_from,
             "model": asdict(run.model),
             "loop": asdict(run.loop),
         },
@@ -193,11 +266,11 @@ def write_report(
     reports.write_json(folder / "metrics.json", {**metrics, "history": result.history})
     reports.plot_confusion_matrix(
         np.asarray(metrics["test_confusion_matrix"]),
-        CLASS_NAMES,
+        metadata["class_names"],
         folder / "confusion_matrix.png",
-        f"SIGNS held-out test, accuracy {metrics['test_accuracy']:.3f}",
+        f"held-out test, accuracy {metrics['test_accuracy']:.3f}",
     )
-    reports.plot_learning_curves(result.history, folder / "learning_curves.png", "SIGNS classifier")
+    reports.plot_learning_curves(result.history, folder / "learning_curves.png", "classifier")
 
 
 def _per_class_subset(data: SignsData, per_class: int, seed: int) -> SignsData:

@@ -1,7 +1,9 @@
-"""Load the SIGNS hand-gesture images and split them into train, validation and test.
+"""Load the classifier's images and split them into train, validation and test.
 
-Three sources give the same data: a folder of ``{label}_IMG_{id}.jpg`` files, the course's
-HDF5 files (``train_signs.h5`` / ``test_signs.h5``), or a download of those HDF5 files.
+Four sources: one sub-folder per class (``DIR/<class>/*.jpg``, the layout image toolkits
+use: any class names, any sizes and formats), a folder of SIGNS ``{label}_IMG_{id}.jpg``
+files, the course's HDF5 files (``train_signs.h5`` / ``test_signs.h5``), or a download of
+those HDF5 files. Class names travel with the images and become the served labels.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ DOWNLOAD_MIRRORS = [
     "https://raw.githubusercontent.com/ironmanciti/ML_Based_BigData_Analysis_Visualization/"
     "a5b3434c6a3efab4b981bae6a68f616e17391288/datasets/",
 ]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# The stratified split puts at least one image of every class into train, validation and
+# test; a class with fewer cannot be split (nor scored).
+MIN_IMAGES_PER_CLASS = 3
 
 
 @dataclass
@@ -41,12 +46,20 @@ class SignsData:
     labels: np.ndarray
     source: str
     skipped: list[str] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
+    layout: str = "SIGNS files"  # or "class folders", "HDF5"
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices: np.ndarray) -> SignsData:
-        return SignsData(self.images[indices], self.labels[indices], self.source)
+        return SignsData(
+            self.images[indices],
+            self.labels[indices],
+            self.source,
+            class_names=self.class_names,
+            layout=self.layout,
+        )
 
 
 @dataclass
@@ -60,6 +73,25 @@ class SignsSplits:
 
     def sizes(self) -> dict[str, int]:
         return {name: len(getattr(self, name)) for name in ("train", "validation", "test")}
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class index -> name, in the order the model's outputs follow."""
+        return self.train.class_names
+
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        """Images per class in each split (the report shows how imbalanced the data is)."""
+        return {
+            split: {
+                name: int(count)
+                for name, count in zip(
+                    self.class_names,
+                    np.bincount(getattr(self, split).labels, minlength=len(self.class_names)),
+                    strict=True,
+                )
+            }
+            for split in ("train", "validation", "test")
+        }
 
 
 def load_signs_folder(folder: Path, image_size: int) -> SignsData:
@@ -80,9 +112,84 @@ def load_signs_folder(folder: Path, image_size: int) -> SignsData:
         labels.append(label)
     if skipped:
         log.warning("skipped %d unreadable image(s) in %s", len(skipped), folder)
+    if skipped and not images:
+        raise DataError(f"no readable images in {folder}: all {len(skipped)} failed to decode")
     if not images:
-        raise DataError(f"no readable SIGNS images ({{label}}_IMG_{{id}}.jpg) in {folder}")
+        raise DataError(
+            f"no images in {folder}: expected class sub-folders (DIR/<class>/*.jpg)"
+            " or SIGNS files ({label}_IMG_{id}.jpg)"
+        )
     return SignsData(np.stack(images), np.asarray(labels, dtype=np.int64), str(folder), skipped)
+
+
+def class_folders(folder: Path) -> list[Path]:
+    """``folder``'s visible sub-folders, sorted by name: one per class, in label order."""
+    return sorted(
+        child for child in folder.iterdir() if child.is_dir() and not child.name.startswith(".")
+    )
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES
+        and path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+
+
+def load_class_folders(folder: Path, image_size: int) -> SignsData:
+    """Read ``folder/<class>/**/*.{jpg,png,...}``: each sub-folder's name is a class, sorted
+    by name into label order. Unreadable files are skipped, counted and logged; every
+    problem that would stop the split or the training is one ``DataError`` naming the place.
+    """
+    classes = class_folders(folder)
+    if len(classes) < 2:
+        found = f"only {classes[0].name!r}" if classes else "none"
+        raise DataError(
+            f"{folder}: need at least 2 class sub-folders (DIR/<class>/*.jpg), found {found}"
+        )
+    files = {path.name: _image_files(path) for path in classes}
+    for path in classes:
+        count = len(files[path.name])
+        if count < MIN_IMAGES_PER_CLASS:
+            raise DataError(
+                f"{path}: {count} image file(s); each class needs at least "
+                f"{MIN_IMAGES_PER_CLASS} for the train/validation/test split"
+            )
+    images, labels, skipped = [], [], []
+    for label, path in enumerate(classes):
+        readable = 0
+        for file in files[path.name]:
+            try:
+                images.append(decode_rgb(file.read_bytes(), str(file), (image_size, image_size)))
+            except (UnreadableImageError, OSError) as error:
+                log.warning("skipping %s", error)
+                skipped.append(str(file.relative_to(folder)))
+                continue
+            labels.append(label)
+            readable += 1
+        if readable < MIN_IMAGES_PER_CLASS:
+            raise DataError(
+                f"{path}: {readable} readable image(s) of {len(files[path.name])}; each class "
+                f"needs at least {MIN_IMAGES_PER_CLASS} for the train/validation/test split"
+            )
+    if skipped:
+        log.warning("skipped %d unreadable image(s) in %s", len(skipped), folder)
+    return SignsData(
+        np.stack(images),
+        np.asarray(labels, dtype=np.int64),
+        str(folder),
+        skipped,
+        [path.name for path in classes],
+        "class folders",
+    )
+
+
+def is_class_folder_layout(folder: Path) -> bool:
+    """True when ``folder`` holds sub-folders rather than SIGNS ``{label}_IMG_`` files."""
+    return folder.is_dir() and bool(class_folders(folder))
 
 
 def load_signs_h5(path: Path, image_size: int) -> SignsData:
@@ -106,7 +213,8 @@ def load_signs_h5(path: Path, image_size: int) -> SignsData:
         raise DataError(f"{path}: expected images (N, H, W, 3) and N labels, got {shape}")
     if len(labels) == 0 or labels.min() < 0 or labels.max() >= len(CLASS_NAMES):
         raise DataError(f"{path}: labels must be 0..{len(CLASS_NAMES) - 1}")
-    return SignsData(_resize_all(raw_images.astype(np.uint8), image_size), labels, str(path))
+    images = _resize_all(raw_images.astype(np.uint8), image_size)
+    return SignsData(images, labels, str(path), layout="HDF5")
 
 
 def download_signs(cache_dir: Path | None = None) -> Path:
@@ -138,7 +246,10 @@ def load_signs(
     otherwise a stratified ``test_fraction`` of the pool is held out.
     """
     source = find_signs_source(data) if data is not None else download_signs() / TRAIN_FILE
-    if source.is_dir():
+    if is_class_folder_layout(source):
+        pool = load_class_folders(source, image_size)
+        test = None
+    elif source.is_dir():
         pool = load_signs_folder(source, image_size)
         test = None
     else:
@@ -150,18 +261,26 @@ def load_signs(
 
 
 def find_signs_source(data: Path) -> Path:
-    """Accept a folder of jpgs, an ``.h5`` file, a folder with ``train_signs.h5``, or a data
-    root holding ``signs/train`` (or ``signs/train_signs.h5``)."""
+    """Accept class folders, a folder of SIGNS jpgs, an ``.h5`` file, a folder with
+    ``train_signs.h5``, or a data root holding ``signs/train`` (or ``signs/train_signs.h5``)."""
     if not data.exists():
         raise DataError(f"SIGNS data not found: {data}")
     if data.is_file():
         if data.suffix.lower() not in (".h5", ".hdf5"):
-            raise DataError(f"{data} is not an HDF5 file (.h5) or a folder of SIGNS images")
+            raise DataError(
+                f"{data} is not an HDF5 file (.h5), a folder of class folders or of SIGNS images"
+            )
         return data
+    return find_course_signs(data) or data
+
+
+def find_course_signs(data: Path) -> Path | None:
+    """The course's SIGNS data under ``data`` (``train_signs.h5``, ``signs/train``), if any:
+    the malaria job's OOD negatives use only this, never a user's class folders."""
     for candidate in (data / TRAIN_FILE, data / "signs" / TRAIN_FILE, data / "signs" / "train"):
         if candidate.exists():
             return candidate
-    return data
+    return None
 
 
 def split_signs(

@@ -89,14 +89,20 @@ def _activations(model: tf.keras.Sequential, images: np.ndarray) -> tuple[np.nda
 
 
 def cell_images(data: Path | None, image_size: int, seed: int) -> dict[str, np.ndarray]:
-    """Malaria cells as negatives when the data root holds them (never downloaded for this)."""
+    """NIH malaria cells as negatives when the data root holds them (never downloaded for
+    this, never taken from a user's own folders: those may be the classes themselves)."""
     if data is None:
         return {}
     from training.malaria_data import load_malaria
 
     try:
         cells = load_malaria(
-            Path(data), image_size, seed=seed, fraction=MALARIA_FRACTION, splits=("test",)
+            Path(data),
+            image_size,
+            seed=seed,
+            fraction=MALARIA_FRACTION,
+            splits=("test",),
+            nih_only=True,
         )
     except DataError as error:
         log.info("no malaria cells as OOD negatives: %s", error)
@@ -105,7 +111,11 @@ def cell_images(data: Path | None, image_size: int, seed: int) -> dict[str, np.n
 
 
 def calibrate(
-    model: tf.keras.Sequential, splits: SignsSplits, data: Path | None, seed: int
+    model: tf.keras.Sequential,
+    splits: SignsSplits,
+    data: Path | None,
+    seed: int,
+    in_distribution: str = "SIGNS hand-gesture photos (0-5 fingers)",
 ) -> tuple[ClassifierTrust, dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     """Fit the temperature on validation, the feature distribution on training images, the
     OOD threshold on validation; measure on test and negatives.
@@ -166,9 +176,7 @@ def calibrate(
         },
     }
     summary = {name: summarise(scores, list(negatives)) for name, scores in candidates.items()}
-    ood_block = ood.metadata_block(
-        SCORE_NAME, ["serving_default"], "SIGNS hand-gesture photos (0-5 fingers)", summary
-    )
+    ood_block = ood.metadata_block(SCORE_NAME, ["serving_default"], in_distribution, summary)
     log.info(
         "temperature %.3f: test ECE %.4f -> %.4f; OOD %s AUROC %.4f, test false-flag rate %.3f",
         temperature,

@@ -151,10 +151,10 @@ async function classify(file) {
     row.querySelector(".bar-value").textContent = `${percent}%`;
     bars.append(row);
   }
-  showOod($("classify-ood"), prediction, "a SIGNS hand sign");
+  showOod($("classify-ood"), prediction, "the images this model was trained on");
   $("classify-model").textContent = `${answer.model.name} v${answer.model.version}`;
   $("classify-result").hidden = false;
-  return `Predicted digit ${prediction.label}.`;
+  return `Predicted class ${prediction.label}.`;
 }
 
 /** One draw from a standard normal distribution (Box-Muller). */
@@ -353,11 +353,25 @@ function describeModels(answer) {
   return `Models: ${parts.join(" · ")}`;
 }
 
+/** The served classifier's classes and input size, from its metadata (GET /models). */
+function describeClassifier(answer) {
+  const classifier = (answer.models || []).find((model) => model.name === "signs_classifier");
+  if (!classifier || !Array.isArray(classifier.class_names)) return null;
+  const [height, width] = classifier.input_shape || [];
+  const size = height ? `, input ${height}x${width}` : "";
+  return (
+    `${classifier.class_names.length} classes: ${classifier.class_names.join(", ")} ` +
+    `(${classifier.name} v${classifier.version}${size})`
+  );
+}
+
 async function showModels() {
   const footer = $("models-info");
   try {
     const answer = await (await request("/models")).json();
     footer.textContent = describeModels(answer);
+    const classes = describeClassifier(answer);
+    if (classes) $("classify-classes").textContent = `The classifier knows ${classes}.`;
   } catch (error) {
     footer.textContent = `Model information unavailable: ${error.message}`;
   }
@@ -372,7 +386,6 @@ function setUpApiKey() {
   });
   input.addEventListener("change", () => {
     showModels();
-showReports();
     showReports();
   });
 }
@@ -385,6 +398,7 @@ const fixed = (digits) => (value) => value.toFixed(digits);
 const KEY_METRICS = {
   signs_classifier: [
     [["test_accuracy"], "held-out test accuracy", percent],
+    [["test_balanced_accuracy"], "balanced accuracy (mean recall over classes)", percent],
     [["test_ece_before"], "calibration error (ECE) before temperature scaling", fixed(3)],
     [["test_ece_after"], "calibration error (ECE) after", fixed(3)],
   ],
@@ -405,12 +419,30 @@ function valueAt(object, path) {
   return path.reduce(step, object);
 }
 
-/** [label, text] rows: the model's headline metrics, then its calibration and OOD check. */
+/** "precision 0.95, recall 0.90 (20 test images)" for one class of the report. */
+function classScores(scores) {
+  const parts = ["precision", "recall"]
+    .filter((key) => typeof scores[key] === "number")
+    .map((key) => `${key} ${scores[key].toFixed(3)}`);
+  if (typeof scores.support === "number") parts.push(`(${scores.support} test images)`);
+  return parts.join(", ");
+}
+
+/** [label, text] rows: the model's headline metrics, its classes, calibration and OOD check. */
 function reportRows(report) {
   const rows = [];
+  const perClass = valueAt(report.metrics, ["test_per_class"]);
+  if (perClass && typeof perClass === "object") {
+    rows.push(["classes", Object.keys(perClass).join(", ")]);
+  }
   for (const [path, label, format] of KEY_METRICS[report.name] || []) {
     const value = valueAt(report.metrics, path);
     if (typeof value === "number") rows.push([label, format(value)]);
+  }
+  if (perClass && typeof perClass === "object") {
+    for (const [name, scores] of Object.entries(perClass)) {
+      rows.push([`class ${name}`, classScores(scores)]);
+    }
   }
   if (report.calibration) {
     rows.push(["temperature (fitted on validation)", report.calibration.temperature.toFixed(3)]);

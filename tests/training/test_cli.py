@@ -80,7 +80,8 @@ def test_empty_data_folder_is_a_user_error(tmp_path: Path, capsys) -> None:
     assert cli.main(["signs", "--data", str(empty), "--out", str(tmp_path / "models")]) == 2
     assert (
         capsys.readouterr().err.strip()
-        == f"error: no readable SIGNS images ({{label}}_IMG_{{id}}.jpg) in {empty}"
+        == f"error: no images in {empty}: expected class sub-folders (DIR/<class>/*.jpg)"
+        " or SIGNS files ({label}_IMG_{id}.jpg)"
     )
 
 

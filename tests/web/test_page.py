@@ -156,7 +156,7 @@ def test_classify_shows_the_servers_label_and_a_bar_per_class(
     page.set_input_files("#classify-file", sign_image)
     page.wait_for_selector("#classify-result:not([hidden])")
     assert page.inner_text("#classify-label") == expected["label"]
-    assert page.inner_text("#classify-message") == f"Predicted digit {expected['label']}."
+    assert page.inner_text("#classify-message") == f"Predicted class {expected['label']}."
     assert page.locator("#classify-bars li").count() == len(expected["probabilities"])
     assert page.locator("#classify-bars li.predicted").count() == 1
     assert image_width(page, "#classify-preview") == 64
@@ -365,7 +365,7 @@ def test_classify_says_whether_the_image_looks_like_a_hand_sign(
     page.set_input_files("#classify-file", noise)
     flag = page.locator("#classify-ood.flagged")
     flag.wait_for()
-    assert flag.inner_text().startswith("Does not look like a SIGNS hand sign")
+    assert flag.inner_text().startswith("Does not look like the images this model was trained on")
     screenshot(page, "#classify", "classify-ood")
 
 

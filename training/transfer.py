@@ -1,0 +1,134 @@
+"""``--init-from``: start a classifier from an exported version's weights.
+
+A few dozen images per class cannot train the convolution stages from scratch, but they can
+adapt stages that already learned edges and shapes. The source version's Keras model is
+rebuilt from its metadata (architecture, input size, class count), its weights are read
+from the SavedModel's variables, and every layer whose weights have the same shapes in the
+new model is copied. The output layer is copied only when the class names are the same;
+otherwise the new model keeps a freshly initialised head for its own classes. A different
+input size changes the first dense layer's shape, so that layer starts fresh too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from contract.layout import versions
+from contract.metadata import ClassifierMetadata, MetadataError, read_metadata
+from training.classifier import ClassifierConfig, build_classifier
+from training.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceVersion:
+    """An exported classifier version to start from."""
+
+    folder: Path
+    metadata: ClassifierMetadata
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.metadata.class_names)
+
+    def config(self) -> ClassifierConfig:
+        """The source's architecture as its metadata records it (defaults where absent)."""
+        recorded = self.metadata.hyperparameters.get("model") or {}
+        known = {field.name for field in dataclasses.fields(ClassifierConfig)}
+        values = {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in recorded.items()
+            if key in known
+        }
+        return ClassifierConfig(**values)
+
+
+def find_source(path: Path) -> SourceVersion:
+    """``path`` is a version folder (``models/signs_classifier/3``) or a model folder, whose
+    newest version is taken; anything else is a one-line ``DataError``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"--init-from: no such folder: {path}")
+    if not (path / "metadata.json").is_file():
+        numbers = versions(path)
+        if not numbers:
+            raise DataError(f"--init-from: {path} is neither a version nor holds versions")
+        path = path / str(numbers[-1])
+    try:
+        metadata = read_metadata(path)
+    except MetadataError as error:
+        raise DataError(f"--init-from: {error}") from None
+    if not isinstance(metadata, ClassifierMetadata):
+        raise DataError(f"--init-from: {path} is not a classifier version")
+    if not (path / "variables").is_dir():
+        raise DataError(f"--init-from: {path} has no SavedModel variables")
+    return SourceVersion(path, metadata)
+
+
+def load_source_model(source: SourceVersion) -> tf.keras.Sequential:
+    """The source's Keras model with its exported weights."""
+    model = build_classifier(source.metadata.input.height, len(source.class_names), source.config())
+    checkpoint = tf.train.Checkpoint(model=model)
+    status = checkpoint.read(str(source.folder / "variables" / "variables"))
+    try:
+        status.expect_partial().assert_existing_objects_matched()
+    except AssertionError as error:
+        raise DataError(
+            f"--init-from: {source.folder}: its weights do not fit the classifier: {error}"
+        ) from None
+    return model
+
+
+def copy_weights(
+    source: tf.keras.Sequential, target: tf.keras.Sequential, keep_head: bool
+) -> dict[str, Any]:
+    """Copy every layer whose weight shapes match; the last layer only when ``keep_head``.
+    Returns what was copied, for the metadata."""
+    copied, fresh = [], []
+    last = len(target.layers) - 1
+    for position, (old, new) in enumerate(zip(source.layers, target.layers, strict=False)):
+        if not new.weights:
+            continue
+        shapes_match = [w.shape for w in old.weights] == [w.shape for w in new.weights]
+        if shapes_match and (position != last or keep_head):
+            new.set_weights(old.get_weights())
+            copied.append(new.name)
+        else:
+            fresh.append(new.name)
+    return {"layers_copied": len(copied), "layers_fresh": fresh}
+
+
+def initialised_builder(
+    source: SourceVersion, image_size: int, class_names: list[str]
+) -> tuple[ClassifierConfig, Any, dict[str, Any]]:
+    """The config to train with (the source's), a builder of the new model starting from
+    the source's weights, and the ``init_from`` metadata block (filled in as it builds)."""
+    config = source.config()
+    keep_head = class_names == source.class_names
+    record: dict[str, Any] = {
+        "folder": str(source.folder),
+        "name": source.metadata.name,
+        "version": source.metadata.version,
+        "source_classes": source.class_names,
+        "new_head": not keep_head,
+    }
+
+    def build() -> tf.keras.Sequential:
+        model = build_classifier(image_size, len(class_names), config)
+        record.update(copy_weights(load_source_model(source), model, keep_head))
+        log.info(
+            "initialised from %s: %d layers copied, fresh: %s",
+            source.folder,
+            record["layers_copied"],
+            ", ".join(record["layers_fresh"]) or "none",
+        )
+        return model
+
+    return config, build, record
