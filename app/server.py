@@ -81,8 +81,9 @@ class OneSocketEach(Multiprocess):
     Stopping (SIGTERM, SIGINT) closes this process's copies of the listening sockets in the
     signal handler itself and tells the workers at once; each worker closes its own copy as
     its graceful shutdown begins (uvicorn's ``Server.shutdown``) and finishes the requests
-    it has. The kernel then refuses new connections instead of queueing them where no one
-    accepts them any more (they used to hang until the last worker exited, then be reset).
+    it has. The kernel then refuses new connections. (uvicorn's own supervisor keeps its
+    copies until the last worker has exited: new connections queue where no one accepts
+    them any more, hang, then are reset.)
     """
 
     def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:

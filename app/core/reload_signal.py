@@ -112,8 +112,12 @@ class ReloadSignal:
             self.ack_path.unlink()
 
 
-def live_workers(runtime_dir: Path) -> dict[int, tuple[float, bool]]:
-    """Every live worker that serves: pid -> (when its last reload began, succeeded)."""
+def live_workers(runtime_dir: Path, parent: int | None = None) -> dict[int, tuple[float, bool]]:
+    """Every live worker that serves: pid -> (when its last reload began, succeeded). A
+    worker is a child of ``parent`` (by default this process's parent, the supervisor):
+    the acknowledgement of a dead worker whose pid another process got since is ignored,
+    and removed."""
+    parent = os.getppid() if parent is None else parent
     workers = {}
     for path in runtime_dir.iterdir():
         match = _ACK.fullmatch(path.name)
@@ -125,15 +129,18 @@ def live_workers(runtime_dir: Path) -> dict[int, tuple[float, bool]]:
             acknowledged = float(began), outcome == "ok"
         except (FileNotFoundError, ValueError):
             continue  # gone meanwhile, or written by something else
-        if _alive(pid):
+        if _alive(pid, parent):
             workers[pid] = acknowledged
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
     return workers
 
 
-def check(runtime_dir: Path, since: float) -> Confirmation:
+def check(runtime_dir: Path, since: float, parent: int | None = None) -> Confirmation:
     """Where every live worker stands on a change persisted at ``since``."""
     confirmed, failed, pending = [], [], []
-    for pid, (began, ok) in sorted(live_workers(runtime_dir).items()):
+    for pid, (began, ok) in sorted(live_workers(runtime_dir, parent).items()):
         if began < since:
             pending.append(pid)
         elif ok:
@@ -143,12 +150,14 @@ def check(runtime_dir: Path, since: float) -> Confirmation:
     return Confirmation(confirmed, failed, pending)
 
 
-def wait_for_workers(runtime_dir: Path, since: float, timeout_s: float) -> Confirmation:
+def wait_for_workers(
+    runtime_dir: Path, since: float, timeout_s: float, parent: int | None = None
+) -> Confirmation:
     """Block (in a worker thread) until every live worker has reloaded since ``since`` or
     ``timeout_s`` has passed; returns where they stand then."""
     start = time.monotonic()
     while True:
-        state = check(runtime_dir, since)
+        state = check(runtime_dir, since, parent)
         waited = time.monotonic() - start
         if not state.pending or waited >= timeout_s:
             return Confirmation(state.confirmed, state.failed, state.pending, round(waited, 3))
@@ -167,14 +176,15 @@ def _write_atomically(path: Path, text: str, pid: int) -> None:
     os.replace(partial, path)
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not yet reaped by the supervisor, does not)."""
+def _alive(pid: int, parent: int) -> bool:
+    """Whether ``pid`` runs as a child of ``parent`` (a zombie, dead but not yet reaped by
+    the supervisor, does not run). Without /proc: whether the pid exists."""
     if _PROC:
         try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             return False
-        return state != "Z"
+        return fields[0] != "Z" and fields[1] == str(parent)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -143,6 +143,8 @@ def running_workers(quick_models: Path, tmp_dir: Path) -> Iterator[tuple[Workers
             assert process.poll() is None, (tmp_dir / "server.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "both workers did not load their models"
             time.sleep(0.5)
+        # A worker answers once its start-up is over, when it has joined the others.
+        server.each_worker("/healthz")
         yield server, model_dir
     finally:
         process.terminate()
