@@ -17,22 +17,26 @@ table (``benchmarks/hostile_results.md`` by default) and prints it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
 import ctypes.util
 import gc
 import io
 import re
 import statistics
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from app.api.uploads import prepare
+from app.api.uploads import DecodePool, RawImage, prepare, read_uploads
 from app.core import image_structure as budgets
+from app.core.deadline import Deadline
 from app.core.errors import PayloadTooLargeError, ServiceError
 from app.core.imaging import fit_within, set_pixel_limit, to_png
 from app.settings import Settings
@@ -244,6 +248,19 @@ def _measure(settings: Settings, runs: int, flood_bytes: int) -> list[Row]:
                 f"refused ({flood.status})",
             )
         )
+    near_budget = png_text_flood(budgets.MAX_PNG_COMPRESSED_CHUNKS)
+    files = [RawImage("text.png", near_budget)] * settings.max_files_per_request
+    rows.append(
+        _row(
+            f"one request of {len(files)} PNGs with "
+            f"{budgets.MAX_PNG_COMPRESSED_CHUNKS} zTXt chunks each",
+            "64x64",
+            near_budget * len(files),
+            lambda: _request_refusal(files, settings),
+            runs,
+            "refused (413)",
+        )
+    )
     side = int(settings.max_full_decode_pixels**0.5)
     refused = progressive_jpeg(side, 2000)
     rows.append(
@@ -280,6 +297,20 @@ def _refusal(data: bytes, settings: Settings) -> None:
     except ServiceError as error:
         raise RuntimeError(f"the hostile file got {error.status_code}: {error.detail}") from error
     raise RuntimeError("the hostile file was accepted")
+
+
+def _request_refusal(files: list[RawImage], settings: Settings) -> None:
+    """One request's decoding, as ``read_uploads`` runs it (one pool thread)."""
+    pool = DecodePool(ThreadPoolExecutor(1), threading.BoundedSemaphore(1))
+    try:
+        asyncio.run(
+            read_uploads(files, settings, MODEL_SIDE, MODEL_SIDE, Deadline.after(600), pool)
+        )
+    except PayloadTooLargeError:
+        return
+    finally:
+        pool.close()
+    raise RuntimeError("the request was accepted")
 
 
 def markdown(rows: list[Row], settings: Settings, runs: int) -> str:

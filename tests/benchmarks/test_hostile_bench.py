@@ -18,7 +18,7 @@ def test_quick_run_writes_the_table(tmp_path: Path) -> None:
     assert main(["--quick", "--out", str(out)]) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ")]
     floods = len(structure_floods(200_000))
-    assert len(rows) == 1 + 10 + 9 + floods + 2  # header + every input kind
+    assert len(rows) == 1 + 10 + 9 + floods + 3  # header + every input kind
     assert sum(row.endswith("| accepted |") for row in rows) == 10 + 9
-    assert sum(row.endswith("| refused (413) |") for row in rows) == floods + 1
+    assert sum(row.endswith("| refused (413) |") for row in rows) == floods + 2
     assert "| refused (413) |" in rows[-2]
