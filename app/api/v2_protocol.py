@@ -203,14 +203,23 @@ class InferBodyReader:
             self._binary.close()
 
     @property
-    def header_pending(self) -> bool:
-        """The JSON part has not been parsed yet."""
-        return self._header is None
-
-    @property
     def json_bytes(self) -> int:
         """Bytes of the JSON part received so far: what parsing it may cost grows with it."""
         return self._json_received
+
+    def parses_with(self, size: int) -> bool:
+        """Whether feeding ``size`` more bytes completes a JSON part announced by
+        ``Inference-Header-Content-Length``, and so parses it."""
+        return (
+            self._header is None
+            and self._json_size is not None
+            and self._json_received + size >= self._json_size
+        )
+
+    @property
+    def json_size(self) -> int | None:
+        """The JSON part's announced size; None when the body is all JSON."""
+        return self._json_size
 
     def feed(self, chunk: bytes) -> None:
         """Take the next chunk of the body (the one that completes the JSON part parses and

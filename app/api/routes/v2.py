@@ -268,12 +268,14 @@ async def _read_request(
             )
         except ServiceError as error:
             return v2_error(error.detail, error.status_code, {"Connection": "close"})
+        large_header = (reader.json_size or 0) > INLINE_JSON_BYTES
         try:
             async for chunk in request.stream():
-                if reader.header_pending and reader.json_bytes + len(chunk) > INLINE_JSON_BYTES:
-                    await to_thread.run_sync(reader.feed, chunk)  # may parse the JSON part
+                if large_header and reader.parses_with(len(chunk)):
+                    await to_thread.run_sync(reader.feed, chunk)
                 else:
                     reader.feed(chunk)
+            # An all-JSON body is parsed here, and a JSON tensor read.
             if reader.json_bytes > INLINE_JSON_BYTES:
                 return await to_thread.run_sync(reader.finish)
             return reader.finish()

@@ -420,6 +420,26 @@ async def test_uint8_pixels_give_the_fp32_probabilities(
 
 
 @pytest.mark.anyio
+async def test_a_json_header_over_64_kib_reads_as_a_small_one(
+    make_client: AppClientFactory, model_dir: Path
+) -> None:
+    """Such a header is parsed on a worker thread (INLINE_JSON_BYTES): same answer."""
+    raw = model_input(gradient_image((64, 64)), 64, 64)[None].tobytes()
+    head, _ = binary_body(tensor("images", "FP32", [1, 64, 64, 3], size=len(raw)))
+    answers = []
+    async with make_client(model_dir) as app_client:
+        for padding in (b"", b" " * 100_000):
+            response = await app_client.post(
+                f"/v2/models/{CLASSIFIER}/infer",
+                content=head + padding + raw,
+                headers={"Inference-Header-Content-Length": str(len(head + padding))},
+            )
+            assert response.status_code == 200, response.text
+            answers.append(response.json()["outputs"][0]["data"])
+    assert answers[0] == answers[1]
+
+
+@pytest.mark.anyio
 async def test_each_output_is_asked_for_at_most_once(
     make_client: AppClientFactory, model_dir: Path
 ) -> None:
