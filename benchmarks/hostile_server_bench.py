@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import shutil
 import sys
@@ -41,6 +42,7 @@ from benchmarks import REPO_ROOT
 from benchmarks.environment import machine_description
 from benchmarks.hostile_requests import (
     Answer,
+    Body,
     HostileRequest,
     corpus,
     problems,
@@ -142,14 +144,12 @@ def run_corpus(
 
 
 def _flood_worker(
-    base_url: str, names: list[str], clients: int, seconds: float, timeout_s: float
+    base_url: str, names: tuple[str, ...], clients: int, seconds: float, timeout_s: float
 ) -> dict[str, Any]:
     """In its own process: ``clients`` threads, each sending the named corpus requests in
     turn (from its own starting point) until ``seconds`` have passed. Returns the status
     counts and how many requests went out."""
-    by_name = {request.name: request for request in corpus()}
-    chosen = [by_name[name] for name in names]
-    built = {request.name: request.build() for request in chosen}
+    chosen, built = _built(names)
     statuses: Counter[str] = Counter()
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
@@ -263,10 +263,10 @@ def flood(
 ) -> dict[str, Any]:
     """``clients`` hostile clients in another process (so that their sending does not hold
     this process's interpreter lock from the friendly client) for ``seconds``, watched."""
-    names = [request.name for request in requests]
+    names = tuple(request.name for request in requests)
     timeout_s = max(10.0, seconds)
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        pool.submit(_warm_up).result()  # the corpus is built before the clock starts
+        pool.submit(_build, names).result()  # the bodies are built before the clock starts
 
         def hostile() -> dict[str, Any]:
             return pool.submit(_flood_worker, base_url, names, clients, seconds, timeout_s).result()
@@ -274,8 +274,19 @@ def flood(
         return watch(base_url, seconds, hostile)
 
 
-def _warm_up() -> int:
-    return len(corpus())
+def _build(names: tuple[str, ...]) -> int:
+    """Build the named requests in this process (a pool's), for ``_flood_worker`` to send."""
+    return len(_built(names)[0])
+
+
+@functools.cache
+def _built(
+    names: tuple[str, ...],
+) -> tuple[list[HostileRequest], dict[str, tuple[dict[str, str], Body]]]:
+    """The named corpus requests and their headers and bodies, built once per process."""
+    by_name = {request.name: request for request in corpus()}
+    chosen = [by_name[name] for name in names]
+    return chosen, {request.name: request.build() for request in chosen}
 
 
 # ---------------------------------------------------------------------------------------
