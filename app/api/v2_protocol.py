@@ -191,7 +191,7 @@ class InferBodyReader:
             self._json_size = size
         announced = self._json_size if self._json_size is not None else self._declared
         if announced is not None:
-            self._check_json_size(announced)
+            self._check_json_size(announced, exact=True)
         self._json_parts: list[bytes] = []
         self._json_received = 0
         self._header: _Header | None = None
@@ -228,7 +228,7 @@ class InferBodyReader:
         if self._header is None:
             if self._json_size is None:  # all JSON: it ends with the body
                 self._json_received += len(view)
-                self._check_json_size(self._json_received)
+                self._check_json_size(self._json_received, exact=False)
                 self._json_parts.append(chunk)
                 return
             wanted = self._json_size - self._json_received
@@ -256,10 +256,11 @@ class InferBodyReader:
         tensor = InputTensor(header.name, header.datatype, header.shape, self._binary.finish())
         return InferRequest(header.id, [tensor], header.outputs, header.binary_outputs)
 
-    def _check_json_size(self, size: int) -> None:
+    def _check_json_size(self, size: int, exact: bool) -> None:
+        """``size``: the JSON part's announced size (``exact``), or what has arrived."""
         if size > self._max_json:
             raise PayloadTooLargeError(
-                f"the JSON part is {'over ' if self._json_size is None else ''}{size} bytes, "
+                f"the JSON part is {'' if exact else 'over '}{size} bytes, "
                 f"over the {self._max_json} byte limit of a JSON request; send large tensors "
                 "with the binary tensor extension"
             )
@@ -629,7 +630,7 @@ def _dims(shape: Sequence[int]) -> str:
 
 def _quoted(value: object) -> str:
     """A client's name or type for an error message, cut short."""
-    return _shown(repr(value)) if isinstance(value, str) else type(value).__name__
+    return _shown(repr(value)) if isinstance(value, str) else f"of type {type(value).__name__}"
 
 
 def _shown(text: str) -> str:
