@@ -11,8 +11,10 @@ by the file's size; runs of bytes (JPEG fill bytes, entropy-coded data) are skip
 search in C.
 
 The budgets sit far above what encoders write (see each constant) and far below what
-costs: at a budget, Pillow's walk takes milliseconds (docs/upload-limits.md has the
-measurements). What libjpeg, zlib, libwebp and Pillow's C decoders do with the data
+costs: a file at a budget costs Pillow at most ~90 ms beyond its pixels (32 inflated text
+chunks; docs/upload-limits.md has the measurements). ``check_structure`` also says what
+reading a file's structure costs beyond its pixels, in pixels, so that the request's pixel
+budget counts it. What libjpeg, zlib, libwebp and Pillow's C decoders do with the data
 (entropy-coded scans, IDAT contents, LZW sub-blocks inside a GIF frame) is bounded by the
 pixel limits instead.
 """
@@ -52,7 +54,7 @@ MAX_GIF_SUB_BLOCKS = 4096
 # other IFD for it); real files have 10-100, each tag at most once.
 MAX_TIFF_IFD_ENTRIES = 1024
 # Strips or tiles of the first image (the count field of StripOffsets/TileOffsets, each
-# decoded in a Python loop by Pillow, ~10 us a strip). 8192 is one strip per row of an
+# decoded in a Python loop by Pillow, ~7 us a strip). 8192 is one strip per row of an
 # image 8192 rows tall, or 32x32 tiles of a 2000x2000 one; Pillow writes a strip per
 # 64 KiB (at most 500 at 4 MP), libtiff one per 8 KiB (at most 1300 in 10 MiB).
 MAX_TIFF_STRIPS = 8192
@@ -64,7 +66,7 @@ MAX_TIFF_VALUES = 262_144
 # frame); C, but its memory grows with the count.
 MAX_WEBP_CHUNKS = 4096
 # BMP: Pillow decodes run-length (RLE8/RLE4) data in Python, at worst one iteration per
-# pixel (~0.2 us); 512x512 bounds that to ~50 ms. Uncompressed BMPs decode in C.
+# pixel (~0.2 us); 512x512 bounds that to 40-80 ms. Uncompressed BMPs decode in C.
 MAX_BMP_RLE_PIXELS = 512 * 512
 
 # What reading each structure costs the decoder beyond its pixels, in pixels: the CPU of
@@ -77,7 +79,7 @@ _PIXELS_PER_JPEG_SEGMENT = 20  # ~0.7 us
 _PIXELS_PER_PNG_CHUNK = 100  # ~3.4 us
 _PIXELS_PER_COMPRESSED_CHUNK = 65_536  # ~2.6 ms to inflate 1 MB
 _PIXELS_PER_GIF_SUB_BLOCK = 16  # ~0.5 us
-_PIXELS_PER_TIFF_STRIP = 160  # ~6 us
+_PIXELS_PER_TIFF_STRIP = 160  # ~6 us beyond the strip's pixels
 _PIXELS_PER_IFD_ENTRY = 256  # ~8.5 us
 _PIXELS_PER_WEBP_CHUNK = 16  # ~0.5 us
 _EXTRA_PIXELS_PER_RLE_PIXEL = 3  # ~0.16 us in Python against ~0.04 us in C
