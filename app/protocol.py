@@ -6,7 +6,8 @@ httptools (a C parser) costs about a millisecond less server CPU per request tha
 ends is buffered and re-joined as it grows, which cost seconds of event-loop CPU for 64 MB.
 Here the bytes that arrive while a head is incomplete are counted, and past
 ``MAX_HEADER_BYTES`` the client gets 431 and the connection is closed, so such a head costs
-at most the limit plus one read. uvicorn's plain-text 503 past ``MAX_CONCURRENCY`` becomes a
+at most the limit plus one read. A request httptools cannot parse gets a JSON 400, and
+uvicorn's plain-text 503 past ``MAX_CONCURRENCY`` becomes a
 JSON ``detail`` like every other refusal, and health probes are served past that limit.
 Each request's scope carries a ``DisconnectNotice`` (``DISCONNECT_EXTENSION``), through
 which the inference path hears of a client that left without a task waiting on ``receive``.
@@ -104,12 +105,22 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         super()._start_asgi_task(cycle, app)
 
     def _refuse_head(self) -> None:
+        detail = f"request line and headers over the {self._head_limit} byte limit"
+        self._refuse(b"431 Request Header Fields Too Large", detail)
+
+    def send_400_response(self, msg: str) -> None:
+        """What httptools cannot parse (a malformed request line, a Content-Length that is
+        not ASCII digits or has thousands of them, ...): a JSON 400 like every refusal."""
+        self._refuse(b"400 Bad Request", f"malformed HTTP request: {msg}")
+
+    def _refuse(self, status: bytes, detail: str) -> None:
+        """Answer ``detail`` as JSON and close the connection: the rest of its bytes are
+        never parsed."""
         if self.transport.is_closing():
             return
-        detail = f"request line and headers over the {self._head_limit} byte limit"
         body = json.dumps({"detail": detail}).encode()
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"HTTP/1.1 " + status + b"\r\n"
             b"content-type: application/json\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n"
             b"connection: close\r\n\r\n" + body

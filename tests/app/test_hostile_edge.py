@@ -224,9 +224,12 @@ def test_numbers_in_the_request_line_and_headers_get_a_4xx_naming_the_limit(
 def test_a_content_length_that_is_not_ascii_digits_is_refused_by_the_protocol(
     production: AppServer, declared: bytes
 ) -> None:
-    """httptools refuses these before the app sees them (the app refuses the rest: above)."""
-    answered, _, _ = exchange(production, raw_post(b"/denoise", length=declared))
+    """httptools refuses these before the app sees them (the app refuses the rest: above),
+    with a JSON detail like every other refusal."""
+    answered, headers, body = exchange(production, raw_post(b"/denoise", length=declared))
     assert answered == 400
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["detail"].startswith("malformed HTTP request")
     assert "Traceback" not in production.log_path.read_text()
 
 
