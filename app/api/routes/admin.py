@@ -15,6 +15,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Path
 
 from app.api.deps import ServiceDep, ServiceState
+from app.api.json_body import JSONBodyRoute
 from app.api.schemas import (
     ErrorResponse,
     LabelRequest,
@@ -27,7 +28,7 @@ from app.api.schemas import (
 from app.core.labels import LABEL_PATTERN
 from app.core.reload_signal import confirm_timeout_s, live_workers, wait_for_workers
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=JSONBodyRoute)
 
 _NOT_FOUND = {
     "model": ErrorResponse,

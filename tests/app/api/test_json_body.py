@@ -193,20 +193,12 @@ def json_body_routes(app: FastAPI) -> list[APIRoute]:
     ]
 
 
-# Remove once app/api/routes/admin.py builds its router with route_class=JSONBodyRoute.
-ADMIN_ROUTER_PENDING = pytest.mark.xfail(
-    strict=True, reason="app/api/routes/admin.py: APIRouter(..., route_class=JSONBodyRoute)"
-)
-
-
-@ADMIN_ROUTER_PENDING
 def test_every_json_body_route_of_the_service_is_bounded() -> None:
     routes = json_body_routes(create_app(Settings(model_dir=Path("unused"))))
     assert routes, "no JSON-body route found: the check would pass vacuously"
     assert [route.path for route in routes if not isinstance(route, JSONBodyRoute)] == []
 
 
-@ADMIN_ROUTER_PENDING
 async def test_the_admin_label_body_is_bounded(
     make_client: AppClientFactory, tmp_path: Path
 ) -> None:
