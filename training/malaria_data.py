@@ -205,8 +205,9 @@ def list_user_folder(root: Path) -> CellListing:
 
 
 def list_user_zip(path: Path) -> CellListing:
-    """The same layout in a zip; a zip of the folder itself (one top folder holding the
-    label folders) is read from inside that folder."""
+    """The same layout in a zip. A zip whose members all sit in one top folder (what
+    zipping the folder itself gives) is read from inside that folder, so its label folders
+    are the ones below it."""
     archive = zipfile.ZipFile(path)
     members = sorted(
         (info for info in archive.infolist() if not info.is_dir() and _is_cell_file(info.filename)),
@@ -214,7 +215,7 @@ def list_user_zip(path: Path) -> CellListing:
     )
     names = [info.filename for info in members]
     tops = {name.split("/")[0] for name in names}
-    if len(tops) == 1 and all(name.count("/") >= 2 for name in names):
+    if len(tops) == 1 and all("/" in name for name in names):
         names = [name.split("/", 1)[1] for name in names]
     return _labelled_listing(names, str(path), lambda i: archive.read(members[i]))
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from training import reports
 from training.autoencoder import AutoencoderParts, symmetry_averaged_codes
-from training.malaria_data import LABEL_NAMES, MalariaData
+from training.malaria_data import MalariaData
 from training.malaria_ood import SCORE_NAME, noisy
 
 GRID_SIGMAS = (0.05, 0.1, 0.2, 0.3)
@@ -41,7 +41,10 @@ def write_trust_plots(
         titles += [f"noisy sigma {sigma}", f"denoised (sigma {sigma})"]
     reports.plot_image_grid(rows, folder / "denoising_levels.png", row_titles=titles)
 
+    # Cells the grid above did not show; a small test split shows its first cells again.
     originals = test.images[GRID_CELLS : 3 * GRID_CELLS]
+    if len(originals) == 0:
+        originals = clean
     reports.plot_image_grid(
         [list(originals[:GRID_CELLS]), list(predict(originals[:GRID_CELLS]))],
         folder / "reconstructions.png",
@@ -60,7 +63,7 @@ def write_trust_plots(
     reports.plot_code_map(
         codes,
         test.labels[picks],
-        LABEL_NAMES,
+        cells.label_names,
         folder / "code_map.png",
         f"retrieval codes of {len(picks)} held-out cells, PCA",
     )

@@ -138,7 +138,8 @@ def plot_reliability_diagram(
 def plot_code_map(
     codes: np.ndarray, labels: np.ndarray, label_names: Sequence[str], path: Path, title: str
 ) -> None:
-    """The codes' first two principal components, one colour per label."""
+    """The codes' first two principal components, one colour per label (label -1: the
+    unlabelled cells)."""
     centred = codes - codes.mean(axis=0)
     _, _, components = np.linalg.svd(centred, full_matrices=False)
     points = centred @ components[:2].T
@@ -146,6 +147,16 @@ def plot_code_map(
     for label, name in enumerate(label_names):
         chosen = points[labels == label]
         axis.scatter(chosen[:, 0], chosen[:, 1], s=4, alpha=0.5, label=f"{name} ({len(chosen)})")
+    unlabelled = points[labels < 0]
+    if len(unlabelled):
+        axis.scatter(
+            unlabelled[:, 0],
+            unlabelled[:, 1],
+            s=4,
+            alpha=0.5,
+            color="grey",
+            label=f"unlabelled ({len(unlabelled)})",
+        )
     axis.set_xlabel("principal component 1")
     axis.set_ylabel("principal component 2")
     axis.set_title(title, fontsize=9)

@@ -84,3 +84,28 @@ def zip_folder(folder: Path, path: Path, top: str | None = None) -> Path:
                 name = file.relative_to(folder).as_posix()
                 archive.write(file, f"{top}/{name}" if top else name)
     return path
+
+
+USER_CLASSES = {"Cat": 30, "dog house": 8, "zebra": 12}  # imbalanced, a space in a name
+USER_CELLS = {"round": 24, "spiky": 18}
+USER_IMAGE_SIZE = 32
+
+
+def train_user_models(root: Path) -> Path:
+    """Train the classifier on class folders and the autoencoder and index on cell folders
+    (all at ``USER_IMAGE_SIZE``) through the CLI; returns the models folder."""
+    from training.cli import main
+
+    classes = write_class_folders(root / "classes", USER_CLASSES, nested=True)
+    cells = write_cells(root / "cells", USER_CELLS, unlabelled=8)
+    out = root / "models"
+    size = str(USER_IMAGE_SIZE)
+    for arguments in (
+        ["signs", "--data", str(classes), "--quick", "--image-size", size],
+        ["malaria", "--data", str(cells), "--epochs", "1", "--image-size", size],
+        ["index", "--data", str(cells)],
+    ):
+        exit_code = main([*arguments, "--out", str(out)])
+        if exit_code != 0:
+            raise RuntimeError(f"training {arguments[0]} on user folders exited {exit_code}")
+    return out

@@ -23,6 +23,7 @@ from training.custom_loop import (
     build_augmenter,
     fit_classifier,
     make_dataset,
+    make_steps,
     predict_probabilities,
 )
 from training.distribute import is_chief, worker_folder
@@ -171,3 +172,18 @@ def test_classifier_batches_are_shuffled_before_batching_and_prefetched_last() -
     steps = dataset_steps(dataset)
     assert steps.index("ShuffleDatasetV3") < steps.index("BatchDatasetV2")
     assert steps[-1] == "PrefetchDataset"
+
+
+def test_class_weights_scale_each_examples_loss() -> None:
+    model = tf.keras.Sequential([tf.keras.Input((2, 2, 3)), tf.keras.layers.Flatten()])
+    model.add(tf.keras.layers.Dense(2, kernel_initializer="zeros"))  # logits 0: loss ln 2
+    optimizer = tf.keras.optimizers.Adam()
+    strategy = tf.distribute.get_strategy()
+    labels = np.array([0, 1, 1])
+    dataset = make_dataset(np.zeros((3, 2, 2, 3), np.uint8), labels, 3)
+    batch = next(iter(dataset))
+    spec = dataset.element_spec
+    _, plain = make_steps(model, optimizer, strategy, spec)
+    _, weighted = make_steps(model, optimizer, strategy, spec, np.array([1.0, 3.0]))
+    assert plain(batch).numpy()[0] == pytest.approx(3 * np.log(2), rel=1e-5)
+    assert weighted(batch).numpy()[0] == pytest.approx((1 + 3 + 3) * np.log(2), rel=1e-5)

@@ -14,10 +14,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from contract.layout import GALLERY_FILE, GALLERY_IMAGES_FILE
 from training.errors import DataError
-from training.index import build_index, exact_neighbours, precision_at_k
+from training.index import build_index, exact_neighbours, precision_at_k, write_gallery
 from training.malaria import MalariaConfig, train_malaria
-from training.malaria_data import load_malaria
+from training.malaria_data import CellSplit, load_malaria
 
 SIZE = 16
 
@@ -162,3 +163,31 @@ def test_exact_neighbours_match_faiss_flat_search_best_first() -> None:
 def test_index_refuses_a_split_seed_other_than_the_encoders(models: Path, cell_zip: Path) -> None:
     with pytest.raises(ValueError, match="seed"):
         build_index(cell_zip, models, seed=1)
+
+
+def test_precision_scores_labelled_queries_by_the_users_label_names() -> None:
+    gallery_labels = np.array([-1, 0, 1])
+    neighbours = np.array([[1, 0, 2], [0, 1, 2], [2, 1, 0]])
+    result = precision_at_k(neighbours, gallery_labels, np.array([0, -1, 1]), ("a", "b"))
+    assert result["precision_at_1"] == {"all": 1.0, "a": 1.0, "b": 1.0}  # the -1 query is out
+    assert precision_at_k(neighbours, gallery_labels, np.full(3, -1), ("a", "b")) == {}
+
+
+def test_gallery_labels_are_the_users_names_and_large_images_shrink(tmp_path: Path) -> None:
+    def encoded(size: tuple[int, int], file_format: str) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("L", size, 90).save(buffer, format=file_format)
+        return buffer.getvalue()
+
+    small = encoded((40, 30), "PNG")
+    stored = [small, encoded((1000, 500), "PNG"), encoded((64, 64), "JPEG")]
+    gallery = CellSplit(np.zeros((3, 8, 8, 3), np.uint8), np.array([1, -1, 0]), ["x"] * 3, stored)
+    write_gallery(tmp_path, gallery, ("round", "spiky"))
+    npz = np.load(tmp_path / GALLERY_FILE)
+    assert npz["labels"].tolist() == ["spiky", "", "round"]
+    blob, offsets = (tmp_path / GALLERY_IMAGES_FILE).read_bytes(), npz["offsets"]
+    images = [blob[offsets[i] : offsets[i + 1]] for i in range(3)]
+    assert images[0] == small  # a small PNG is kept byte for byte
+    sizes = [Image.open(io.BytesIO(image)).size for image in images]
+    assert sizes == [(40, 30), (256, 128), (64, 64)]
+    assert {Image.open(io.BytesIO(image)).format for image in images} == {"PNG"}

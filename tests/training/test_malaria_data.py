@@ -1,4 +1,4 @@
-"""Malaria data: path resolution, any image mode, corrupt files, seeded stratified split."""
+"""Cell data: NIH and user layouts, any image mode, corrupt files, seeded stratified split."""
 
 from __future__ import annotations
 
@@ -11,8 +11,15 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from tests.training import image_folders
 from training.errors import DataError
-from training.malaria_data import load_malaria, resolve_zip_or_folder, stratified_split, subsample
+from training.malaria_data import (
+    list_cells,
+    load_malaria,
+    resolve_zip_or_folder,
+    stratified_split,
+    subsample,
+)
 
 MODES = ("L", "RGB", "RGBA", "P", "I;16")
 
@@ -152,3 +159,68 @@ def test_tfds_failure_is_one_data_error(monkeypatch) -> None:
     monkeypatch.setattr(tfds, "load", offline)
     with pytest.raises(DataError, match="cannot load tfds malaria .*no route to host"):
         load_malaria(None, 16, seed=0)
+
+
+# A user's own cells: any folder or zip, recursively; first-level folders are the labels.
+
+
+def _user_cells(tmp_path: Path) -> Path:
+    return image_folders.write_cells(tmp_path / "cells", {"round": 12, "spiky": 9}, unlabelled=6)
+
+
+def test_user_cells_are_read_recursively_with_first_level_labels(tmp_path: Path) -> None:
+    root = _user_cells(tmp_path)
+    (root / "spiky" / "broken.png").write_bytes(b"not a png")
+    cells = load_malaria(root, image_size=24, seed=0)
+    assert not cells.nih
+    assert cells.label_names == ("round", "spiky")
+    everything = np.concatenate([split.labels for split in cells.splits.values()])
+    assert np.bincount(everything + 1).tolist() == [6, 12, 9]  # unlabelled, round, spiky
+    assert cells.skipped == 1
+    assert all(len(split.labels) for split in cells.splits.values())
+    assert cells.splits["train"].images.shape[1:] == (24, 24, 3)
+    assert any(name.startswith("round/slide2/") for name in cells.splits["train"].names)
+    summary = cells.summary()
+    assert summary["label_names"] == ["round", "spiky"]
+    assert sum(summary["unlabelled"].values()) == 6
+
+
+@pytest.mark.parametrize("top", [None, "my_cells"])
+def test_a_zip_of_user_cells_gives_the_same_listing_as_the_folder(
+    tmp_path: Path, top: str | None
+) -> None:
+    root = _user_cells(tmp_path)
+    archive = image_folders.zip_folder(root, tmp_path / "cells.zip", top)
+    from_folder, from_zip = list_cells(root), list_cells(archive)
+    assert from_zip.names == from_folder.names
+    assert from_zip.label_names == from_folder.label_names
+    assert from_zip.labels.tolist() == from_folder.labels.tolist()
+
+
+def test_unlabelled_cells_alone_are_fine(tmp_path: Path) -> None:
+    root = image_folders.write_cells(tmp_path / "cells", {}, unlabelled=10)
+    cells = load_malaria(root, image_size=16, seed=0)
+    assert cells.label_names == ()
+    assert cells.label_of(-1) == ""
+
+
+def test_too_few_user_cells_is_one_line_naming_the_folder(tmp_path: Path) -> None:
+    root = image_folders.write_cells(tmp_path / "cells", {}, unlabelled=2)
+    with pytest.raises(DataError, match=r"cells: 2 cell image\(s\) leave the .* split empty"):
+        load_malaria(root, image_size=16, seed=0)
+
+
+def test_an_empty_folder_names_it(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=f"no readable cell images .* in {tmp_path}"):
+        load_malaria(tmp_path, image_size=16, seed=0)
+
+
+def test_nih_only_refuses_a_user_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no cell_images/ folder"):
+        load_malaria(_user_cells(tmp_path), image_size=16, seed=0, nih_only=True)
+
+
+def test_the_nih_layout_keeps_its_labels(cell_zip: Path) -> None:
+    cells = load_malaria(cell_zip, image_size=16, seed=0)
+    assert cells.nih
+    assert cells.label_names == ("parasitized", "uninfected")

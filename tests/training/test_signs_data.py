@@ -15,12 +15,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.training import image_folders
 from training import signs_data
 from training.errors import DataError
 from training.signs_data import (
     SignsData,
     download_signs,
+    find_course_signs,
     find_signs_source,
+    load_class_folders,
     load_signs,
     load_signs_folder,
     load_signs_h5,
@@ -178,3 +181,81 @@ def test_download_with_every_mirror_down_is_one_data_error(
     monkeypatch.setattr(signs_data, "DOWNLOAD_MIRRORS", [dead_mirror])
     with pytest.raises(DataError, match="cannot download SIGNS"):
         download_signs(cache_dir=tmp_path / "cache")
+
+
+# Class folders: DIR/<class>/*, any names, sizes, modes and formats.
+
+
+def test_class_folders_give_sorted_class_names_and_every_format(tmp_path: Path) -> None:
+    counts = {"zebra": 7, "Cat": 10, "dog house": 4}
+    root = image_folders.write_class_folders(tmp_path / "data", counts, nested=True)
+    data = load_class_folders(root, image_size=24)
+    assert data.class_names == ["Cat", "dog house", "zebra"]  # sorted: the label order
+    assert data.layout == "class folders"
+    assert data.images.shape == (21, 24, 24, 3)
+    assert np.bincount(data.labels).tolist() == [10, 4, 7]
+    suffixes = {path.suffix for path in root.rglob("*") if path.is_file()}
+    assert suffixes == {suffix for suffix, _, _ in image_folders.FORMATS}
+    assert data.skipped == []
+
+
+def test_load_signs_takes_class_folders_and_splits_every_class(tmp_path: Path) -> None:
+    root = image_folders.write_class_folders(tmp_path / "data", {"left": 20, "right": 3})
+    splits = load_signs(root, image_size=16, seed=0)
+    assert splits.class_names == ["left", "right"]
+    counts = splits.class_counts()
+    assert counts["validation"]["right"] == counts["test"]["right"] == 1
+    assert sum(counts["train"].values()) + 2 + 2 * counts["test"]["left"] == 23
+    assert splits.test.class_names == splits.train.class_names == ["left", "right"]
+
+
+def test_unreadable_files_in_class_folders_are_skipped_and_counted(tmp_path: Path) -> None:
+    root = image_folders.write_class_folders(tmp_path / "data", {"a": 4, "b": 4})
+    (root / "a" / "broken.jpg").write_bytes(b"not an image")
+    (root / "b" / "notes.txt").write_text("not an image file name either")
+    data = load_class_folders(root, image_size=16)
+    assert data.skipped == ["a/broken.jpg"]
+    assert len(data) == 8
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ({"only": 5}, r"need at least 2 class sub-folders .* found only 'only'"),
+        ({"a": 5, "b": 2}, r"/b: 2 image file\(s\); each class needs at least 3"),
+        ({"a": 5, "b": 0}, r"/b: 0 image file\(s\)"),
+    ],
+)
+def test_bad_class_folders_are_one_line_errors_naming_the_folder(
+    tmp_path: Path, layout: dict[str, int], message: str
+) -> None:
+    root = tmp_path / "data"
+    for name in layout:
+        (root / name).mkdir(parents=True)
+    image_folders.write_class_folders(root, {k: v for k, v in layout.items() if v})
+    with pytest.raises(DataError, match=message) as caught:
+        load_signs(root, image_size=16, seed=0)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_class_of_unreadable_files_is_an_error_naming_it(tmp_path: Path) -> None:
+    root = image_folders.write_class_folders(tmp_path / "data", {"a": 4})
+    (root / "b").mkdir()
+    for index in range(3):
+        (root / "b" / f"{index}.png").write_bytes(b"broken")
+    with pytest.raises(DataError, match=r"/b: 0 readable image\(s\) of 3"):
+        load_class_folders(root, image_size=16)
+
+
+def test_a_folder_of_unreadable_signs_files_says_none_decoded(tmp_path: Path) -> None:
+    (tmp_path / "0_IMG_1.jpg").write_bytes(b"broken")
+    with pytest.raises(DataError, match="no readable images in .*: all 1 failed to decode"):
+        load_signs_folder(tmp_path, image_size=16)
+
+
+def test_course_signs_are_found_only_in_the_course_layout(tmp_path: Path) -> None:
+    root = image_folders.write_class_folders(tmp_path / "data", {"a": 3, "b": 3})
+    assert find_course_signs(root) is None
+    assert find_signs_source(root) == root
+    signs = _write_folder(tmp_path / "root" / "signs" / "train")
+    assert find_course_signs(tmp_path / "root") == signs
