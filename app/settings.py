@@ -78,7 +78,11 @@ class Settings(BaseSettings):
     max_request_pixels: int = Field(
         16_000_000,
         gt=0,
-        description="Width x height summed over the files of one request, checked before decoding.",
+        description=(
+            "Decoding work of one request, summed over its files from their headers before "
+            "any is decoded: a JPEG decoded at reduced scale counts its width x height, any "
+            "other image four times that (one 16 MP phone photo or one 4 MP PNG, ~0.15 s)."
+        ),
     )
     max_jpeg_scans: int = Field(
         32,

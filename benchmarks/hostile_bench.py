@@ -38,7 +38,7 @@ from app.api.uploads import DecodePool, RawImage, prepare, read_uploads
 from app.core import image_structure as budgets
 from app.core.deadline import Deadline
 from app.core.errors import PayloadTooLargeError, ServiceError
-from app.core.imaging import fit_within, set_pixel_limit, to_png
+from app.core.imaging import FULL_DECODE_WEIGHT, fit_within, set_pixel_limit, to_png
 from app.settings import Settings
 from benchmarks.environment import machine_description
 from benchmarks.hostile_inputs import (
@@ -342,9 +342,11 @@ def markdown(rows: list[Row], settings: Settings, runs: int) -> str:
     per_request = settings.max_request_pixels
     lines += [
         "",
-        f"One request decodes at most MAX_REQUEST_PIXELS in all: "
-        f"{per_request // settings.max_full_decode_pixels} of the full-size rows, or "
-        f"{per_request // settings.max_image_pixels} baseline JPEG(s) of the first row.",
+        "One request decodes at most MAX_REQUEST_PIXELS in all, a pixel decoded at full "
+        f"size counting {FULL_DECODE_WEIGHT}: "
+        f"{per_request // (FULL_DECODE_WEIGHT * settings.max_full_decode_pixels)} of the "
+        f"full-size rows, or {per_request // settings.max_image_pixels} baseline JPEG(s) of "
+        "the first row.",
         "",
     ]
     return "\n".join(lines)

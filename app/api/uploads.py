@@ -47,8 +47,9 @@ class ModelInput:
     pixels: np.ndarray  # (height, width, 3) float32 in [0, 1] at the model's input size
 
 
-# Claimed width x height above which an upload counts against ``DecodePool.large``.
-LARGE_IMAGE_PIXELS = 1_000_000
+# Decode cost (``decode_for_model``'s unit: a megapixel decoded at full size, or 4 MP of a
+# JPEG decoded at reduced scale) above which an upload counts against ``DecodePool.large``.
+LARGE_IMAGE_COST = 4_000_000
 
 T = TypeVar("T")
 
@@ -56,7 +57,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class DecodePool:
     """Where uploads are decoded: on up to ``threads`` worker threads at once, of which at
-    most ``large`` decode an image over ``LARGE_IMAGE_PIXELS``.
+    most ``large`` decode an image over ``LARGE_IMAGE_COST``.
 
     Several threads let a burst of small uploads decode together, so their requests reach
     the micro-batcher together and share one model call; too many take the interpreter lock
@@ -347,11 +348,12 @@ def _read_and_prepare_all(
     """Read each part (at most ``max_upload_bytes + 1`` bytes, so an oversized one is detected
     without holding it all) and prepare it; one thread hop per request, not one per file.
 
-    The pixels every file claims in its header (and what reading its structure costs beyond
-    them, in pixels: ``image_structure.Structure``) count against ``max_request_pixels``
-    before that file is decoded, so one request's decoding work stays bounded however many
-    files it carries; a file over ``LARGE_IMAGE_PIXELS`` waits for one of the ``large`` slots
-    (``state`` says so while it waits).
+    What decoding each file costs, read from its header before it is decoded (pixels, four
+    times each pixel decoded at full size, and what reading its structure costs:
+    ``decode_for_model``'s step 4) counts against ``max_request_pixels``, so one request's
+    decoding work stays bounded however many files it carries; a file over
+    ``LARGE_IMAGE_COST`` waits for one of the ``large`` slots (``state`` says so while it
+    waits).
     """
     inputs = []
     pixels = 0
@@ -361,11 +363,12 @@ def _read_and_prepare_all(
         pixels += claimed
         if pixels > settings.max_request_pixels:
             raise PayloadTooLargeError(
-                f"{filename}: the files up to this one hold {pixels} pixels together (with "
-                "what reading their headers costs, in pixels), over the "
-                f"{settings.max_request_pixels} pixel limit of one request"
+                f"{filename}: decoding the files up to this one costs {pixels} pixels "
+                "together (a pixel decoded at full size counts 4, one of a large JPEG "
+                f"decoded at reduced scale 1), over the {settings.max_request_pixels} pixel "
+                "limit of one request"
             )
-        if claimed <= LARGE_IMAGE_PIXELS:
+        if claimed <= LARGE_IMAGE_COST:
             return contextlib.nullcontext()
         if state is not None:
             state.waiting = True

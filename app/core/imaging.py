@@ -112,10 +112,15 @@ def decode_upload(data: bytes, filename: str, limits: DecodeLimits) -> Image.Ima
     return image
 
 
-# Consulted with an image's width x height (plus the cost of reading its structure, in
-# pixels) once its header is read, before it is decoded: raises to refuse it, else returns
-# what is held while it decodes (e.g. a semaphore slot).
+# Consulted with an image's decode cost (``decode_cost``) once its header is read, before it
+# is decoded: raises to refuse it, else returns what is held while it decodes (e.g. a
+# semaphore slot).
 DecodeAdmission = Callable[[int], AbstractContextManager[object]]
+# Per pixel, decoding at full size (PNG, GIF, WebP, BMP, TIFF, a progressive or small JPEG)
+# costs up to four times what a baseline JPEG decoded at reduced scale does: the worst of
+# each measured 36 ns (a 16-bit RGBA PNG, 4 MP in 143 ms) against 10 ns (colour noise as a
+# 16 MP baseline JPEG in 162 ms), benchmarks/hostile_results.md.
+FULL_DECODE_WEIGHT = 4
 
 
 def decode_for_model(
@@ -138,11 +143,12 @@ def decode_for_model(
        the same way (``check_exif``) before its entries are parsed;
     3. header: width and height from the header (libjpeg's in C for a small JPEG, else
        Pillow's, its walk now bounded by step 2) against the pixel limits (413);
-    4. admission: ``admit(width x height + structure cost)`` weighs the image against the
-       caller's budget (the request's pixels, a large-decode slot) and may refuse it; the
-       structure cost is what reading a file near the structure budgets costs beyond its
-       pixels, in pixels (0 for an ordinary file), so many such files in one request add
-       up like large images do;
+    4. admission: ``admit(decode cost)`` weighs the image against the caller's budget (the
+       request's pixels, a large-decode slot) and may refuse it. The cost is in pixels of a
+       JPEG decoded at reduced scale: its width x height for such a JPEG, else
+       ``FULL_DECODE_WEIGHT`` times its width x height, plus what reading a file near the
+       structure budgets costs beyond its pixels (0 for an ordinary file), so many such
+       files in one request add up like large images do;
     5. decode, its cost bounded by steps 2-3.
 
     With ``target_size=(width, height)`` a large JPEG is decoded at a reduced scale (1/2 to
@@ -165,8 +171,8 @@ def decode_for_model(
         return _decode_with_pillow(
             data, filename, limits, target_size, admit, structure.cost_pixels
         )
-    _check_cost(header, filename, limits, reduced_jpeg=False)  # decoded at full size
-    with _admitted(admit, header, structure.cost_pixels):
+    cost = _check_cost(header, filename, limits, reduced_jpeg=False)  # decoded at full size
+    with _admitted(admit, cost, structure.cost_pixels):
         try:
             # strict: libjpeg's warnings are errors here; Pillow decides what they mean
             pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
@@ -207,8 +213,8 @@ def _decode_with_pillow(
         if exif:
             structure_cost += check_exif(exif, filename)
         header = _Header(*image.size, image.format or "", bool(image.info.get("progressive")))
-        _check_cost(header, filename, limits, reduced_jpeg=target_size is not None)
-        with _admitted(admit, header, structure_cost):
+        cost = _check_cost(header, filename, limits, reduced_jpeg=target_size is not None)
+        with _admitted(admit, cost, structure_cost):
             return _decode(image, filename, limits, target_size)
 
 
@@ -227,12 +233,13 @@ def _exif_block(image: Image.Image) -> bytes | None:
 
 
 def _admitted(
-    admit: DecodeAdmission | None, header: _Header, structure_cost: int
+    admit: DecodeAdmission | None, pixel_cost: int, structure_cost: int
 ) -> AbstractContextManager[object]:
-    """``admit`` weighs the pixels and what reading the structure costs, in pixels."""
+    """``admit`` weighs decoding the pixels and reading the structure (whose cost is in
+    pixels decoded at full size) together, in ``decode_for_model``'s unit."""
     if admit is None:
         return contextlib.nullcontext()
-    return admit(header.width * header.height + structure_cost)
+    return admit(pixel_cost + FULL_DECODE_WEIGHT * structure_cost)
 
 
 def _decode(
@@ -304,8 +311,9 @@ def decodes_straight_at(data: bytes, size: tuple[int, int]) -> bool:
     return header is not None and not header.progressive and (header.width, header.height) == size
 
 
-def _check_cost(header: _Header, filename: str, limits: DecodeLimits, reduced_jpeg: bool) -> None:
-    """Refuse (413) an image whose decode would cost more than the limits allow;
+def _check_cost(header: _Header, filename: str, limits: DecodeLimits, reduced_jpeg: bool) -> int:
+    """Refuse (413) an image whose decode would cost more than the limits allow, else return
+    what decoding it costs in pixels of a JPEG decoded at reduced scale (``admit``'s unit);
     ``reduced_jpeg``: a baseline JPEG will be decoded at reduced scale."""
     width, height = header.width, header.height
     if width * height > limits.max_pixels:
@@ -320,6 +328,7 @@ def _check_cost(header: _Header, filename: str, limits: DecodeLimits, reduced_jp
             limits.max_full_decode_pixels,
             f"{width}x{height}; a {kind} is decoded at full size",
         )
+    return width * height * (1 if reduced else FULL_DECODE_WEIGHT)
 
 
 def count_jpeg_scans(data: bytes, stop_after: int) -> int:

@@ -374,14 +374,16 @@ class ModelRegistry:
             for name in COMPONENTS
             for change in _changes(name, old.versions.get(name, ModelVersions()), versions[name])
         ]
-        if _identity(new) != _identity(old):
+        before, after = _identity(old), _identity(new)
+        if after != before:
             self.current = new  # one reference assignment: the swap is atomic
             if changes:
                 logger.info("models now serving: %s", ", ".join(changes))
             if self._on_change is not None:
                 self._on_change(new)
             del old  # in-flight requests may still hold it; otherwise it is reclaimed now
-            settle_heap()
+            if _loaded_models(after) != _loaded_models(before):
+                settle_heap()  # a label change alone loads and frees no model: no collection
         return changes
 
     def _still_refused(self, name: str, version: int) -> bool:
@@ -453,6 +455,11 @@ def _identity(models: ModelSet) -> dict[str, Any]:
         name: ([(v, id(m)) for v, m in versions.loaded.items()], versions.labels)
         for name, versions in models.versions.items()
     }
+
+
+def _loaded_models(identity: dict[str, Any]) -> dict[str, Any]:
+    """The part of an ``_identity`` that names the loaded model objects (not the labels)."""
+    return {name: loaded for name, (loaded, _) in identity.items()}
 
 
 def _folder_stamp(folder: Path) -> FolderStamp:

@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 from app.api import uploads
 from app.api.uploads import (
     IN_MEMORY_PART_BYTES,
-    LARGE_IMAGE_PIXELS,
+    LARGE_IMAGE_COST,
     DecodeOverranError,
     DecodePool,
     ModelInput,
@@ -27,7 +27,7 @@ from app.api.uploads import (
 )
 from app.core.deadline import Deadline
 from app.core.errors import DeadlineExceededError, PayloadTooLargeError
-from app.core.imaging import decodes_straight_at
+from app.core.imaging import FULL_DECODE_WEIGHT, decodes_straight_at
 from app.settings import Settings
 from benchmarks.hostile_inputs import jpeg_segment_flood, png_text_flood
 
@@ -39,7 +39,7 @@ def png(width: int, height: int) -> bytes:
 
 
 SMALL = RawImage("small.png", png(64, 64))
-LARGE = RawImage("large.png", png(1100, 1000))  # 1.1 MP: over LARGE_IMAGE_PIXELS
+LARGE = RawImage("large.png", png(1100, 1000))  # 1.1 MP at full size: over LARGE_IMAGE_COST
 
 
 def test_the_defaults_decode_several_at_once_and_one_large_image_per_cpu() -> None:
@@ -47,7 +47,7 @@ def test_the_defaults_decode_several_at_once_and_one_large_image_per_cpu() -> No
     assert settings.decode_threads == 8
     assert 1 <= settings.large_decode_limit <= 1024
     assert Settings(decode_threads=3, large_decodes=2).large_decode_limit == 2
-    assert 1100 * 1000 > LARGE_IMAGE_PIXELS > 64 * 64
+    assert FULL_DECODE_WEIGHT * 1100 * 1000 > LARGE_IMAGE_COST > FULL_DECODE_WEIGHT * 64 * 64
 
 
 def decode(files: list[Upload], pool: DecodePool, timeout_s: float) -> list:

@@ -16,6 +16,7 @@ from PIL import Image
 from app.core.errors import BadImageError, PayloadTooLargeError, UnsupportedImageError
 from app.core.image_structure import MAX_JPEG_PADDING_BYTES
 from app.core.imaging import (
+    FULL_DECODE_WEIGHT,
     DecodeLimits,
     count_jpeg_scans,
     decode_for_model,
@@ -208,10 +209,12 @@ def test_admit_weighs_the_header_before_anything_is_decoded() -> None:
 
     with pytest.raises(PayloadTooLargeError, match="caller's budget"):
         decode_for_model(flat_png(3000, 2000), "x", LARGE, (64, 64), admit=refuse)
-    assert claims == [6_000_000]
+    with pytest.raises(PayloadTooLargeError, match="caller's budget"):  # at reduced scale
+        decode_for_model(image_bytes("JPEG", size=(3000, 2000)), "x", LARGE, (64, 64), admit=refuse)
+    assert claims == [FULL_DECODE_WEIGHT * 6_000_000, 6_000_000]
     with pytest.raises(UnsupportedImageError):
         decode_for_model(b"not an image", "x", LARGE, (64, 64), admit=refuse)
-    assert claims == [6_000_000]  # no header, no claim
+    assert len(claims) == 2  # no header, no claim
 
 
 def test_fit_within_keeps_the_aspect_ratio() -> None:
@@ -280,7 +283,7 @@ def test_small_jpegs_keep_every_check() -> None:
         return contextlib.nullcontext()
 
     decode_for_model(data, "x.jpg", LIMITS, target_size=(64, 64), admit=count)
-    assert claims == [64 * 64]
+    assert claims == [FULL_DECODE_WEIGHT * 64 * 64]  # decoded at full size
 
 
 DEFAULT_LIMITS = DecodeLimits(10 * 1024 * 1024, 16_000_000, 4_000_000, 32)
