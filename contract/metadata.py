@@ -12,7 +12,15 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
 
 from contract.layout import AUTOENCODER, CLASSIFIER, INDEX, METADATA_FILE
 from contract.pixels import SCALE_DESCRIPTION
@@ -82,7 +90,17 @@ class SavedModelMetadata(VersionMetadata):
 
 
 class ClassifierMetadata(SavedModelMetadata):
+    # Output index -> the label the server answers with; a trained-on-user-data version
+    # carries the user's folder names here, in the order of the model's outputs.
     class_names: list[str] = Field(min_length=1)
+
+    @field_validator("class_names")
+    @classmethod
+    def _distinct(cls, names: list[str]) -> list[str]:
+        """Each name keys one probability in the answers, so two alike would lose one."""
+        if len(set(names)) != len(names):
+            raise ValueError("class names must be distinct")
+        return names
 
 
 class AutoencoderMetadata(SavedModelMetadata):

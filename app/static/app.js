@@ -421,11 +421,11 @@ function valueAt(object, path) {
 
 /** "precision 0.95, recall 0.90 (20 test images)" for one class of the report. */
 function classScores(scores) {
-  const parts = ["precision", "recall"]
+  const text = ["precision", "recall"]
     .filter((key) => typeof scores[key] === "number")
-    .map((key) => `${key} ${scores[key].toFixed(3)}`);
-  if (typeof scores.support === "number") parts.push(`(${scores.support} test images)`);
-  return parts.join(", ");
+    .map((key) => `${key} ${scores[key].toFixed(3)}`)
+    .join(", ");
+  return typeof scores.support === "number" ? `${text} (${scores.support} test images)` : text;
 }
 
 /** [label, text] rows: the model's headline metrics, its classes, calibration and OOD check. */

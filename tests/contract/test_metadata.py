@@ -62,6 +62,7 @@ def test_a_model_without_its_own_schema_needs_only_the_common_fields() -> None:
     [
         ({"class_names": []}, "class_names"),
         ({"class_names": "abc"}, "class_names"),
+        ({"class_names": ["cat", "dog", "cat"]}, "class_names: Value error, class names must be"),
         ({"input": {"height": 0, "width": 64}}, "input.height"),
         ({"input": {"height": 64, "width": 64, "channels": 4}}, "input.channels"),
         ({"input": {"height": 64, "width": 64, "dtype": "uint8"}}, "input.dtype"),

@@ -18,6 +18,8 @@ from tests.app.helpers import running_client, settings_for
 from tests.training import image_folders
 from tests.training.image_folders import USER_CELLS, USER_CLASSES, USER_IMAGE_SIZE
 from training import cli
+from training.errors import DataError
+from training.evaluate import evaluate
 
 pytestmark = pytest.mark.slow
 
@@ -115,3 +117,16 @@ def test_a_bad_init_from_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert (
         capsys.readouterr().err.strip() == f"error: --init-from: no such folder: {tmp_path}/nothing"
     )
+
+
+def test_evaluate_scores_a_version_on_class_folders_by_its_own_names(
+    user_models: Path, tmp_path: Path
+) -> None:
+    version = user_models / CLASSIFIER / "1"
+    result = evaluate(version, user_models.parent / "classes")
+    assert result["images"] == sum(USER_CLASSES.values())
+    assert list(result["per_class"]) == sorted(USER_CLASSES)
+    assert [s["support"] for s in result["per_class"].values()] == [30, 8, 12]
+    stranger = image_folders.write_class_folders(tmp_path / "other", {"Cat": 3, "horse": 3})
+    with pytest.raises(DataError, match="classes the model does not know: horse"):
+        evaluate(version, stranger)

@@ -23,6 +23,7 @@ from PIL import Image
 
 from benchmarks.servers import UvicornServer
 from tests.paths import REPO_ROOT, SHARED_DATA
+from tests.training import image_folders
 
 pytestmark = pytest.mark.browser
 
@@ -389,3 +390,39 @@ def test_models_view_shows_each_report_with_metrics_and_plots(
     auroc = httpx.get(f"{base_url}/models/signs_classifier/report").json()["ood"]["auroc"]
     assert f"{auroc:.4f}" in text
     screenshot(page, "#models", "models")
+
+
+@pytest.fixture(scope="module")
+def user_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server on models trained on class folders and cell folders of a user's own naming."""
+    root = tmp_path_factory.mktemp("user")
+    models = image_folders.train_user_models(root)
+    env = {"MODEL_DIR": str(models), "RELOAD_INTERVAL_S": "0"}
+    with UvicornServer("app.main:app", env, root / "uvicorn.log", ready_path="/readyz") as server:
+        yield server.base_url
+
+
+def test_a_model_of_the_users_classes_is_shown_under_their_names(
+    browser: sync_api.Browser, user_base_url: str, tmp_path: Path
+) -> None:
+    image = tmp_path / "upload.png"
+    image_folders.picture(2, 0, (90, 70)).save(image)
+    expected = classify_with_api(user_base_url, image)
+    names = sorted(image_folders.USER_CLASSES)
+    with opened_page(browser, user_base_url) as user_page:
+        classes = user_page.locator("#classify-classes", has_text="3 classes")
+        classes.wait_for()
+        assert f"3 classes: {', '.join(names)}" in classes.inner_text()
+        user_page.set_input_files("#classify-file", image)
+        user_page.wait_for_selector("#classify-result:not([hidden])")
+        assert user_page.inner_text("#classify-label") == expected["label"]
+        assert user_page.inner_text("#classify-message") == f"Predicted class {expected['label']}."
+        bars = user_page.locator("#classify-bars .bar-name").all_inner_texts()
+        assert bars == list(expected["probabilities"])
+        assert sorted(bars) == names
+        report = user_page.locator("#report-signs_classifier")
+        report.locator("dt", has_text="class dog house").wait_for()
+        terms = report.locator("dt").all_inner_texts()
+        assert [f"class {name}" for name in names] == [t for t in terms if t.startswith("class ")]
+        assert "precision" in report.locator("dd").all_inner_texts()[terms.index("class Cat")]
+        screenshot(user_page, "#classify", "classify-user-classes")

@@ -1,4 +1,5 @@
-"""POST /classify: SIGNS hand gestures -> digit, one prediction per uploaded file."""
+"""POST /classify: an image -> one of the served version's classes (SIGNS digits by default; a
+version trained on class folders answers with their names), one prediction per file."""
 
 from __future__ import annotations
 
