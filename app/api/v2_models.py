@@ -104,12 +104,14 @@ def model_config(model: LoadedModel, max_batch_size: int) -> dict[str, Any]:
 
 def tensor_limits(model: LoadedModel, settings: Settings) -> TensorLimits:
     """What an infer request to ``model`` may carry: its input size from its metadata,
-    ``MAX_FILES_PER_REQUEST`` images of at most ``MAX_UPLOAD_BYTES`` each."""
+    ``MAX_FILES_PER_REQUEST`` images of at most ``MAX_UPLOAD_BYTES`` each and
+    ``MAX_REQUEST_BYTES`` together."""
     return TensorLimits(
         height=model.height,
         width=model.width,
         max_images=settings.max_files_per_request,
         max_element_bytes=settings.max_upload_bytes,
+        max_request_bytes=settings.max_request_bytes,
     )
 
 

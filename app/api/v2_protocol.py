@@ -73,7 +73,8 @@ class ProtocolError(ServiceError):
 @dataclass(frozen=True)
 class TensorLimits:
     """What one model version takes: ``images`` at ``height`` x ``width``, at most
-    ``max_images`` images a request and ``max_element_bytes`` per encoded image. The
+    ``max_images`` images a request, ``max_element_bytes`` per encoded image and
+    ``max_request_bytes`` for all of them (their 4-byte lengths aside). The
     defaults are the trained models' input size and the settings' defaults (for tools and
     tests; the server builds them from the model and its settings)."""
 
@@ -81,6 +82,7 @@ class TensorLimits:
     width: int = 64
     max_images: int = 64
     max_element_bytes: int = 10 * 1024 * 1024
+    max_request_bytes: int = 20 * 1024 * 1024
     spool_element_bytes: int = 1024 * 1024  # a larger BYTES element goes to a file
 
     @property
@@ -510,6 +512,11 @@ def _check_binary_size(
             f"input {name!r}: binary_data_size is {_number(size)}, over the {most} bytes of "
             f"{count} images of at most {limits.max_element_bytes} bytes (and their 4-byte "
             "lengths)"
+        )
+    if size > limits.max_request_bytes + 4 * count:
+        raise PayloadTooLargeError(
+            f"input {name!r}: binary_data_size is {size}, over the {limits.max_request_bytes} "
+            "byte limit of one request's images (and their 4-byte lengths)"
         )
     if size < 4 * count:
         raise ProtocolError(

@@ -21,6 +21,7 @@ from app.api.v2_protocol import (
     parse_infer_request,
 )
 from app.core.errors import PayloadTooLargeError
+from app.settings import Settings
 from contract.pixels import scale
 from tests.app.api.v2_bodies import LIMITS, MAX_JSON, binary_body, bytes_element, tensor
 
@@ -354,9 +355,21 @@ def test_a_body_that_ends_early_is_a_400() -> None:
             reader.finish()
 
 
+def test_bytes_elements_over_the_request_byte_limit_are_refused_before_any_is_read() -> None:
+    limits = TensorLimits(4, 4, 8, max_element_bytes=1000, max_request_bytes=1500)
+    body, length = binary_body(tensor("image", "BYTES", [2], size=2 * 800 + 8))
+    with pytest.raises(PayloadTooLargeError, match="1500 byte limit of one request's images"):
+        parse(body, length, limits)
+
+
 def test_the_default_limits_are_the_trained_models_and_the_settings_defaults() -> None:
     limits = TensorLimits()
     assert (limits.height, limits.width, limits.max_images) == (64, 64, 64)
+    settings = Settings()
+    assert (limits.max_element_bytes, limits.max_request_bytes) == (
+        settings.max_upload_bytes,
+        settings.max_request_bytes,
+    )
     image = bytes_element(base64.b64decode("aGk="))
     body, length = binary_body(tensor("image", "BYTES", [1, 1], size=len(image)), image)
     assert parse_infer_request(body, length, max_json_bytes=4096).inputs[0].data == [b"hi"]
