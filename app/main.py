@@ -123,9 +123,9 @@ def body_limits(settings: Settings) -> list[tuple[BaseRoute, int]]:
     ``MAX_FILES_PER_REQUEST`` files' worth, at most ``MAX_REQUEST_BYTES``, on /classify and
     the v2 infer routes (every other route gets the small default). A v2 body is at most
     that many encoded images, each after its 4-byte length, behind a small JSON header, or
-    a JSON part of at most
-    ``v2_models.max_json_bytes``; the infer route itself refuses, while streaming, any byte
-    past what its checked JSON header announces, and keeps no more than that."""
+    a JSON part of at most ``v2_models.max_json_bytes``; the infer route itself refuses,
+    while streaming, any byte past what its checked JSON header announces, and keeps no
+    more than that."""
     one_file = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
     all_files = (
         min(settings.max_upload_bytes * settings.max_files_per_request, settings.max_request_bytes)
