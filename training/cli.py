@@ -83,8 +83,7 @@ def run_job(job: str, arguments: argparse.Namespace, progress: JobProgress) -> P
     if job == "signs":
         from training.signs import train_signs
 
-        init_from = getattr(arguments, "init_from", None)
-        return train_signs(data, arguments.out, **sizes, **common, init_from=init_from)
+        return train_signs(data, arguments.out, **sizes, **common, init_from=arguments.init_from)
     if job == "malaria":
         from training.malaria import train_malaria
 
@@ -101,6 +100,8 @@ def main(argv: Sequence[str] | None = None, run: Callable[..., Path] = run_job) 
     log.setLevel(logging.INFO)  # our progress lines, without TensorFlow's INFO chatter
     if arguments.data is not None and not arguments.data.exists():
         return _user_error(f"data path not found: {arguments.data}")
+    if arguments.init_from is not None and arguments.job not in ("signs", "all"):
+        return _user_error(f"--init-from starts the classifier (signs), not {arguments.job}")
     jobs = JOBS if arguments.job == "all" else (arguments.job,)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

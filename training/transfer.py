@@ -1,12 +1,21 @@
 """``--init-from``: start a classifier from an exported version's weights.
 
 A few dozen images per class cannot train the convolution stages from scratch, but they can
-adapt stages that already learned edges and shapes. The source version's Keras model is
+train a head on stages that already learned the images' shapes. The source version's Keras model is
 rebuilt from its metadata (architecture, input size, class count), its weights are read
 from the SavedModel's variables, and every layer whose weights have the same shapes in the
 new model is copied. The output layer is copied only when the class names are the same;
 otherwise the new model keeps a freshly initialised head for its own classes. A different
 input size changes the first dense layer's shape, so that layer starts fresh too.
+
+The copied convolution stages are then frozen (their batch-norm statistics too) and only
+the dense head trains: fine-tuning every layer at the training loop's learning rate on a
+few dozen images wiped out what the stages knew (SIGNS digits 3-5 from a 0-2 model, 15
+images per class: held-out accuracy 0.42, chance being 0.33). A new output layer starts at zero, so
+the first logits are 0 rather than the large random ones a random layer gives on the copied
+features (a first-epoch loss of 7.7 instead of ln 6). On 15 images per class of the SIGNS
+gestures under new names, validation accuracy reached 0.99 in 40 epochs from a zero start
+and 0.96 in 100 from a random one.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from contract.layout import versions
@@ -89,10 +99,15 @@ def load_source_model(source: SourceVersion) -> tf.keras.Sequential:
 def copy_weights(
     source: tf.keras.Sequential, target: tf.keras.Sequential, keep_head: bool
 ) -> dict[str, Any]:
-    """Copy every layer whose weight shapes match; the last layer only when ``keep_head``.
-    Returns what was copied, for the metadata."""
-    copied, fresh = [], []
+    """Copy every layer whose weight shapes match (the last layer only when ``keep_head``)
+    and freeze the copied layers before the ``Flatten``. Returns what was copied and frozen,
+    for the metadata."""
+    copied, fresh, frozen = [], [], []
     last = len(target.layers) - 1
+    head_start = next(
+        (i for i, layer in enumerate(target.layers) if isinstance(layer, tf.keras.layers.Flatten)),
+        len(target.layers),
+    )
     for position, (old, new) in enumerate(zip(source.layers, target.layers, strict=False)):
         if not new.weights:
             continue
@@ -100,9 +115,14 @@ def copy_weights(
         if shapes_match and (position != last or keep_head):
             new.set_weights(old.get_weights())
             copied.append(new.name)
+            if position < head_start:
+                new.trainable = False
+                frozen.append(new.name)
         else:
+            if position == last:
+                new.set_weights([np.zeros_like(weight) for weight in new.get_weights()])
             fresh.append(new.name)
-    return {"layers_copied": len(copied), "layers_fresh": fresh}
+    return {"layers_copied": len(copied), "layers_fresh": fresh, "layers_frozen": len(frozen)}
 
 
 def initialised_builder(
@@ -124,9 +144,10 @@ def initialised_builder(
         model = build_classifier(image_size, len(class_names), config)
         record.update(copy_weights(load_source_model(source), model, keep_head))
         log.info(
-            "initialised from %s: %d layers copied, fresh: %s",
+            "initialised from %s: %d layers copied (%d frozen), fresh: %s",
             source.folder,
             record["layers_copied"],
+            record["layers_frozen"],
             ", ".join(record["layers_fresh"]) or "none",
         )
         return model

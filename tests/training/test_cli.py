@@ -186,3 +186,11 @@ def test_malaria_under_multi_worker_config_is_a_one_line_error(
     assert line.startswith("error: the autoencoder trains with Keras fit()")
     assert "unset TF_CONFIG" in line
     assert not (tmp_path / "m").exists()
+
+
+def test_init_from_with_a_cell_job_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    arguments = ["malaria", "--out", str(tmp_path), "--init-from", str(tmp_path)]
+    assert cli.main(arguments) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --init-from starts the classifier (signs), not malaria"
+    )

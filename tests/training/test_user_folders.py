@@ -106,7 +106,8 @@ def test_init_from_starts_other_classes_from_the_exported_weights(
     record = fields["init_from"]
     assert (record["name"], record["version"], record["new_head"]) == (CLASSIFIER, 1, True)
     assert record["source_classes"] == sorted(USER_CLASSES)
-    assert record["layers_copied"] >= 8  # every convolution stage and the first dense layer
+    assert record["layers_copied"] == 9  # 4 convolutions, 4 batch norms, the first dense
+    assert record["layers_frozen"] == 8  # the convolution stages: only the dense head trains
     assert len(record["layers_fresh"]) == 1  # the output layer: a new head for 2 classes
 
 
