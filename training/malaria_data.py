@@ -238,7 +238,7 @@ def list_cells(data: Path | None, *, nih_only: bool = False) -> CellListing:
         if location is None or (not listing.names and not nih_only):
             listing = list_user_zip(data) if Path(data).is_file() else list_user_folder(data)
     if not listing.names:
-        raise DataError(f"no readable cell images ({', '.join(CELL_SUFFIXES)}) in {listing.source}")
+        raise DataError(f"no cell images ({', '.join(CELL_SUFFIXES)}) in {listing.source}")
     return listing
 
 

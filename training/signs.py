@@ -45,7 +45,6 @@ QUICK_IMAGES_PER_CLASS = 30  # of the training split; validation and test stay w
 # Classes weigh their examples in the loss only when their counts differ by more than this
 # ratio: a balanced set (SIGNS: 180 per class) trains exactly as without weights.
 IMBALANCE_RATIO = 1.2
-SIGNS_DESCRIPTION = "SIGNS hand-gesture photos (0-5 fingers)"
 
 
 @dataclass(frozen=True)
@@ -79,8 +78,9 @@ def train_signs(
 ) -> Path:
     """Train the classifier and export a new version; returns the version folder.
 
-    ``init_from`` (an exported version or model folder) gives the starting weights; the
-    head starts fresh when its classes differ (training/transfer.py). An interrupted run
+    ``init_from`` (an exported version or model folder) gives the starting weights, with
+    its convolution stages frozen and a new output layer when the classes differ
+    (training/transfer.py). An interrupted run
     leaves its checkpoints under ``<out_dir>/.checkpoints/``; running the same command
     again resumes from the last completed epoch.
     """
@@ -113,7 +113,7 @@ def train_signs(
     log.info("classifier splits %s from %s", splits.sizes(), splits.train.source)
 
     if source is not None:
-        _, build, init_record = transfer.initialised_builder(source, image_size, class_names)
+        build, init_record = transfer.initialised_builder(source, image_size, class_names)
     else:
         init_record = None
 
@@ -136,13 +136,13 @@ def train_signs(
     probabilities = predict_probabilities(model, splits.test.images)
     metrics = evaluation_metrics(splits.test.labels, probabilities, result, class_names)
     log.info("held-out test accuracy %.4f on %d images", metrics["test_accuracy"], len(splits.test))
-    described = SIGNS_DESCRIPTION if splits.train.layout != "class folders" else None
+    described = (
+        f"images of the classes {', '.join(class_names)} like {run.source}"
+        if splits.train.layout == "class folders"
+        else signs_trust.SIGNS_DESCRIPTION
+    )
     trust, calibration_block, ood_block, ood_scores = signs_trust.calibrate(
-        model,
-        splits,
-        data,
-        seed,
-        described or f"images of the classes {', '.join(class_names)} like {run.source}",
+        model, splits, data, seed, described
     )
     metrics["test_ece_before"] = calibration_block["test_ece_before"]
     metrics["test_ece_after"] = calibration_block["test_ece_after"]

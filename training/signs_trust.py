@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 SCORE_NAME = "conv_feature_mahalanobis"
 _BATCH = 128
 MALARIA_FRACTION = 0.15  # of the malaria test split: a few hundred cells as negatives
+SIGNS_DESCRIPTION = "SIGNS hand-gesture photos (0-5 fingers)"
 
 
 def _head_start(model: tf.keras.Sequential) -> int:
@@ -115,7 +116,7 @@ def calibrate(
     splits: SignsSplits,
     data: Path | None,
     seed: int,
-    in_distribution: str = "SIGNS hand-gesture photos (0-5 fingers)",
+    in_distribution: str = SIGNS_DESCRIPTION,
 ) -> tuple[ClassifierTrust, dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     """Fit the temperature on validation, the feature distribution on training images, the
     OOD threshold on validation; measure on test and negatives.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,9 +128,9 @@ def copy_weights(
 
 def initialised_builder(
     source: SourceVersion, image_size: int, class_names: list[str]
-) -> tuple[ClassifierConfig, Any, dict[str, Any]]:
-    """The config to train with (the source's), a builder of the new model starting from
-    the source's weights, and the ``init_from`` metadata block (filled in as it builds)."""
+) -> tuple[Callable[[], tf.keras.Sequential], dict[str, Any]]:
+    """A builder of the new model (the source's architecture) starting from the source's
+    weights, and the ``init_from`` metadata block (filled in as it builds)."""
     config = source.config()
     keep_head = class_names == source.class_names
     record: dict[str, Any] = {
@@ -152,4 +153,4 @@ def initialised_builder(
         )
         return model
 
-    return config, build, record
+    return build, record

@@ -211,7 +211,7 @@ def test_too_few_user_cells_is_one_line_naming_the_folder(tmp_path: Path) -> Non
 
 
 def test_an_empty_folder_names_it(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=f"no readable cell images .* in {tmp_path}"):
+    with pytest.raises(DataError, match=f"no cell images .* in {tmp_path}"):
         load_malaria(tmp_path, image_size=16, seed=0)
 
 
