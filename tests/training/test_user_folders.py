@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +94,16 @@ async def test_the_server_answers_with_the_users_names_and_size(user_models: Pat
     assert Image.open(io.BytesIO(denoised.content)).size == (USER_IMAGE_SIZE, USER_IMAGE_SIZE)
 
 
-def test_init_from_starts_other_classes_from_the_exported_weights(
+@pytest.mark.anyio
+async def test_init_from_exports_a_new_version_that_pins_and_rolls_back_like_any(
     user_models: Path, tmp_path: Path
 ) -> None:
     data = image_folders.write_class_folders(tmp_path / "two", {"left": 6, "right": 6})
-    source = user_models / CLASSIFIER
-    out = tmp_path / "models"
-    arguments = ["signs", "--data", str(data), "--out", str(out), "--image-size", "32"]
+    out = shutil.copytree(user_models, tmp_path / "models")
+    source = out / CLASSIFIER / "1"
+    arguments = ["signs", "--data", str(data), "--out", str(out), "--image-size", "48"]
     assert cli.main([*arguments, "--quick", "--epochs", "1", "--init-from", str(source)]) == 0
-    fields = metadata(out, CLASSIFIER)
+    fields = metadata(out, CLASSIFIER, version=2)
     assert fields["class_names"] == ["left", "right"]
     record = fields["init_from"]
     assert (record["name"], record["version"], record["new_head"]) == (CLASSIFIER, 1, True)
@@ -109,6 +111,21 @@ def test_init_from_starts_other_classes_from_the_exported_weights(
     assert record["layers_copied"] == 9  # 4 convolutions, 4 batch norms, the first dense
     assert record["layers_frozen"] == 8  # the convolution stages: only the dense head trains
     assert len(record["layers_fresh"]) == 1  # the output layer: a new head for 2 classes
+
+    upload = {"file": ("x.png", png(image_folders.picture(0, 0, (50, 50))))}
+    async with running_client(create_app(settings_for(out))) as client:
+        newest = await client.post("/classify", files=upload)
+        pinned = await client.post("/classify", params={"version": 1}, files=upload)
+        assert (await client.post(f"/admin/rollback/{CLASSIFIER}")).status_code == 200
+        rolled_back = await client.post("/classify", files=upload)
+        models = (await client.get("/models")).json()
+    assert newest.headers["X-Model-Version"] == "2"
+    assert sorted(newest.json()["predictions"][0]["probabilities"]) == ["left", "right"]
+    for answer in (pinned, rolled_back):
+        assert answer.headers["X-Model-Version"] == "1"
+        assert sorted(answer.json()["predictions"][0]["probabilities"]) == sorted(USER_CLASSES)
+    (classifier,) = [model for model in models["models"] if model["name"] == CLASSIFIER]
+    assert classifier["input_shape"] == [USER_IMAGE_SIZE, USER_IMAGE_SIZE, 3]  # serving v1
 
 
 def test_a_bad_init_from_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
