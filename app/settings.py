@@ -152,8 +152,9 @@ class Settings(BaseSettings):
         None,
         gt=0,
         description=(
-            "Of those, uploads over one megapixel decoded at once (they bound the memory and"
-            " CPU that large or hostile images take). Default: the CPUs this process may use."
+            "Of those, uploads costing over a megapixel decoded at full size (4 MP of a JPEG "
+            "at reduced scale) decoded at once (they bound the memory and CPU that large or "
+            "hostile images take). Default: the CPUs this process may use."
         ),
     )
     request_timeout_s: float = Field(
