@@ -307,13 +307,14 @@ class CountedBody:
 
 
 @pytest.mark.anyio
-async def test_a_declared_600_mb_body_is_refused_after_its_json_header(
+async def test_a_declared_body_past_its_announced_size_is_refused_after_its_json_header(
     make_client: AppClientFactory, model_dir: Path
 ) -> None:
     pixels = tensor("images", "FP32", [1, 64, 64, 3], size=PIXEL_BYTES)
     head, length = binary_body(pixels)
     body = CountedBody(head, bytes(MIB))
-    headers = {"Inference-Header-Content-Length": length, "Content-Length": str(600 * 10**6)}
+    # 10 MB: within the route's body cap (MAX_REQUEST_BYTES), far past what the header announces
+    headers = {"Inference-Header-Content-Length": length, "Content-Length": str(10 * 10**6)}
     async with make_client(model_dir) as app_client:
         response = await app_client.post(
             f"/v2/models/{CLASSIFIER}/infer", content=body, headers=headers
@@ -451,14 +452,15 @@ async def test_each_output_is_asked_for_at_most_once(
     assert "asked for twice" in response.json()["error"]
 
 
-def test_the_server_answers_a_declared_600_mb_body_without_waiting_for_it(server: str) -> None:
+def test_the_server_answers_a_declared_10_mb_body_without_waiting_for_it(server: str) -> None:
     """Against uvicorn: the refusal comes after the JSON header alone, and the connection
-    closes (the client never sends the 600 MB)."""
+    closes (the client never sends the 10 MB; a body over the route's cap is refused by its
+    Content-Length before any of it is read)."""
     head, length = binary_body(tensor("images", "FP32", [1, 64, 64, 3], size=PIXEL_BYTES))
     host, port = server.split(":")
     request = (
         f"POST /v2/models/{CLASSIFIER}/infer HTTP/1.1\r\nHost: cellsign\r\n"
-        f"Content-Length: {600 * 10**6}\r\nInference-Header-Content-Length: {length}\r\n\r\n"
+        f"Content-Length: {10 * 10**6}\r\nInference-Header-Content-Length: {length}\r\n\r\n"
     ).encode()
     with socket.create_connection((host, int(port)), timeout=30) as connection:
         connection.sendall(request + head)
