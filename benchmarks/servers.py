@@ -31,10 +31,15 @@ def free_port() -> int:
 
 def rss_mib(pid: int) -> float:
     """Resident set size of ``pid`` (Linux ``/proc``)."""
+    return _status_mib(pid, "VmRSS")
+
+
+def _status_mib(pid: int, field: str) -> float:
+    """A memory ``field`` of ``/proc/PID/status`` (given there in KiB), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    raise RuntimeError(f"no {field} for process {pid}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -225,10 +230,7 @@ class WorkersServer(AppServer):
 
 def peak_rss_mib(pid: int) -> float:
     """The most ``pid`` has held resident since it started, or since ``reset_peak_rss``."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
+    return _status_mib(pid, "VmHWM")
 
 
 def reset_peak_rss(pid: int) -> bool:
