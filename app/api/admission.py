@@ -98,7 +98,7 @@ class AdmissionMiddleware:
             await self._enter(deadline)
         except (QueueFullError, DeadlineExceededError) as error:
             self.metrics.shed.labels(batcher, error.reason).inc()
-            await shed_response(error)(scope, receive, send)
+            await shed_response(scope["path"], error)(scope, receive, send)
             return
         # What is left once admitted; the endpoint starts it when the body has arrived, so a
         # slow upload does not use up the time allowed for waiting (request.state.budget).

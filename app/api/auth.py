@@ -11,11 +11,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from starlette.datastructures import Headers
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.api.errors import error_response
 
 HEADER = "X-API-Key"
 DETAIL = f"missing or wrong {HEADER} header"
@@ -58,8 +59,8 @@ class ApiKeyMiddleware:
             route = self._guarding_route(scope)
             if route is not None and not self._has_key(scope):
                 scope["route"] = route  # the metrics label the 401 by its route template
-                refusal = JSONResponse(
-                    {"detail": DETAIL}, status_code=401, headers={"WWW-Authenticate": HEADER}
+                refusal = error_response(
+                    scope["path"], DETAIL, 401, headers={"WWW-Authenticate": HEADER}
                 )
                 await refusal(scope, receive, send)
                 return

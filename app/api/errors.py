@@ -14,11 +14,22 @@ from app.core.errors import ServiceError, ShedError
 logger = logging.getLogger(__name__)
 
 
-def shed_response(error: ServiceError) -> JSONResponse:
+V2_PREFIX = "/v2/"
+
+
+def error_response(
+    path: str, message: str, status_code: int, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The one shape of an error answered before a route runs (by a middleware): the Open
+    Inference Protocol's ``{"error": ...}`` under /v2/, ``{"detail": ...}`` everywhere else,
+    the same shapes the routes themselves answer."""
+    key = "error" if path.startswith(V2_PREFIX) else "detail"
+    return JSONResponse({key: message}, status_code=status_code, headers=headers)
+
+
+def shed_response(path: str, error: ServiceError) -> JSONResponse:
     """The JSON answer for ``error``; a shed request also gets ``Retry-After``."""
-    return JSONResponse(
-        {"detail": error.detail}, status_code=error.status_code, headers=retry_headers(error)
-    )
+    return error_response(path, error.detail, error.status_code, retry_headers(error))
 
 
 def retry_headers(error: ServiceError) -> dict[str, str]:
@@ -38,7 +49,7 @@ def invalid_parameter(
 
 
 async def _service_error_handler(request: Request, error: ServiceError) -> JSONResponse:
-    return shed_response(error)
+    return shed_response(request.url.path, error)
 
 
 async def _unexpected_error_handler(request: Request, error: Exception) -> JSONResponse:

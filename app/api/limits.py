@@ -1,5 +1,5 @@
-"""Refuse oversized or stalled request bodies early, with the same JSON ``detail`` as every
-other error.
+"""Refuse oversized or stalled request bodies early, with the same JSON error as every
+other refusal of that path (``app.api.errors.error_response``).
 
 Each path has its own cap (a one-file endpoint takes one file's worth, /classify a request's
 worth of files, everything else next to nothing), so no endpoint accepts the largest body any
@@ -17,11 +17,11 @@ import asyncio
 from collections.abc import Sequence
 
 from fastapi import HTTPException
-from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import error_response
 from app.api.numbers import MAX_DIGITS, whole_number
 
 # Boundaries and part headers (a long file name included) on top of the files themselves.
@@ -78,11 +78,11 @@ class RequestBodyLimitMiddleware:
         declared = Headers(scope=scope).get("content-length")
         length = whole_number(declared)
         if declared is not None and length is None:
-            refusal = JSONResponse({"detail": _BAD_LENGTH}, status_code=400, headers=_CLOSE)
+            refusal = error_response(scope["path"], _BAD_LENGTH, 400, _CLOSE)
             await refusal(scope, receive, send)
             return
         if length is not None and length > limit:
-            refusal = JSONResponse({"detail": detail}, status_code=413, headers=_CLOSE)
+            refusal = error_response(scope["path"], detail, 413, _CLOSE)
             await refusal(scope, receive, send)
             return
         received = 0

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
 from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, ServiceDep, ServiceState, service_of
-from app.api.errors import retry_headers
+from app.api.errors import V2_PREFIX, error_response, retry_headers
 from app.api.inference import InferenceRoute, check_timeout_header, watched
 from app.api.numbers import whole_number
 from app.api.schemas import V2Error, V2ModelMetadata, V2ModelReady, V2ServerMetadata
@@ -53,7 +53,7 @@ EXTENSIONS = ["binary_tensor_data"]
 
 
 def v2_error(message: str, status_code: int, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
+    return error_response(V2_PREFIX, message, status_code, headers)
 
 
 class V2Route(APIRoute):

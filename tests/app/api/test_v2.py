@@ -471,3 +471,22 @@ def test_the_server_answers_a_declared_10_mb_body_without_waiting_for_it(server:
     assert status_line == b"HTTP/1.1 413 Request Entity Too Large"
     assert b"connection: close" in rest.lower()
     assert b"that its JSON header announces" in rest
+
+
+@pytest.mark.anyio
+async def test_refusals_before_the_route_answer_in_v2s_error_shape(
+    make_client: AppClientFactory, model_dir: Path
+) -> None:
+    """The body cap, the API key and the rest answer ``{"error"}`` under /v2/, as the routes
+    do, and ``{"detail"}`` elsewhere."""
+    path = f"/v2/models/{CLASSIFIER}/infer"
+    too_long = {"Content-Length": str(10**12)}
+    async with make_client(model_dir, api_key="k", api_key_scope="all") as app_client:
+        unkeyed = await app_client.post(path, content=b"{}")
+        oversized = await app_client.post(
+            path, content=b"{}", headers={"X-API-Key": "k", **too_long}
+        )
+        classify = await app_client.post("/classify", content=b"{}", headers=too_long)
+    assert unkeyed.status_code == 401 and "X-API-Key" in unkeyed.json()["error"]
+    assert oversized.status_code == 413 and "byte limit" in oversized.json()["error"]
+    assert classify.status_code == 401 and "detail" in classify.json()
