@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import time
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from app.core import tracing
 
@@ -72,7 +72,7 @@ def formatter_for(log_format: LogFormat) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
-class _ServerHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _ServerHandler(logging.StreamHandler[TextIO]):
     """Marks the handler this module installed, so reconfiguring replaces it."""
 
 
@@ -86,12 +86,12 @@ def configure_logging(level: str, log_format: LogFormat, quiet_uvicorn_access: b
     its own (which carries the request ID), so each request is logged once.
     """
     root = logging.getLogger()
-    for handler in [handler for handler in root.handlers if isinstance(handler, _ServerHandler)]:
-        root.removeHandler(handler)
+    for old in [handler for handler in root.handlers if isinstance(handler, _ServerHandler)]:
+        root.removeHandler(old)
     if not root.handlers:
-        handler = _ServerHandler()
-        handler.setFormatter(formatter_for(log_format))
-        root.addHandler(handler)
+        ours = _ServerHandler()
+        ours.setFormatter(formatter_for(log_format))
+        root.addHandler(ours)
         root.setLevel(level.upper())
     if log_format == "json":
         for handler in logging.getLogger("uvicorn").handlers:

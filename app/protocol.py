@@ -2,7 +2,7 @@
 bound on the request head and JSON refusals.
 
 httptools (a C parser) costs about a millisecond less server CPU per request than h11
-(docs/performance-history.md), but uvicorn gives it no head size limit: a header that never
+(docs/history/performance-history.md), but uvicorn gives it no head size limit: a header that never
 ends is buffered and re-joined as it grows, which cost seconds of event-loop CPU for 64 MB.
 Here the bytes that arrive while a head is incomplete are counted, and past
 ``MAX_HEADER_BYTES`` the client gets 431 and the connection is closed, so such a head costs
@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.config import Config
 from uvicorn.protocols.http.flow_control import service_unavailable
@@ -69,7 +70,9 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self._head_limit = config.h11_max_incomplete_event_size
+        limit = config.h11_max_incomplete_event_size
+        # Unset, the bound is h11's default, as in uvicorn's h11 protocol.
+        self._head_limit = DEFAULT_MAX_INCOMPLETE_EVENT_SIZE if limit is None else limit
         self._in_head = True  # a connection starts by waiting for a head
         self._head_bytes = 0
 
@@ -94,12 +97,15 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         super().connection_lost(exc)
         if cycle is not None and cycle.disconnected:  # left before its response was complete
-            notice = cycle.scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
+            extensions: dict[str, Any] = cycle.scope.get("extensions", {})
+            notice: DisconnectNotice | None = extensions.get(DISCONNECT_EXTENSION)
             if notice is not None:  # None: a pipelined request whose turn had not come
                 notice.fire()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-        cycle.scope.setdefault("extensions", {})[DISCONNECT_EXTENSION] = DisconnectNotice()
+        # uvicorn types each extension as a dict (the ASGI spec's are); this one is an object.
+        extensions: dict[str, Any] = cycle.scope.setdefault("extensions", {})
+        extensions[DISCONNECT_EXTENSION] = DisconnectNotice()
         if app is service_unavailable:  # what uvicorn answers past limit_concurrency
             app = self.app if cycle.scope["path"] in PROBE_PATHS else _json_service_unavailable
         super()._start_asgi_task(cycle, app)

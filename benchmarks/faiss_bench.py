@@ -21,7 +21,7 @@ import numpy as np
 from benchmarks.model_bench import newest_version
 from benchmarks.servers import rss_mib
 from contract.layout import INDEX, INDEX_FILE, METADATA_FILE
-from training.index import HNSW_EF_SEARCH, HNSW_NEIGHBOURS  # what the index command builds
+from training.malaria.index import HNSW_EF_SEARCH, HNSW_NEIGHBOURS  # what the index command builds
 
 K = 10
 MIXTURE_CENTRES = 1024
@@ -61,22 +61,25 @@ def _metric(metadata: dict[str, Any]) -> int:
 def _build(kind: str, codes: np.ndarray, metric: int, budget_s: float) -> tuple[Any, dict]:
     dimension, count = codes.shape[1], len(codes)
     params: dict[str, Any] = {}
+    index: faiss.Index
     if kind == "Flat":
         index = faiss.IndexFlat(dimension, metric)
     elif kind == "IVF":
         lists = max(1, min(round(np.sqrt(count)), count // 40))  # FAISS wants >= 39 per list
-        index = faiss.IndexIVFFlat(faiss.IndexFlat(dimension, metric), dimension, lists, metric)
-        index.train(codes[: min(count, lists * 64)])
-        index.nprobe = min(IVF_NPROBE, lists)
-        params = {"nlist": lists, "nprobe": index.nprobe}
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlat(dimension, metric), dimension, lists, metric)
+        ivf.train(codes[: min(count, lists * 64)])
+        ivf.nprobe = min(IVF_NPROBE, lists)
+        params = {"nlist": lists, "nprobe": ivf.nprobe}
+        index = ivf
     else:
-        index = faiss.IndexHNSWFlat(dimension, HNSW_NEIGHBOURS, metric)
-        index.hnsw.efSearch = HNSW_EF_SEARCH
+        hnsw = faiss.IndexHNSWFlat(dimension, HNSW_NEIGHBOURS, metric)
+        hnsw.hnsw.efSearch = HNSW_EF_SEARCH
         params = {
             "M": HNSW_NEIGHBOURS,
-            "efConstruction": index.hnsw.efConstruction,
+            "efConstruction": hnsw.hnsw.efConstruction,
             "efSearch": HNSW_EF_SEARCH,
         }
+        index = hnsw
     start = time.perf_counter()
     for chunk_start in range(0, count, ADD_CHUNK):  # chunked so a slow build can stop early
         index.add(codes[chunk_start : chunk_start + ADD_CHUNK])

@@ -114,7 +114,7 @@ def stop_with_request_in_flight(server: WorkersServer) -> dict[str, float]:
     in_flight.sendall(head + body[:3])
     time.sleep(0.5)  # the worker has read the head
     start = time.perf_counter()
-    server.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    server.started.send_signal(signal.SIGTERM)
     answered = reset = 0
     while True:
         try:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -232,7 +233,7 @@ def _measure(settings: Settings, runs: int, flood_bytes: int) -> list[Row]:
                 kind,
                 f"{width}x{height}",
                 data,
-                lambda data=data: prepare(data, "x", settings, MODEL_SIDE, MODEL_SIDE),
+                partial(prepare, data, "x", settings, MODEL_SIDE, MODEL_SIDE),
                 runs,
                 "accepted",
             )
@@ -243,7 +244,7 @@ def _measure(settings: Settings, runs: int, flood_bytes: int) -> list[Row]:
                 flood.name,
                 "-",
                 flood.data,
-                lambda data=flood.data: _refusal(data, settings),
+                partial(_refusal, flood.data, settings),
                 runs,
                 f"refused ({flood.status})",
             )

@@ -118,23 +118,23 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 async def _connection(spec: LoadSpec, requests: list[bytes], recorder: _Recorder, offset: int):
     """One keep-alive connection sending requests back to back (closed loop)."""
     cycle = itertools.islice(itertools.cycle(requests), offset % len(requests), None)
-    writer: asyncio.StreamWriter | None = None
-    reader: asyncio.StreamReader | None = None
+    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
     try:
         while recorder.take():
             request = next(cycle)
             start = time.perf_counter()
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                    if writer is None:
-                        reader, writer = await asyncio.open_connection(spec.host, spec.port)
+                    if connection is None:
+                        connection = await asyncio.open_connection(spec.host, spec.port)
+                    reader, writer = connection
                     writer.write(request)
                     status, closing = await _read_response(reader)
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as error:
                 recorder.errors[type(error).__name__] += 1
-                if writer is not None:
-                    writer.close()
-                writer = None
+                if connection is not None:
+                    connection[1].close()
+                connection = None
                 continue
             latency = time.perf_counter() - start
             recorder.latencies.append(latency)
@@ -143,10 +143,10 @@ async def _connection(spec: LoadSpec, requests: list[bytes], recorder: _Recorder
             recorder.statuses[str(status)] += 1
             if closing:
                 writer.close()
-                writer = None
+                connection = None
     finally:
-        if writer is not None:
-            writer.close()
+        if connection is not None:
+            connection[1].close()
 
 
 async def _phase(spec: LoadSpec, requests: list[bytes], duration_s: float, cap: int):

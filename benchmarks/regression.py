@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def measure(
-    servers: dict[str, UvicornServer], script: Path, rounds: int, duration_s: float
+    servers: Mapping[str, UvicornServer], script: Path, rounds: int, duration_s: float
 ) -> list[dict[str, Any]]:
     for server in servers.values():  # warm-up: batch shapes traced, thread pools full
         run_wrk(server.base_url + "/classify", script, min(2.0, duration_s))

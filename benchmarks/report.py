@@ -91,9 +91,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-LOAD_COLUMNS = ("endpoint", "conc.", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
-LOAD_COLUMNS += ("server cores", "server CPU ms/req", "of which event loop", "client cores")
-LOAD_COLUMNS += ("model batch",)
+LOAD_COLUMNS: tuple[str, ...] = ("endpoint", "conc.", "req/s", "p50 ms", "p95 ms", "p99 ms")
+LOAD_COLUMNS += ("errors", "server cores", "server CPU ms/req", "of which event loop")
+LOAD_COLUMNS += ("client cores", "model batch")
 
 
 def _load_table(rows: list[dict[str, Any]]) -> str:
@@ -269,10 +269,10 @@ def _faiss(results: dict[str, Any]) -> list[str]:
         f"({faiss['real_codes_source']}), queries held out of it; large set: Gaussian mixture "
         "of the same dimension. Single-query searches, k=10, recall against Flat."
     )
-    columns = ("data", "index", "size", "dim", "build s", "index MiB", "RSS delta MiB")
-    columns += ("p50 ms", "p99 ms", "recall@10", "params")
-    keys = ("data", "index", "size", "dimension", "build_s", "index_mib", "rss_delta_mib")
-    keys += ("query_p50_ms", "query_p99_ms", "recall_at_10")
+    columns: tuple[str, ...] = ("data", "index", "size", "dim", "build s", "index MiB")
+    columns += ("RSS delta MiB", "p50 ms", "p99 ms", "recall@10", "params")
+    keys: tuple[str, ...] = ("data", "index", "size", "dimension", "build_s", "index_mib")
+    keys += ("rss_delta_mib", "query_p50_ms", "query_p99_ms", "recall_at_10")
     rows = [[row[key] for key in keys] + [json.dumps(row["params"])] for row in faiss["rows"]]
     return ["## FAISS", "", intro, "", table(columns, rows)]
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import httpx
 
@@ -117,10 +118,15 @@ class UvicornServer:
         self.cwd = REPO_ROOT  # the code served is the one in this folder
 
     @property
-    def pid(self) -> int:
+    def started(self) -> subprocess.Popen[bytes]:
+        """The server's process; RuntimeError before it is started."""
         if self.process is None:
             raise RuntimeError("server not started")
-        return self.process.pid
+        return self.process
+
+    @property
+    def pid(self) -> int:
+        return self.started.pid
 
     @property
     def base_url(self) -> str:
@@ -130,7 +136,7 @@ class UvicornServer:
         command = [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1"]
         return command + ["--port", str(self.port), *self.uvicorn_args]
 
-    def __enter__(self) -> UvicornServer:
+    def __enter__(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             start = time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks import REPO_ROOT
 from contract.layout import METADATA_FILE
-from contract.metadata import read_metadata, to_json
+from contract.metadata import ClassifierMetadata, read_metadata, to_json
 
 
 def stub_models_folder(models: Path, target: Path) -> Path:
@@ -36,10 +36,12 @@ def write_stub_models(models: Path, target: Path) -> Path:
     import tensorflow as tf  # here, not above: only the child process needs TensorFlow
 
     from benchmarks.model_bench import CLASSIFIER, newest_version
-    from training.signatures import save_classifier
+    from training.signs.signatures import save_classifier
 
     real = newest_version(models, CLASSIFIER)
     metadata = read_metadata(real)
+    if not isinstance(metadata, ClassifierMetadata):
+        raise ValueError(f"{real}: not a classifier version")
     size = metadata.input.height
     if metadata.input.width != size:
         raise ValueError(f"{real}: the stub supports square inputs only")
@@ -52,10 +54,14 @@ def write_stub_models(models: Path, target: Path) -> Path:
     )
     folder = target / CLASSIFIER / real.name
     save_classifier(stub, size, folder)
-    metadata.stub = "global average pooling + Dense, a near-zero-cost benchmark stand-in"
-    for block in ("ood", "calibration"):  # the real network's score and temperature
-        (metadata.model_extra or {}).pop(block, None)
-    (folder / METADATA_FILE).write_text(to_json(metadata))
+    stub_metadata = metadata.model_copy(
+        update={
+            "stub": "global average pooling + Dense, a near-zero-cost benchmark stand-in",
+            "ood": None,  # the real network's out-of-distribution score
+            "calibration": None,  # and its temperature
+        }
+    )
+    (folder / METADATA_FILE).write_text(to_json(stub_metadata))
     for other in models.iterdir():
         if other.is_dir() and other.name != CLASSIFIER and not other.name.startswith("."):
             (target / other.name).symlink_to(other.resolve(), target_is_directory=True)

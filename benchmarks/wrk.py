@@ -60,8 +60,8 @@ def run_wrk(url: str, script: Path, duration_s: float) -> dict[str, Any]:
 
 def parse_wrk(output: str) -> dict[str, Any]:
     """Requests, req/s, p50/p99 (ms) and failures from wrk's ``--latency`` report."""
-    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    requests = int(_first_group(r"(\d+) requests in", output))
+    rps = float(_first_group(r"Requests/sec:\s+([\d.]+)", output))
     percentiles = re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
     latency = {percent: _ms(value, unit) for percent, value, unit in percentiles}
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
@@ -74,6 +74,14 @@ def parse_wrk(output: str) -> dict[str, Any]:
         "failed": int(non_2xx.group(1)) if non_2xx else 0,
         "socket_errors": errors.group(1).strip() if errors else "",
     }
+
+
+def _first_group(pattern: str, output: str) -> str:
+    """What ``pattern``'s group matched in wrk's report, which always prints it."""
+    found = re.search(pattern, output)
+    if found is None:
+        raise ValueError(f"wrk's report has no {pattern!r}:\n{output[-2000:]}")
+    return found.group(1)
 
 
 def _ms(value: str, unit: str) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,7 +19,7 @@ V2_PREFIX = "/v2/"
 
 
 def error_response(
-    path: str, message: str, status_code: int, headers: dict[str, str] | None = None
+    path: str, message: str, status_code: int, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     """The one shape of an error answered before a route runs (by a middleware): the Open
     Inference Protocol's ``{"error": ...}`` under /v2/, ``{"detail": ...}`` everywhere else,
@@ -48,7 +49,11 @@ def invalid_parameter(
     return RequestValidationError([error])
 
 
-async def _service_error_handler(request: Request, error: ServiceError) -> JSONResponse:
+async def _service_error_handler(request: Request, error: Exception) -> JSONResponse:
+    # Starlette types every handler as taking any exception; this one is installed for
+    # ServiceError, which Starlette matches by class before calling it.
+    if not isinstance(error, ServiceError):
+        raise error
     return shed_response(request.url.path, error)
 
 
@@ -72,5 +77,5 @@ async def _unexpected_error_handler(request: Request, error: Exception) -> JSONR
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ServiceError, _service_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(ServiceError, _service_error_handler)
     app.add_exception_handler(Exception, _unexpected_error_handler)

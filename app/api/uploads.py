@@ -65,7 +65,8 @@ class DecodePool:
     large decodes keep the memory and CPU that big or hostile images take bounded.
 
     A plain executor, not anyio's ``to_thread``: its limiter and checkpoints made a hop to
-    a thread and back cost the event loop two to four times the CPU (docs/performance-history.md).
+    a thread and back cost the event loop two to four times the CPU
+    (docs/history/performance-history.md).
     """
 
     threads: ThreadPoolExecutor
@@ -188,7 +189,7 @@ async def request_uploads(request: Request, settings: Settings, several: bool) -
     return files
 
 
-async def _file_parts(request: Request, settings: Settings) -> list[UploadFile]:
+async def _file_parts(request: Request, settings: Settings) -> list[Upload]:
     """The form's ``file`` parts. One file past the limit is still parsed, so that
     ``check_file_count`` names the limit; other (text) fields are few and small."""
     try:
@@ -201,12 +202,13 @@ async def _file_parts(request: Request, settings: Settings) -> list[UploadFile]:
         raise  # 408 and 413
     except Exception:  # the multipart parser's own errors on a broken stream
         raise HTTPException(400, detail="the multipart form could not be parsed") from None
-    files = form.getlist("file")
-    for value in files:
+    files: list[Upload] = []
+    for value in form.getlist("file"):
         if not isinstance(value, UploadFile):
             message = "must be a file part (an UploadFile), not a text field"
             raise invalid_parameter("body", "file", value, message)
-    return files  # type: ignore[return-value]
+        files.append(value)
+    return files
 
 
 async def read_raw_body(request: Request, max_bytes: int) -> bytes:
@@ -299,7 +301,7 @@ IN_MEMORY_PART_BYTES = 64 * 1024
 def _straight_decodes(files: Sequence[Upload], height: int, width: int) -> list[RawImage] | None:
     """The uploads, read, when each is a small JPEG already at the model's size: about
     25 us of C each (``decodes_straight_at``: no Pillow), less than the event loop pays to
-    hand them to a thread and back (docs/performance-history.md). None for any other.
+    hand them to a thread and back (docs/history/performance-history.md). None for any other.
 
     Runs on the event loop, so each upload's size is checked against
     ``IN_MEMORY_PART_BYTES`` before a byte of it is parsed, and the parse is a walk of at

@@ -36,8 +36,9 @@ from benchmarks.peers.peer_server import PeerServer, send
 from benchmarks.peers.report import markdown, medians
 from benchmarks.peers.requests import PeerRequest
 from benchmarks.peers.venvs import VENVS_ROOT, venv_python, venv_size_mib
-from benchmarks.servers import UvicornServer, WorkersServer
+from benchmarks.servers import WorkersServer
 from benchmarks.wrk import CONNECTIONS, WRK_TIMEOUT_S, run_wrk, write_script, wrk_missing
+from contract.arguments import positive_int
 
 # The same model and decoder in another TensorFlow build: equal to float32 rounding.
 PROBABILITY_TOLERANCE = 1e-4
@@ -78,7 +79,7 @@ def measure(
     requests = config.peer.requests(image)
     log = work / f"{config.label}-{round_}.log"
     if python is None:
-        server: UvicornServer = WorkersServer(models, config.parallel, log)
+        server: WorkersServer | PeerServer = WorkersServer(models, config.parallel, log)
     else:
         server = PeerServer(python, config, models, requests[0], log)
     rows = []
@@ -90,9 +91,9 @@ def measure(
             url = server.base_url + request.path
             run_wrk(url, script, warmup_s)
             load = os.getloadavg()[0]
-            cpu_before = server.cpu_seconds()  # type: ignore[attr-defined]
+            cpu_before = server.cpu_seconds()
             result = run_wrk(url, script, duration_s)
-            server_cpu_s = server.cpu_seconds() - cpu_before  # type: ignore[attr-defined]
+            server_cpu_s = server.cpu_seconds() - cpu_before
             rows.append(
                 {
                     "peer": config.peer.name,
@@ -139,13 +140,6 @@ def _counts(text: str) -> list[int]:
     return values
 
 
-def _seconds(text: str) -> int:
-    """wrk takes whole seconds."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"whole seconds >= 1, got {text!r}")
-    return int(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.peers",
@@ -158,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--parallel", type=_counts, default=[1, 2], help="processes/instances/replicas, e.g. 1,2"
     )
-    parser.add_argument("--duration", type=_seconds, default=15, help="seconds per wrk run")
-    parser.add_argument("--warmup", type=_seconds, default=3, help="seconds of wrk before each")
+    # wrk takes whole seconds
+    parser.add_argument("--duration", type=positive_int, default=15, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=positive_int, default=3, help="seconds of wrk before each")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the servers")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/peers_results.md"))
     parser.add_argument("--venvs", type=Path, default=VENVS_ROOT, help="where peers install")

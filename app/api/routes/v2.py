@@ -9,7 +9,7 @@ input). See docs/v2-protocol.md.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from anyio import to_thread
@@ -52,7 +52,9 @@ INLINE_JSON_BYTES = 64 * 1024
 EXTENSIONS = ["binary_tensor_data"]
 
 
-def v2_error(message: str, status_code: int, headers: dict[str, str] | None = None) -> JSONResponse:
+def v2_error(
+    message: str, status_code: int, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     return error_response(V2_PREFIX, message, status_code, headers)
 
 
@@ -145,8 +147,8 @@ async def _metadata(
         name=name,
         versions=[str(v) for v in models.versions[name].loaded],
         platform=PLATFORM,
-        inputs=inputs,  # type: ignore[arg-type]
-        outputs=outputs,  # type: ignore[arg-type]
+        inputs=inputs,
+        outputs=outputs,
     )
 
 
