@@ -46,7 +46,11 @@ async function request(url, options = {}) {
   } catch (notJson) {
     detail = "";
   }
-  throw new Error(`${detail || response.statusText || "Request failed"} (HTTP ${response.status})`);
+  const error = new Error(
+    `${detail || response.statusText || "Request failed"} (HTTP ${response.status})`,
+  );
+  error.status = response.status;
+  throw error;
 }
 
 function showMessage(panel, text, kind) {
@@ -284,9 +288,42 @@ async function denoise(file) {
   return "Denoised image ready.";
 }
 
+// Gallery labels the page has seen (in results, in additions, on the first page of
+// GET /gallery), offered as suggestions by the label filter and the "add" form.
+const seenLabels = new Set();
+
+function rememberLabels(labels) {
+  const before = seenLabels.size;
+  for (const label of labels) {
+    if (typeof label === "string" && label) seenLabels.add(label);
+  }
+  if (seenLabels.size === before) return;
+  const options = [...seenLabels].sort().map((label) => {
+    const option = document.createElement("option");
+    option.value = label;
+    return option;
+  });
+  $("gallery-labels").replaceChildren(...options);
+}
+
+/** Suggestions only: when the listing is refused or absent the inputs still take any text. */
+async function loadGalleryLabels() {
+  try {
+    const answer = await (await request("/gallery")).json();
+    rememberLabels((answer.items || []).map((item) => item.label));
+  } catch (unavailable) {
+    // Nothing to suggest yet; labels seen in results are added as they come.
+  }
+}
+
+// The cell of the last search shown: "Add this cell to the gallery" sends it.
+let queryFile = null;
+
 async function similar(file) {
-  const k = $("similar-k").value;
-  const response = await request(`/similar?k=${encodeURIComponent(k)}`, {
+  const query = new URLSearchParams({ k: $("similar-k").value });
+  const label = $("similar-label").value.trim();
+  if (label) query.set("label", label);
+  const response = await request(`/similar?${query}`, {
     method: "POST",
     body: formWith(file, file.name),
   });
@@ -312,9 +349,60 @@ async function similar(file) {
     return showServerImage(img, result.image_url);
   });
   await Promise.all(loads);
+  rememberLabels(answer.results.map((result) => result.label));
   showOod($("similar-ood"), answer, "a blood-smear cell");
+  queryFile = file;
+  showMessage("gallery-add", "", "");
   $("similar-result").hidden = false;
-  return `Found ${answer.results.length} similar cells.`;
+  const among = label ? ` labelled ${label}` : "";
+  return `Found ${answer.results.length} similar cells${among}.`;
+}
+
+/** What is wrong with the "add" form before any request, or null. Lengths count characters
+ * (code points), as the server does. */
+function galleryAddProblem(label, note) {
+  if (!queryFile) return "Search with a cell first.";
+  if (!label) return "Give the cell a label.";
+  if ([...label].length > 64) return "A label has at most 64 characters.";
+  if ([...note].length > 256) return "A note has at most 256 characters.";
+  return null;
+}
+
+/** POST the query cell to /gallery under the label; say its id, or that it was there. */
+async function addToGallery() {
+  const form = $("gallery-add-form");
+  const button = form.querySelector("button[type=submit]");
+  if (form.getAttribute("aria-busy") === "true") return;
+  const label = $("gallery-label").value.trim();
+  const note = $("gallery-note").value.trim();
+  const problem = galleryAddProblem(label, note);
+  if (problem) {
+    showMessage("gallery-add", problem, "error");
+    return;
+  }
+  form.setAttribute("aria-busy", "true");
+  button.setAttribute("aria-disabled", "true");
+  showMessage("gallery-add", "Adding…", "busy");
+  try {
+    const body = new FormData();
+    body.append("label", label);
+    if (note) body.append("note", note);
+    body.append("file", queryFile, queryFile.name);
+    const answer = await (await request("/gallery", { method: "POST", body })).json();
+    const item = answer.items[0];
+    rememberLabels([item.label]);
+    const text = item.created_now
+      ? `Added to the gallery as id ${item.id} (label ${item.label}).`
+      : `Already in the gallery as id ${item.id} (label ${item.label}).`;
+    showMessage("gallery-add", text, "saved");
+  } catch (error) {
+    const needsKey = error.status === 401 || error.status === 403;
+    const hint = needsKey ? ". Enter the API key at the bottom of the page." : "";
+    showMessage("gallery-add", `${error.message}${hint}`, "error");
+  } finally {
+    form.removeAttribute("aria-busy");
+    button.removeAttribute("aria-disabled");
+  }
 }
 
 /** Wire a panel: submit runs the request; choosing or dropping a file runs it at once. */
@@ -387,6 +475,7 @@ function setUpApiKey() {
   input.addEventListener("change", () => {
     showModels();
     showReports();
+    loadGalleryLabels();
   });
 }
 
@@ -525,6 +614,11 @@ setUpApiKey();
 setUpPanel("classify", classify);
 setUpPanel("denoise", denoise);
 setUpPanel("similar", similar);
+$("gallery-add-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  addToGallery();
+});
+loadGalleryLabels();
 $("denoise-sigma").addEventListener("input", (event) => {
   $("denoise-sigma-value").textContent = Number(event.target.value).toFixed(2);
 });

@@ -49,11 +49,18 @@ if not Path(CHROMIUM).exists():
     pytest.skip("chromium is not installed (scripts/install-browser.sh)", allow_module_level=True)
 
 
+def gallery_env(root: Path) -> dict[str, str]:
+    """Each server keeps its living gallery in its own temporary folder: the default,
+    ``gallery/`` in the working directory, would be the repository."""
+    return {"GALLERY_DIR": str(root / "gallery")}
+
+
 @pytest.fixture(scope="module")
 def base_url(quick_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``uvicorn app.main:app`` in a subprocess, as the README starts it, once it is ready."""
-    log_path = tmp_path_factory.mktemp("server") / "uvicorn.log"
-    env = {"MODEL_DIR": str(quick_models), "RELOAD_INTERVAL_S": "0"}
+    root = tmp_path_factory.mktemp("server")
+    env = {"MODEL_DIR": str(quick_models), "RELOAD_INTERVAL_S": "0", **gallery_env(root)}
+    log_path = root / "uvicorn.log"
     with UvicornServer("app.main:app", env, log_path, ready_path="/readyz") as server:
         yield server.base_url
 
@@ -69,12 +76,14 @@ def browser() -> Iterator[sync_api.Browser]:
 @pytest.fixture(scope="module")
 def keyed_base_url(quick_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second server where every endpoint but the probes and the page needs the API key."""
-    log_path = tmp_path_factory.mktemp("keyed-server") / "uvicorn.log"
+    root = tmp_path_factory.mktemp("keyed-server")
+    log_path = root / "uvicorn.log"
     env = {
         "MODEL_DIR": str(quick_models),
         "RELOAD_INTERVAL_S": "0",
         "API_KEY": API_KEY,
         "API_KEY_SCOPE": "all",
+        **gallery_env(root),
     }
     with UvicornServer("app.main:app", env, log_path, ready_path="/readyz") as server:
         yield server.base_url
@@ -397,7 +406,7 @@ def user_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A server on models trained on class folders and cell folders of a user's own naming."""
     root = tmp_path_factory.mktemp("user")
     models = image_folders.train_user_models(root)
-    env = {"MODEL_DIR": str(models), "RELOAD_INTERVAL_S": "0"}
+    env = {"MODEL_DIR": str(models), "RELOAD_INTERVAL_S": "0", **gallery_env(root)}
     with UvicornServer("app.main:app", env, root / "uvicorn.log", ready_path="/readyz") as server:
         yield server.base_url
 
@@ -426,3 +435,120 @@ def test_a_model_of_the_users_classes_is_shown_under_their_names(
         assert [f"class {name}" for name in names] == [t for t in terms if t.startswith("class ")]
         assert "precision" in report.locator("dd").all_inner_texts()[terms.index("class Cat")]
         screenshot(user_page, "#classify", "classify-user-classes")
+
+
+# The living gallery (issue #26) in the similar-cell view: a label filter, and adding the
+# query cell under a label. Writes need the API key whenever the server has one.
+@pytest.fixture(scope="module")
+def gallery_base_url(quick_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server whose gallery writes need the API key (the default scope: reads are open)."""
+    root = tmp_path_factory.mktemp("gallery-server")
+    env = {
+        "MODEL_DIR": str(quick_models),
+        "RELOAD_INTERVAL_S": "0",
+        "API_KEY": API_KEY,
+        **gallery_env(root),
+    }
+    with UvicornServer("app.main:app", env, root / "uvicorn.log", ready_path="/readyz") as server:
+        yield server.base_url
+
+
+def similar_with_api(base_url: str, image: Path, k: int, label: str) -> list[dict[str, Any]]:
+    answer = httpx.post(
+        f"{base_url}/similar",
+        params={"k": k, "label": label},
+        files={"file": (image.name, image.read_bytes())},
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()["results"]
+
+
+def test_the_label_filter_shows_the_servers_neighbours_of_that_label(
+    browser: sync_api.Browser, gallery_base_url: str, cell_image: Path
+) -> None:
+    labels = {item["label"] for item in httpx.get(f"{gallery_base_url}/gallery").json()["items"]}
+    assert len(labels) >= 2, f"the offline gallery should hold several labels, got {labels}"
+    with opened_page(browser, gallery_base_url) as page:
+        for label in sorted(labels):
+            page.locator(f'#gallery-labels option[value="{label}"]').wait_for(state="attached")
+        label = sorted(labels)[-1]
+        expected = similar_with_api(gallery_base_url, cell_image, 4, label)
+        assert [result["label"] for result in expected] == [label] * 4
+        page.fill("#similar-k", "4")
+        page.fill("#similar-label", label)
+        page.set_input_files("#similar-file", cell_image)
+        page.wait_for_selector("#similar-result:not([hidden])")
+        shown = page.locator("#similar-tiles .tile-label").all_inner_texts()
+        assert shown == [f"{rank}. {label}" for rank in range(1, 5)]
+        alts = page.locator("#similar-tiles img").evaluate_all("imgs => imgs.map(i => i.alt)")
+        assert alts == [f"Gallery cell {result['id']}, {label}" for result in expected]
+        assert page.inner_text("#similar-message") == f"Found 4 similar cells labelled {label}."
+
+
+def test_adding_the_query_cell_needs_the_key_then_says_its_id_and_is_found_by_label(
+    browser: sync_api.Browser, gallery_base_url: str, cell_image: Path
+) -> None:
+    label = "added from the page"
+    with opened_page(browser, gallery_base_url) as page:
+        page.set_input_files("#similar-file", cell_image)
+        page.wait_for_selector("#similar-result:not([hidden])")
+        page.fill("#gallery-label", label)
+        page.fill("#gallery-note", "a note")
+        page.click("#gallery-add-form button[type=submit]")
+        refused = page.locator("#gallery-add-message.error")
+        refused.wait_for()
+        assert refused.inner_text() == (
+            "missing or wrong X-API-Key header (HTTP 401). "
+            "Enter the API key at the bottom of the page."
+        )
+        assert httpx.get(f"{gallery_base_url}/gallery", params={"label": label}).json() == {
+            "items": [],
+            "next": None,
+        }
+
+        page.fill("#api-key", API_KEY)
+        page.click("#gallery-add-form button[type=submit]")
+        added = page.locator("#gallery-add-message.saved")
+        added.wait_for()
+        match = re.fullmatch(
+            rf"Added to the gallery as id (\d+) \(label {label}\)\.", added.inner_text()
+        )
+        assert match, added.inner_text()
+        item_id = int(match.group(1))
+        item = httpx.get(f"{gallery_base_url}/gallery/{item_id}").json()
+        assert (item["label"], item["note"], item["source"]) == (label, "a note", "added")
+        screenshot(page, "#similar", "similar-gallery-added")
+
+        page.click("#gallery-add-form button[type=submit]")
+        page.locator("#gallery-add-message", has_text="Already in the gallery").wait_for()
+        assert page.inner_text("#gallery-add-message") == (
+            f"Already in the gallery as id {item_id} (label {label})."
+        )
+        assert page.locator(f'#gallery-labels option[value="{label}"]').count() == 1
+
+        page.fill("#similar-label", label)
+        page.click("#similar-form button[type=submit]")
+        page.locator("#similar-message", has_text=f"labelled {label}").wait_for()
+        assert page.locator("#similar-tiles .tile-label").all_inner_texts() == [f"1. {label}"]
+        assert page.get_attribute("#similar-tiles img", "alt") == f"Gallery cell {item_id}, {label}"
+        assert image_width(page, "#similar-tiles img") > 0
+        assert page.inner_text("#gallery-add-message") == ""
+
+
+def test_adding_without_a_label_asks_for_one_before_any_request(
+    browser: sync_api.Browser, gallery_base_url: str, cell_image: Path
+) -> None:
+    with opened_page(browser, gallery_base_url) as page:
+        page.set_input_files("#similar-file", cell_image)
+        page.wait_for_selector("#similar-result:not([hidden])")
+        posts: list[str] = []
+        page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+        page.fill("#gallery-label", "   ")
+        page.click("#gallery-add-form button[type=submit]")
+        message = page.locator("#gallery-add-message.error")
+        message.wait_for()
+        assert message.inner_text() == "Give the cell a label."
+        page.fill("#gallery-label", "x" * 65)
+        page.click("#gallery-add-form button[type=submit]")
+        page.locator("#gallery-add-message", has_text="at most 64").wait_for()
+        assert posts == []
