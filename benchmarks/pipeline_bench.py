@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from benchmarks.model_bench import newest_version
 from contract.layout import AUTOENCODER
-from training.malaria_data import load_malaria
+from training.malaria.data import load_malaria
 from training.pipeline import (
     add_gaussian_noise,
     random_flips_and_rotations,

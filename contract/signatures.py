@@ -1,14 +1,16 @@
 """The SavedModel signatures every exported model offers, by name.
 
 Each signature takes one float32 tensor ``images`` of shape ``[batch, height, width, 3]``
-(see ``contract.pixels``) and returns a dict with one output tensor.
+(see ``contract.pixels``) and returns a dict with one output tensor, and ``OOD_SCORE`` too
+where the version's metadata names it in its ``ood`` block.
 """
 
 from __future__ import annotations
 
 INPUT = "images"
 
-CLASSIFY = "serving_default"
+DEFAULT = "serving_default"  # what a SavedModel loader calls when no signature is named
+CLASSIFY = DEFAULT
 DENOISE = "denoise"
 ENCODE = "encode"
 # Optional (autoencoder): the flattened decoder bottleneck, the lab's retrieval baseline;
@@ -21,14 +23,20 @@ ENCODE_CODES = "encode_codes"
 PROBABILITIES = "probabilities"  # [batch, classes], rows sum to 1
 IMAGES = "images"  # [batch, height, width, 3] in [0, 1]
 CODES = "codes"  # [batch, code_dim], L2-normalised
+# [batch]: how unlike the training data each input is, in the score's own units; the
+# ``ood`` block of ``metadata.json`` names the output, its signatures and the threshold.
+OOD_SCORE = "ood_score"
 
 # Signature -> output tensor: what the server calls and what the exporter must provide.
 CLASSIFIER_OUTPUTS = {CLASSIFY: PROBABILITIES}
 AUTOENCODER_OUTPUTS = {
-    "serving_default": IMAGES,
+    DEFAULT: IMAGES,
     DENOISE: IMAGES,
     ENCODE: CODES,
     ENCODE_CODES: CODES,
     BOTTLENECK: CODES,
 }
 AUTOENCODER_SERVED = {DENOISE: IMAGES, ENCODE: CODES}  # the server needs only these two
+# The signatures whose outputs include OOD_SCORE when a version is exported with a score.
+CLASSIFIER_SCORED = [CLASSIFY]
+AUTOENCODER_SCORED = [DENOISE, ENCODE, DEFAULT]

@@ -9,7 +9,6 @@ argument errors answer at once.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -18,8 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from contract.arguments import positive_int
+from contract.layout import REPORT_DIR
 from contract.training_status import status_path
 from training.errors import DataError
+from training.options import JobOptions
 from training.progress import JobProgress
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,16 +34,6 @@ log = logging.getLogger("training")
 def default_data_root() -> Path | None:
     """``../shared/data`` beside the repository when present; otherwise None (download)."""
     return SHARED_DATA if SHARED_DATA.is_dir() else None
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,22 +67,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def job_options(arguments: argparse.Namespace) -> JobOptions:
+    """The jobs' shared parameters from the command line (data: ``default_data_root()``
+    when not given)."""
+    return JobOptions(
+        data=arguments.data if arguments.data is not None else default_data_root(),
+        out=arguments.out,
+        seed=arguments.seed,
+        quick=arguments.quick,
+        epochs=arguments.epochs,
+        image_size=arguments.image_size,
+    )
+
+
 def run_job(job: str, arguments: argparse.Namespace, progress: JobProgress) -> Path:
     """Run one job and return the version folder it exported."""
-    data = arguments.data if arguments.data is not None else default_data_root()
-    common = {"seed": arguments.seed, "quick": arguments.quick, "progress": progress}
-    sizes = {"epochs": arguments.epochs, "image_size": arguments.image_size}
+    options = job_options(arguments)
     if job == "signs":
-        from training.signs import train_signs
+        from training.signs.train import train_signs
 
-        return train_signs(data, arguments.out, **sizes, **common, init_from=arguments.init_from)
+        return train_signs(options, progress=progress, init_from=arguments.init_from)
     if job == "malaria":
-        from training.malaria import train_malaria
+        from training.malaria.train import train_malaria
 
-        return train_malaria(data, arguments.out, **sizes, **common)
-    from training.index import build_index
+        return train_malaria(options, progress=progress)
+    from training.malaria.index import build_index
 
-    return build_index(data, arguments.out, **common)
+    return build_index(options, progress=progress)
 
 
 def main(argv: Sequence[str] | None = None, run: Callable[..., Path] = run_job) -> int:
@@ -143,10 +146,13 @@ def _run_jobs(jobs: Sequence[str], arguments: argparse.Namespace, run: Callable[
 
 def summary_line(job: str, version_dir: Path) -> str:
     """Where the job's report went and its held-out figures, from its ``metadata.json``."""
+    from contract.metadata import MetadataError, read_metadata  # pydantic: after the job
+
+    report = version_dir / REPORT_DIR
     try:
-        metrics: dict[str, Any] = json.loads((version_dir / "metadata.json").read_text())["metrics"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"report {version_dir / 'report'}"
+        metrics: dict[str, Any] = read_metadata(version_dir).metrics
+    except MetadataError:
+        return f"report {report}"
     figures = []
     if "test_accuracy" in metrics:
         figures.append(f"held-out test accuracy {metrics['test_accuracy']:.3f}")
@@ -155,7 +161,7 @@ def summary_line(job: str, version_dir: Path) -> str:
         figures.append(f"held-out denoising gain at sigma 0.1 {gain:+.2f} dB")
     if "precision_at_10" in metrics:
         figures.append(f"held-out precision@10 {metrics['precision_at_10']['all']:.3f}")
-    return "; ".join([f"report {version_dir / 'report'}", *figures])
+    return "; ".join([f"report {report}", *figures])
 
 
 def _first_line(message: str) -> str:

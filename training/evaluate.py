@@ -28,9 +28,9 @@ def evaluate(version_dir: Path, data: Path) -> dict[str, Any]:
 
     from contract.pixels import scale
     from contract.signatures import CLASSIFY, PROBABILITIES
-    from training.signs import per_class_scores
-    from training.signs_data import load_class_folders
-    from training.transfer import find_source
+    from training.signs.data import load_class_folders
+    from training.signs.train import per_class_scores
+    from training.signs.transfer import find_source
 
     source = find_source(version_dir)
     names, size = source.class_names, source.metadata.input.height

@@ -18,8 +18,14 @@ from typing import Any
 
 import tensorflow as tf
 
-from contract import metadata as contract_metadata
 from contract.layout import METADATA_FILE, versions
+from contract.metadata import VersionFields, VersionStamp, stamped, to_json
+from contract.signatures import INPUT
+
+
+def images_spec(image_size: int) -> tf.TensorSpec:
+    """Every exported signature's one input: a batch of square float32 RGB images."""
+    return tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name=INPUT)
 
 
 def next_version(model_root: Path) -> int:
@@ -31,35 +37,35 @@ def write_version(
     out_dir: Path,
     model_name: str,
     write_payload: Callable[[Path], None],
-    metadata: dict[str, Any],
+    fields: VersionFields | dict[str, Any],
 ) -> Path:
     """Write a new version of ``model_name`` and return its final folder.
 
     ``write_payload(tmp_dir)`` writes the model files (SavedModel, index, reports) into
     a fresh temporary folder; ``metadata.json`` is added last, then the folder is renamed.
-    ``metadata`` holds the model's own fields; name, version, time, TensorFlow version and
-    commit are added here, and the whole is checked against the model's schema before any
-    file is written.
+    ``fields`` are the model's own (its ``contract.metadata`` ``*Fields``); the stamp (name,
+    version, time, TensorFlow version, commit) is added here, and the whole is checked
+    against the model's schema before any file is written.
     """
     model_root = Path(out_dir) / model_name
     model_root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_tmp_dirs(model_root)
     version = next_version(model_root)
-    stamp = {
-        "name": model_name,
-        "version": version,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "tensorflow_version": tf.__version__,
-        "commit": source_commit(),
-    }
-    checked = contract_metadata.validate({**stamp, **metadata}, f"{model_root}/{version}")
+    stamp = VersionStamp(
+        name=model_name,
+        version=version,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        tensorflow_version=tf.__version__,
+        commit=source_commit(),
+    )
+    checked = stamped(stamp, fields, f"{model_root}/{version}")
     tmp_dir = model_root / f".tmp-{version}-{os.getpid()}"
     if tmp_dir.exists():
         shutil.rmtree(tmp_dir)
     tmp_dir.mkdir()
     try:
         write_payload(tmp_dir)
-        (tmp_dir / METADATA_FILE).write_text(contract_metadata.to_json(checked))
+        (tmp_dir / METADATA_FILE).write_text(to_json(checked))
         final_dir = model_root / str(version)
         os.rename(tmp_dir, final_dir)
     except BaseException:

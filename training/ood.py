@@ -2,8 +2,9 @@
 
 A model answers for anything it is given; these scores say whether an input looks like the
 data it learned. Higher always means "less like the training data". The exported SavedModel
-computes the chosen score inside its serving signatures (output ``ood_score``), so the server
-only compares it with the threshold that ``metadata.json`` holds.
+computes the chosen score inside its serving signatures (output ``contract.signatures.
+OOD_SCORE``), so the server only compares it with the threshold that ``metadata.json`` holds
+(its ``ood`` block, ``contract.metadata.OodSpec``).
 
 Scores are judged on held-out test images (false-flag rate) and on negatives the model never
 saw: the other model's data set, noise, flat colours and the photographs that scikit-image
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
+from contract.metadata import NegativeSetFigures, OodFigures, OodSpec
+from contract.signatures import OOD_SCORE
 
 # The validation quantile that sets the threshold: about 1% of in-distribution images are
 # flagged. 2.5% measured up to 5.6% on SIGNS test (162 images; the top few validation scores
@@ -111,24 +114,34 @@ def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
 
 
 def evaluate(
-    test_scores: np.ndarray, negatives: Mapping[str, np.ndarray], threshold: float
-) -> dict[str, Any]:
-    """AUROC (test vs all negatives, and per negative set) and flag rates at ``threshold``."""
+    test_scores: np.ndarray,
+    negatives: Mapping[str, np.ndarray],
+    threshold: float,
+    noisy_test: Mapping[str, np.ndarray] | None = None,
+) -> OodFigures:
+    """AUROC (test vs all negatives, and per negative set) and flag rates at ``threshold``;
+    ``noisy_test`` (noise level -> scores of noisy test images) adds their flag rates."""
     every_negative = np.concatenate(list(negatives.values()))
-    return {
-        "auroc": auroc(test_scores, every_negative),
-        "test_false_flag_rate": float((test_scores > threshold).mean()),
-        "test_images": len(test_scores),
-        "negative_images": len(every_negative),
-        "negatives": {
-            name: {
-                "images": len(scores),
-                "auroc": auroc(test_scores, scores),
-                "flagged_rate": float((scores > threshold).mean()),
-            }
+    return OodFigures(
+        threshold=threshold,
+        auroc=auroc(test_scores, every_negative),
+        test_false_flag_rate=float((test_scores > threshold).mean()),
+        test_images=len(test_scores),
+        negative_images=len(every_negative),
+        negatives={
+            name: NegativeSetFigures(
+                images=len(scores),
+                auroc=auroc(test_scores, scores),
+                flagged_rate=float((scores > threshold).mean()),
+            )
             for name, scores in negatives.items()
         },
-    }
+        noisy_test_false_flag_rate=(
+            None
+            if noisy_test is None
+            else {level: float((scores > threshold).mean()) for level, scores in noisy_test.items()}
+        ),
+    )
 
 
 def negative_images(
@@ -182,26 +195,19 @@ def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[..., :3]).astype(np.uint8)
 
 
-def headline(result: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers a summary shows of one score's evaluation."""
-    keys = ("score", "threshold", "auroc", "test_false_flag_rate", "noisy_test_false_flag_rate")
-    return {key: result[key] for key in keys if key in result}
-
-
-def metadata_block(
-    score: str, signatures: list[str], in_distribution: str, summary: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
+def check_spec(
+    score: str, signatures: list[str], in_distribution: str, summary: Mapping[str, OodFigures]
+) -> OodSpec:
     """The ``ood`` block of ``metadata.json`` for the chosen ``score``: the signature output
     the server reads, its threshold, what the model counts as in distribution, and the
-    evaluation of every candidate score (``summary``: score name -> its evaluation)."""
-    return {
-        "score": score,
-        "output": "ood_score",
-        "signatures": signatures,
-        "higher_is_ood": True,
-        "threshold": summary[score]["threshold"],
-        "in_distribution": in_distribution,
-        "validation_false_flag_target": FALSE_FLAG_TARGET,
-        **{k: v for k, v in summary[score].items() if k != "threshold"},
-        "candidates": {name: headline(result) for name, result in summary.items()},
-    }
+    evaluation of every candidate score (``summary``: score name -> its figures)."""
+    return OodSpec(
+        score=score,
+        output=OOD_SCORE,
+        signatures=signatures,
+        higher_is_ood=True,
+        in_distribution=in_distribution,
+        validation_false_flag_target=FALSE_FLAG_TARGET,
+        **dict(summary[score]),
+        candidates={name: figures.headline() for name, figures in summary.items()},
+    )

@@ -12,11 +12,25 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from contract.metadata import ReliabilityCurve  # noqa: E402
+
+FIGURE_DPI = 100
 
 
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=lambda v: v.tolist()))
+
+
+def save_figure(figure: Figure, path: Path) -> None:
+    """Lay ``figure`` out, write it to ``path`` (folders made as needed) and close it: an
+    open figure keeps its memory until the process ends, and a run draws a dozen."""
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=FIGURE_DPI)
+    plt.close(figure)
 
 
 def plot_learning_curves(history: Mapping[str, Sequence[float]], path: Path, title: str) -> None:
@@ -31,10 +45,7 @@ def plot_learning_curves(history: Mapping[str, Sequence[float]], path: Path, tit
         axis.set_title(family)
         axis.legend()
     figure.suptitle(title)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_image_grid(
@@ -56,10 +67,7 @@ def plot_image_grid(
                 axis.set_title(row_titles[r], fontsize=7, loc="left")
             elif r == 0 and c < len(col_titles):
                 axis.set_title(col_titles[c], fontsize=7)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_confusion_matrix(
@@ -80,10 +88,7 @@ def plot_confusion_matrix(
             color = "white" if matrix[row, column] > threshold else "black"
             axis.text(column, row, int(matrix[row, column]), ha="center", va="center", color=color)
     axis.set_title(title)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_score_histograms(
@@ -109,30 +114,24 @@ def plot_score_histograms(
     axis.set_ylabel("share of the set's images")
     axis.set_title(title, fontsize=9)
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_reliability_diagram(
-    curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path, title: str
+    curves: Mapping[str, ReliabilityCurve], path: Path, title: str
 ) -> None:
     """Accuracy against mean confidence per confidence bin, one line per curve."""
     figure, axis = plt.subplots(figsize=(4.5, 4.5))
     axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
     for name, curve in curves.items():
-        axis.plot(curve["confidence"], curve["accuracy"], marker="o", label=name)
+        axis.plot(curve.confidence, curve.accuracy, marker="o", label=name)
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1)
     axis.set_xlabel("mean confidence in bin")
     axis.set_ylabel("accuracy in bin")
     axis.set_title(title, fontsize=9)
     axis.legend(fontsize=7, loc="upper left")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_code_map(
@@ -161,7 +160,4 @@ def plot_code_map(
     axis.set_ylabel("principal component 2")
     axis.set_title(title, fontsize=9)
     axis.legend(fontsize=7, markerscale=3)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)

@@ -32,6 +32,8 @@ from app.core.deadline import Deadline
 from app.core.registry import AUTOENCODER, CLASSIFIER
 from app.core.runtime import LoadedModel
 from app.settings import Settings
+from contract.metadata import AutoencoderMetadata, ClassifierMetadata
+from contract.signatures import CLASSIFY, DENOISE, ENCODE
 
 PLATFORM = "tensorflow_savedmodel"
 _CONFIG_TYPES = {"BYTES": "TYPE_STRING", "FP32": "TYPE_FP32"}
@@ -47,10 +49,10 @@ class Output:
 
 
 OUTPUTS: dict[str, tuple[Output, ...]] = {
-    CLASSIFIER: (Output("probabilities", "classify", "serving_default"),),
+    CLASSIFIER: (Output("probabilities", "classify", CLASSIFY),),
     AUTOENCODER: (
-        Output("denoised", "denoise", "denoise"),
-        Output("codes", "encode", "encode"),
+        Output("denoised", "denoise", DENOISE),
+        Output("codes", "encode", ENCODE),
     ),
 }
 MODELS = tuple(OUTPUTS)
@@ -63,16 +65,22 @@ def tensor_metadata(model: LoadedModel) -> tuple[list[dict[str, Any]], list[dict
         {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1, 1]},
         {"name": PIXELS_INPUT, "datatype": "FP32", "shape": pixels},
     ]
-    shapes = {
-        "probabilities": [-1, len(model.metadata.get("class_names", []))],
-        "denoised": pixels,
-        "codes": [-1, model.metadata.get("code_dim")],
-    }
+    shapes = _signature_output_shapes(model)
     outputs = [
-        {"name": output.name, "datatype": "FP32", "shape": shapes[output.name]}
+        {"name": output.name, "datatype": "FP32", "shape": shapes[output.signature]}
         for output in OUTPUTS[model.name]
     ]
     return inputs, outputs
+
+
+def _signature_output_shapes(model: LoadedModel) -> dict[str, list[int]]:
+    """Signature -> the shape of its output, from the model's metadata (-1: any batch)."""
+    metadata = model.metadata
+    if isinstance(metadata, ClassifierMetadata):
+        return {CLASSIFY: [-1, len(metadata.class_names)]}
+    if isinstance(metadata, AutoencoderMetadata):
+        return {DENOISE: [-1, model.height, model.width, 3], ENCODE: [-1, metadata.code_dim]}
+    return {}
 
 
 def model_config(model: LoadedModel, max_batch_size: int) -> dict[str, Any]:

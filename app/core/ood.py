@@ -1,21 +1,20 @@
 """Out-of-distribution checks: does an input look like the data a model was trained on?
 
-Training bakes a score into the model's signatures (output ``ood_score``) and stores the
-threshold, fitted on validation data, in ``metadata.json`` under ``ood``. Here the score is
-only compared with that threshold. Versions exported before this existed have no ``ood``
-block: they serve as before, with no scores.
+Training bakes a score into the model's signatures (output ``contract.signatures.OOD_SCORE``)
+and stores the threshold, fitted on validation data, in the version's metadata: its ``ood``
+block, ``contract.metadata.OodSpec``, validated as the version is read (a malformed block
+refuses the version). Here the score is only compared with that threshold. Versions exported
+before this existed have no ``ood`` block: they serve as before, with no scores.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from app.core.errors import InvalidModelError, ServiceError
+from app.core.errors import ServiceError
+from contract.metadata import OodSpec, SavedModelMetadata
 
 
 class OutOfDistributionError(ServiceError):
@@ -26,18 +25,26 @@ class OutOfDistributionError(ServiceError):
 
 @dataclass(frozen=True)
 class OodCheck:
-    """The metadata's ``ood`` block, validated."""
+    """A version's ``ood`` block as the server applies it to the scores its signatures give."""
 
-    score: str  # which score the model computes (for people; the server only compares it)
-    output: str  # the signature output that holds it
-    threshold: float
-    higher_is_ood: bool
-    signatures: frozenset[str]
-    in_distribution: str  # what "in distribution" means for this model, in words
+    spec: OodSpec
+
+    @property
+    def output(self) -> str:
+        """The signature output that holds the score."""
+        return self.spec.output
+
+    @property
+    def threshold(self) -> float:
+        return self.spec.threshold
+
+    def scores(self, signature: str) -> bool:
+        """Whether ``signature`` outputs the score."""
+        return signature in self.spec.signatures
 
     def flags(self, scores: np.ndarray) -> np.ndarray:
         """True where an input looks like the training data."""
-        if self.higher_is_ood:
+        if self.spec.higher_is_ood:
             return scores <= self.threshold
         return scores >= self.threshold
 
@@ -46,33 +53,12 @@ class OodCheck:
         histogram serves every model whatever its score's units."""
         threshold = self.threshold if self.threshold != 0 else 1e-12
         ratio = scores / threshold
-        return ratio if self.higher_is_ood else 1 / np.maximum(ratio, 1e-12)
+        return ratio if self.spec.higher_is_ood else 1 / np.maximum(ratio, 1e-12)
 
 
-def read_ood_check(metadata: dict[str, Any], folder: Path) -> OodCheck | None:
-    """``None`` when the version has no ``ood`` block; a malformed block refuses the version."""
-    block = metadata.get("ood")
-    if block is None:
-        return None
-    if not isinstance(block, dict):
-        raise InvalidModelError(f"{folder}: metadata 'ood' must be an object")
-    threshold = block.get("threshold")
-    output = block.get("output")
-    signatures = block.get("signatures")
-    if not (isinstance(threshold, int | float) and math.isfinite(threshold)):
-        raise InvalidModelError(f"{folder}: metadata ood.threshold must be a finite number")
-    if not (isinstance(output, str) and output):
-        raise InvalidModelError(f"{folder}: metadata ood.output must name a signature output")
-    if not (isinstance(signatures, list) and all(isinstance(s, str) for s in signatures)):
-        raise InvalidModelError(f"{folder}: metadata ood.signatures must be a list of names")
-    return OodCheck(
-        score=str(block.get("score", "unnamed")),
-        output=output,
-        threshold=float(threshold),
-        higher_is_ood=bool(block.get("higher_is_ood", True)),
-        signatures=frozenset(signatures),
-        in_distribution=str(block.get("in_distribution", "the training data")),
-    )
+def read_ood_check(metadata: SavedModelMetadata) -> OodCheck | None:
+    """The version's check; ``None`` when its metadata has no ``ood`` block."""
+    return None if metadata.ood is None else OodCheck(metadata.ood)
 
 
 def refuse_flagged(check: OodCheck, names: list[str], scores: np.ndarray) -> None:
@@ -80,6 +66,6 @@ def refuse_flagged(check: OodCheck, names: list[str], scores: np.ndarray) -> Non
     flagged = [name for name, ok in zip(names, check.flags(scores), strict=True) if not ok]
     if flagged:
         raise OutOfDistributionError(
-            f"{', '.join(flagged)}: does not look like {check.in_distribution}"
+            f"{', '.join(flagged)}: does not look like {check.spec.in_distribution}"
             f" (out-of-distribution score above {check.threshold:.4g})"
         )

@@ -32,6 +32,7 @@ from app.core.labels import (
 from app.core.runtime import LoadedModel, load_autoencoder, load_classifier, settle_heap
 from contract import layout
 from contract.layout import AUTOENCODER, CLASSIFIER, INDEX
+from contract.metadata import AutoencoderMetadata, ClassifierMetadata, IndexMetadata
 from contract.training_status import read_status, training_message
 
 logger = logging.getLogger(__name__)
@@ -95,12 +96,12 @@ class ModelSet:
     (its codes live in the same space), which may be older than ``autoencoder``.
     ``encoders`` maps every loaded index version to its encoder."""
 
-    classifier: LoadedModel | None = None
-    autoencoder: LoadedModel | None = None
+    classifier: LoadedModel[ClassifierMetadata] | None = None
+    autoencoder: LoadedModel[AutoencoderMetadata] | None = None
     index: GalleryIndex | None = None
-    encoder: LoadedModel | None = None
+    encoder: LoadedModel[AutoencoderMetadata] | None = None
     versions: Mapping[str, ModelVersions] = field(default_factory=dict)
-    encoders: Mapping[int, LoadedModel] = field(default_factory=dict)
+    encoders: Mapping[int, LoadedModel[AutoencoderMetadata]] = field(default_factory=dict)
 
     def select(
         self,
@@ -140,7 +141,8 @@ class ModelRegistry:
         self.label_problems: dict[str, str] = {}  # component -> why its labels file is ignored
         self._refused_stamps: dict[tuple[str, int], FolderStamp] = {}
         self._loaded: dict[str, dict[int, Servable]] = {name: {} for name in COMPONENTS}
-        self._encoders: dict[int, LoadedModel] = {}  # index version -> its encoder
+        # index version -> its encoder
+        self._encoders: dict[int, LoadedModel[AutoencoderMetadata]] = {}
         self._labels: dict[str, Labels] = {name: Labels() for name in COMPONENTS}
         self._file_labels: dict[str, Labels | None] = {name: None for name in COMPONENTS}
         self._on_change = on_change
@@ -327,14 +329,16 @@ class ModelRegistry:
         index = load_index(folder)
         encoder = self._encoder_for(index)
         label = f"{AUTOENCODER} version {encoder.version}"
-        check_matches_encoder(index, encoder.metadata["code_dim"], label)
+        check_matches_encoder(index, encoder.metadata.code_dim, label)
         self._encoders[version] = encoder
         return index
 
-    def _encoder_for(self, index: GalleryIndex) -> LoadedModel:
+    def _encoder_for(self, index: GalleryIndex) -> LoadedModel[AutoencoderMetadata]:
         """The autoencoder version named in the index metadata, loaded if it is on disk;
         otherwise the newest one (the dimension check still guards it)."""
-        wanted = (index.metadata.get("encoder") or {}).get("version")
+        # GalleryIndex keeps its metadata as the dict of its fields (checked when loaded)
+        encoder = IndexMetadata.model_validate(index.metadata).encoder
+        wanted = None if encoder is None else encoder.version
         autoencoders = self._loaded[AUTOENCODER]
         for candidate in (*autoencoders.values(), *self._encoders.values()):
             if isinstance(candidate, LoadedModel) and candidate.version == wanted:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -24,6 +24,7 @@ from tensorflow.python.framework import op_def_registry
 from app.core.errors import InvalidModelError
 from app.core.ood import OodCheck, read_ood_check
 from contract import metadata as contract_metadata
+from contract.metadata import AutoencoderMetadata, ClassifierMetadata, SavedModelMetadata
 from contract.signatures import (
     AUTOENCODER_SERVED,
     CLASSIFIER_OUTPUTS,
@@ -40,8 +41,8 @@ _VALIDATION_BATCH = 2  # contract.metadata bounds the input size this batch is m
 # variables, calling its own functions, branching, looping and asserting. Any other stateful
 # op (file writes, checkpoint save/restore, prints, readers, datasets, tables, variable
 # assignment, Python calls) refuses the version, and so do the stateless ops that read
-# files. MODEL_DIR stays trusted code (docs/security-model-dir.md); this catches a signature
-# that does file IO, not every way a graph could misbehave.
+# files. MODEL_DIR stays trusted code (docs/security.md, "MODEL_DIR is trusted code"); this
+# catches a signature that does file IO, not every way a graph could misbehave.
 _ALLOWED_STATEFUL_OPS = frozenset(
     (
         "ReadVariableOp",
@@ -56,11 +57,9 @@ _ALLOWED_STATEFUL_OPS = frozenset(
 _FILE_READING_OPS = frozenset(
     ("ReadFile", "MatchingFiles", "ImmutableConst", "DecodeProtoV2", "EncodeProto")
 )
-OUTPUT_FIELD, SCORE_FIELD = "output", "ood_score"  # fields of a scored caller's rows
-_SUMMARY_KEYS = {
-    "ood": {"score", "threshold", "higher_is_ood", "auroc", "test_false_flag_rate"},
-    "calibration": {"temperature", "test_ece_before", "test_ece_after"},
-}
+OUTPUT_FIELD, SCORE_FIELD = "outputs", "scores"  # fields of a scored caller's rows
+# A version's metadata: which schema (classifier or autoencoder) the caller loaded it with.
+M = TypeVar("M", bound=SavedModelMetadata)
 
 
 def use_threads(count: int) -> None:
@@ -117,13 +116,15 @@ def read_metadata(folder: Path) -> contract_metadata.VersionMetadata:
 
 
 @dataclass
-class LoadedModel:
-    """One validated model version; ``run`` is what the micro-batcher calls."""
+class LoadedModel(Generic[M]):
+    """One validated model version; ``run`` is what the micro-batcher calls. ``metadata``
+    is its ``metadata.json`` as ``contract.metadata`` reads it (``ClassifierMetadata`` for
+    the classifier, ``AutoencoderMetadata`` for the autoencoder)."""
 
     name: str
     version: int
     folder: Path
-    metadata: dict[str, Any]
+    metadata: M
     height: int
     width: int
     device: str
@@ -148,7 +149,7 @@ class LoadedModel:
 
     def scores(self, signature: str) -> bool:
         """Whether ``signature`` also outputs this version's out-of-distribution score."""
-        return self.ood is not None and signature in self.ood.signatures
+        return self.ood is not None and self.ood.scores(signature)
 
     def inference_caller(self, signature: str) -> Callable[[np.ndarray], np.ndarray]:
         """The scored caller where the version has a score, else the plain one; the rows it
@@ -159,7 +160,7 @@ class LoadedModel:
         """Like ``run``, but one structured row per image: the output and its OOD score."""
         assert self.ood is not None
         with tf.device(self.device):
-            result = self.signatures[signature](images=tf.convert_to_tensor(images, tf.float32))
+            result = self.signatures[signature](**{INPUT: tf.convert_to_tensor(images, tf.float32)})
         output = result[self.outputs[signature]].numpy()
         score = result[self.ood.output].numpy().astype(np.float32)
         rows = np.empty(
@@ -178,29 +179,25 @@ class LoadedModel:
         return result[self.outputs[signature]].numpy()
 
     def describe(self) -> dict[str, Any]:
-        """What ``/models`` shows: identity, input shape, signatures and training metrics."""
-        extra_keys = ("class_names", "code_dim")
-        extra = {key: self.metadata[key] for key in extra_keys if key in self.metadata}
-        # The summaries; the full blocks are in GET /models/{name}/report.
-        for block, keys in _SUMMARY_KEYS.items():
-            if isinstance(self.metadata.get(block), dict):
-                extra[block] = {k: v for k, v in self.metadata[block].items() if k in keys}
+        """What ``/models`` shows: identity, input shape, signatures, training metrics and
+        the summaries of the metadata's own blocks (in full: GET /models/{name}/report)."""
         return {
             "name": self.name,
             "version": self.version,
             "input_shape": [self.height, self.width, 3],
             "signatures": sorted(self.signatures),
-            "metrics": self.metadata.get("metrics", {}),
-            "created": self.metadata.get("created"),
-            **extra,
+            **self.metadata.summary(),
         }
 
 
-def load_model(folder: Path, device: str, required_signatures: dict[str, str]) -> LoadedModel:
-    """Load and validate ``folder``; ``required_signatures`` maps signature -> output key."""
+def load_model(
+    folder: Path, device: str, required_signatures: dict[str, str], schema: type[M]
+) -> LoadedModel[M]:
+    """Load and validate ``folder``, whose metadata must be a ``schema``;
+    ``required_signatures`` maps signature -> output key."""
     metadata = read_metadata(folder)
-    if not isinstance(metadata, contract_metadata.SavedModelMetadata):
-        raise InvalidModelError(f"{folder}: {metadata.name} is not a SavedModel")
+    if not isinstance(metadata, schema):
+        raise InvalidModelError(f"{folder}: {metadata.name} metadata is not {schema.__name__}")
     outputs = {
         signature: metadata.output_of(signature, default_output)
         for signature, default_output in required_signatures.items()
@@ -223,19 +220,18 @@ def load_model(folder: Path, device: str, required_signatures: dict[str, str]) -
                 f"{folder}: signature {signature} uses ops a serving model may not: "
                 + ", ".join(forbidden)
             )
-    fields = metadata.model_dump()
     return LoadedModel(
         name=metadata.name,
         version=metadata.version,
         folder=folder,
-        metadata=fields,
+        metadata=metadata,
         height=metadata.input.height,
         width=metadata.input.width,
         device=device,
         signatures={signature: saved_model.signatures[signature] for signature in outputs},
         outputs=outputs,
         _saved_model=saved_model,
-        ood=read_ood_check(fields, folder),
+        ood=read_ood_check(metadata),
     )
 
 
@@ -294,7 +290,7 @@ def dummy_outputs(model: LoadedModel) -> dict[str, np.ndarray]:
 def check_scores(model: LoadedModel, signature: str, batch: np.ndarray) -> None:
     """A version whose metadata promises an OOD score must deliver one number per image."""
     assert model.ood is not None
-    result = model.signatures[signature](images=tf.convert_to_tensor(batch, tf.float32))
+    result = model.signatures[signature](**{INPUT: tf.convert_to_tensor(batch, tf.float32)})
     score = result.get(model.ood.output)
     if score is None or tuple(score.shape) not in ((len(batch),), (len(batch), 1)):
         raise InvalidModelError(
@@ -303,10 +299,10 @@ def check_scores(model: LoadedModel, signature: str, batch: np.ndarray) -> None:
         )
 
 
-def load_classifier(folder: Path, device: str) -> LoadedModel:
+def load_classifier(folder: Path, device: str) -> LoadedModel[ClassifierMetadata]:
     """A classifier version: ``serving_default`` gives one probability row per image."""
-    model = load_model(folder, device, CLASSIFIER_OUTPUTS)
-    class_names = model.metadata["class_names"]  # a non-empty list of strings: validated
+    model = load_model(folder, device, CLASSIFIER_OUTPUTS, ClassifierMetadata)
+    class_names = model.metadata.class_names  # a non-empty list of distinct names: validated
     probabilities = dummy_outputs(model)[CLASSIFY]
     if probabilities.shape[1:] != (len(class_names),):
         raise InvalidModelError(
@@ -317,10 +313,10 @@ def load_classifier(folder: Path, device: str) -> LoadedModel:
     return model
 
 
-def load_autoencoder(folder: Path, device: str) -> LoadedModel:
+def load_autoencoder(folder: Path, device: str) -> LoadedModel[AutoencoderMetadata]:
     """An autoencoder version: ``denoise`` keeps the input shape, ``encode`` gives code_dim."""
-    model = load_model(folder, device, AUTOENCODER_SERVED)
-    code_dim = model.metadata["code_dim"]  # a positive integer: validated
+    model = load_model(folder, device, AUTOENCODER_SERVED, AutoencoderMetadata)
+    code_dim = model.metadata.code_dim  # a positive integer: validated
     outputs = dummy_outputs(model)
     if outputs[DENOISE].shape[1:] != (model.height, model.width, 3):
         raise InvalidModelError(

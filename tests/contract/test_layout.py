@@ -19,7 +19,10 @@ def test_versions_are_numeric_folders_oldest_first(tmp_path: Path) -> None:
 
 
 def test_the_contract_imports_neither_training_nor_app_nor_tensorflow() -> None:
-    modules = "contract.layout, contract.metadata, contract.pixels, contract.signatures"
+    modules = (
+        "contract.arguments, contract.layout, contract.metadata, contract.pixels,"
+        " contract.signatures, contract.training_status"
+    )
     check = (
         f"import sys, {modules}\n"
         "roots = {name.split('.')[0] for name in sys.modules}\n"

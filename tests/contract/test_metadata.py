@@ -10,11 +10,19 @@ import pytest
 from contract.layout import AUTOENCODER, CLASSIFIER, INDEX, METADATA_FILE
 from contract.metadata import (
     AutoencoderMetadata,
+    CalibrationSpec,
+    ClassifierFields,
     ClassifierMetadata,
     IndexMetadata,
+    InitFromSpec,
+    InputSpec,
     MetadataError,
+    OodFigures,
+    OodSpec,
     VersionMetadata,
+    VersionStamp,
     read_metadata,
+    stamped,
     to_json,
     validate,
 )
@@ -108,3 +116,133 @@ def test_missing_and_unreadable_files_are_refused(tmp_path: Path) -> None:
     (empty / METADATA_FILE).write_text("{not json")
     with pytest.raises(MetadataError, match="unreadable JSON"):
         read_metadata(empty)
+
+
+OOD_BLOCK = {
+    "score": "feature_mahalanobis",
+    "output": "ood_score",
+    "signatures": ["serving_default"],
+    "threshold": 10.0,
+    "auroc": 0.97,
+    "test_false_flag_rate": 0.01,
+    "negatives": {"noise": {"images": 100, "auroc": 1.0, "flagged_rate": 0.9}},
+    "candidates": {"energy": {"threshold": -2.5, "auroc": 0.8, "test_false_flag_rate": 0.02}},
+}
+CALIBRATION_BLOCK = {
+    "temperature": 1.5,
+    "test_ece_before": 0.03,
+    "test_ece_after": 0.02,
+    "test_reliability_before": {"confidence": [0.9], "accuracy": [0.8], "count": [10]},
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"threshold": "high"}, "ood.threshold"),
+        ({"threshold": "10"}, "ood.threshold"),  # a number, not text that looks like one
+        ({"threshold": True}, "ood.threshold"),
+        ({"threshold": float("nan")}, "ood.threshold"),
+        ({"threshold": None}, "ood.threshold"),
+        ({"output": ""}, "ood.output"),
+        ({"signatures": "serving_default"}, "ood.signatures"),
+        ({"negatives": {"noise": {"images": -1}}}, "ood.negatives.noise.images"),
+    ],
+)
+def test_an_ood_block_outside_the_schema_is_refused_naming_the_field(
+    change: dict, named: str
+) -> None:
+    with pytest.raises(MetadataError, match=f"does not fit the contract: {named}"):
+        validate({**CLASSIFIER_FIELDS, "ood": {**OOD_BLOCK, **change}}, "here")
+
+
+def test_a_calibration_needs_a_positive_temperature() -> None:
+    with pytest.raises(MetadataError, match="calibration.temperature"):
+        validate({**CLASSIFIER_FIELDS, "calibration": {"temperature": 0}}, "here")
+
+
+def test_blocks_are_typed_and_what_a_file_leaves_out_keeps_the_default() -> None:
+    metadata = validate({**CLASSIFIER_FIELDS, "ood": OOD_BLOCK}, "here")
+    assert isinstance(metadata, ClassifierMetadata) and isinstance(metadata.ood, OodSpec)
+    assert metadata.ood.higher_is_ood is True  # not in the file: the default direction
+    assert metadata.ood.negatives is not None and metadata.ood.negatives["noise"].images == 100
+    assert metadata.calibration is None and metadata.init_from is None
+    assert validate(CLASSIFIER_FIELDS, "here").ood is None  # no block: no check
+
+
+def test_unmeasured_figures_are_left_out_of_the_file_and_unknown_ones_kept() -> None:
+    figures = OodFigures(threshold=2.0, auroc=None, extra=None)
+    assert json.loads(figures.model_dump_json()) == {"threshold": 2.0, "extra": None}
+
+
+def test_summaries_show_what_the_file_holds_and_reports_the_blocks_as_written() -> None:
+    fields = {**CLASSIFIER_FIELDS, "ood": OOD_BLOCK, "calibration": CALIBRATION_BLOCK}
+    metadata = validate({**fields, "metrics": {"test_accuracy": 0.9}}, "here")
+    assert metadata.summary() == {
+        "metrics": {"test_accuracy": 0.9},
+        "created": None,
+        "class_names": ["0", "1"],
+        "ood": {"score": "feature_mahalanobis", "threshold": 10.0, "auroc": 0.97}
+        | {"test_false_flag_rate": 0.01},  # higher_is_ood is not in the file: not shown
+        "calibration": {"temperature": 1.5, "test_ece_before": 0.03, "test_ece_after": 0.02},
+    }
+    assert metadata.report() == {
+        "created": None,
+        "metrics": {"test_accuracy": 0.9},
+        "ood": OOD_BLOCK,
+        "calibration": CALIBRATION_BLOCK,
+    }
+    autoencoder = validate({**fields, "name": AUTOENCODER, "code_dim": 8}, "here")
+    assert autoencoder.summary()["code_dim"] == 8 and "class_names" not in autoencoder.summary()
+    assert validate({"name": INDEX, "version": 1}, "here").report()["ood"] is None
+
+
+def test_the_metrics_entries_of_a_check_are_its_headline_figures() -> None:
+    spec = OodSpec.model_validate({**OOD_BLOCK, "noisy_test_false_flag_rate": {"0.1": 0.2}})
+    assert spec.as_metrics() == {
+        "ood": {
+            "score": "feature_mahalanobis",
+            "threshold": 10.0,
+            "auroc": 0.97,
+            "test_false_flag_rate": 0.01,
+            "noisy_test_false_flag_rate": {"0.1": 0.2},
+        }
+    }
+    assert spec.headline().model_dump() == {
+        key: value for key, value in spec.as_metrics()["ood"].items() if key != "score"
+    }
+    calibration = CalibrationSpec.model_validate(CALIBRATION_BLOCK)
+    assert calibration.as_metrics() == {"test_ece_before": 0.03, "test_ece_after": 0.02}
+
+
+def test_a_jobs_fields_are_stamped_and_checked_against_the_stamps_model() -> None:
+    stamp = VersionStamp(name=CLASSIFIER, version=3, created="now", commit=None)
+    fields = ClassifierFields(
+        input=InputSpec.square(32),
+        class_names=["cat", "dog"],
+        ood=OodSpec.model_validate(OOD_BLOCK),
+        init_from=InitFromSpec(
+            folder="m/signs_classifier/1",
+            name=CLASSIFIER,
+            version=1,
+            source_classes=["a", "b"],
+            new_head=True,
+        ),
+    )
+    metadata = stamped(stamp, fields, "here")
+    assert isinstance(metadata, ClassifierMetadata)
+    assert (metadata.name, metadata.version, metadata.class_names) == (
+        CLASSIFIER,
+        3,
+        ["cat", "dog"],
+    )
+    written = json.loads(to_json(metadata))
+    assert written["ood"] == OOD_BLOCK | {
+        "higher_is_ood": True,
+        "in_distribution": "the training data",
+    }
+    assert written["init_from"]["layers_fresh"] == []
+    with pytest.raises(
+        MetadataError, match="here: metadata.json does not fit the contract: code_dim"
+    ):
+        stamped(VersionStamp(name=AUTOENCODER, version=1), fields, "here")

@@ -17,6 +17,7 @@ import pytest
 from contract.training_status import read_status
 from training import cli
 from training.errors import DataError
+from training.options import JobOptions
 from training.progress import JobProgress
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -194,3 +195,16 @@ def test_init_from_with_a_cell_job_is_a_one_line_error(tmp_path: Path, capsys) -
     assert capsys.readouterr().err.strip() == (
         "error: --init-from starts the classifier (signs), not malaria"
     )
+
+
+def test_the_command_line_becomes_one_options_object_for_every_job(tmp_path: Path) -> None:
+    arguments = cli.build_parser().parse_args(
+        ["all", "--data", str(tmp_path), "--out", "m", "--seed", "3", "--epochs", "2", "--quick"]
+    )
+    assert cli.job_options(arguments) == JobOptions(
+        data=tmp_path, out=Path("m"), seed=3, quick=True, epochs=2, image_size=None
+    )
+    defaults = cli.job_options(cli.build_parser().parse_args(["signs"]))
+    assert defaults.data == cli.default_data_root() and defaults.out == Path("models")
+    with pytest.raises(ValueError, match="--epochs must be at least 1, got 0"):
+        JobOptions(epochs=0)

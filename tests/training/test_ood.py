@@ -67,3 +67,28 @@ def test_negatives_cover_noise_flat_colours_photos_and_other_data_offline() -> N
     flat = sets["flat_colour"].reshape(len(sets["flat_colour"]), -1, 3)
     assert (flat == flat[:, :1]).all()  # one colour per image
     assert sets["photos"].std() > 20  # real pictures, not blanks
+
+
+def test_the_check_spec_holds_the_chosen_score_for_the_server_and_every_candidate() -> None:
+    rng = np.random.default_rng(4)
+    validation, test = rng.normal(0, 1, 500), rng.normal(0, 1, 200)
+    negatives = {"noise": rng.normal(6, 1, 50), "photos": rng.normal(0.5, 1, 50)}
+    noisy_test = {"0.1": rng.normal(1, 1, 200)}
+    chosen = ood.evaluate(test, negatives, ood.threshold_for(validation), noisy_test)
+    rival = ood.evaluate(-test, {k: -v for k, v in negatives.items()}, 0.0)
+    assert chosen.negatives is not None and chosen.negatives["noise"].flagged_rate == 1.0
+    assert chosen.test_images == 200 and chosen.negative_images == 100
+    assert chosen.noisy_test_false_flag_rate is not None
+    assert chosen.noisy_test_false_flag_rate["0.1"] > chosen.test_false_flag_rate
+
+    spec = ood.check_spec("chosen", ["serving_default"], "bells", {"chosen": chosen, "r": rival})
+    assert (spec.output, spec.signatures, spec.in_distribution) == (
+        "ood_score",
+        ["serving_default"],
+        "bells",
+    )
+    assert spec.threshold == chosen.threshold and spec.auroc == chosen.auroc
+    assert spec.higher_is_ood and spec.validation_false_flag_target == ood.FALSE_FLAG_TARGET
+    assert spec.candidates is not None and set(spec.candidates) == {"chosen", "r"}
+    assert spec.candidates["r"].negatives is None  # candidates keep their headline only
+    assert spec.candidates["r"].auroc == rival.auroc

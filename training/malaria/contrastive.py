@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from training.autoencoder import AutoencoderParts
+from training.malaria.autoencoder import AutoencoderParts
 from training.pipeline import (
     MakeExample,
     add_gaussian_noise,

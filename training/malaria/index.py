@@ -22,14 +22,15 @@ from PIL import Image, ImageOps
 from contract.layout import AUTOENCODER as ENCODER_NAME
 from contract.layout import GALLERY_FILE, GALLERY_IMAGES_FILE, INDEX_FILE, REPORT_DIR, versions
 from contract.layout import INDEX as INDEX_NAME
-from contract.metadata import AutoencoderMetadata, read_metadata
+from contract.metadata import AutoencoderMetadata, EncoderReference, IndexFields, read_metadata
 from contract.pixels import scale, to_rgb
 from contract.signatures import BOTTLENECK, CODES, ENCODE, ENCODE_CODES
 from training import reports
 from training.errors import DataError
 from training.export import write_version
-from training.malaria import QUICK
-from training.malaria_data import LABEL_NAMES, UNLABELLED, CellSplit, load_malaria
+from training.malaria.data import LABEL_NAMES, UNLABELLED, CellSplit, load_malaria
+from training.malaria.train import QUICK
+from training.options import JobOptions
 from training.progress import JobProgress
 
 PRECISION_KS = (1, 5, 10)
@@ -199,11 +200,8 @@ def write_neighbour_grid(
 
 
 def build_index(
-    data: Path | None,
-    out_dir: Path,
+    options: JobOptions,
     *,
-    seed: int = 0,
-    quick: bool = False,
     approximate_above: int = DEFAULT_APPROXIMATE_ABOVE,
     progress: JobProgress | None = None,
 ) -> Path:
@@ -212,7 +210,9 @@ def build_index(
     The index holds the ``encode`` codes (the contrastive retrieval head, averaged over the
     8 symmetries). When the encoder also exports ``bottleneck``, the plain flattened
     bottleneck codes are searched the same way as the lab's baseline and reported beside.
+    The input size is the encoder's; ``options`` epochs and image size do not apply.
     """
+    data, out_dir, seed = options.data, options.out, options.seed
     encoder_dir, encoder_metadata = newest_encoder(out_dir)
     encoder_seed = encoder_metadata.data.get("seed")
     if encoder_seed != seed:
@@ -222,7 +222,7 @@ def build_index(
         )
     progress = progress or JobProgress(INDEX_NAME)
     progress.note("loading cells")
-    fraction = QUICK_FRACTION if quick else 1.0
+    fraction = QUICK_FRACTION if options.quick else 1.0
     cells = load_malaria(
         data,
         encoder_metadata.input.height,
@@ -265,7 +265,7 @@ def build_index(
         plain_gallery, plain_validation, plain_queries = codes[BOTTLENECK]
         metrics["bottleneck_baseline"] = {
             "codes": "flattened decoder bottleneck, cosine, not in the index",
-            "shape": (encoder_metadata.model_extra or {}).get("bottleneck", {}).get("shape"),
+            "shape": bottleneck.shape if (bottleneck := encoder_metadata.bottleneck) else None,
             **precision_at_k(
                 exact_neighbours(plain_gallery, plain_queries, depth),
                 gallery.labels,
@@ -288,21 +288,21 @@ def build_index(
             folder / REPORT_DIR / "neighbours.png", queries, gallery, neighbours, names
         )
 
-    metadata = {
-        "encoder": {"name": ENCODER_NAME, "version": encoder_metadata.version},
-        "dimension": int(gallery_codes.shape[1]),
-        "index_type": type(index).__name__,
-        "metric": "cosine",
-        "normalize_codes": True,
-        "codes": "the encoder's encode signature: the contrastive retrieval head's"
+    fields = IndexFields(
+        encoder=EncoderReference(name=ENCODER_NAME, version=encoder_metadata.version),
+        dimension=int(gallery_codes.shape[1]),
+        index_type=type(index).__name__,
+        metric="cosine",
+        normalize_codes=True,
+        codes="the encoder's encode signature: the contrastive retrieval head's"
         f" {int(gallery_codes.shape[1])}-d code averaged over the 8 symmetries of each cell",
-        "size": int(index.ntotal),
-        "data": {**cells.summary(), "seed": seed, "gallery_split": "train", "query_split": "test"},
-        "hyperparameters": {
+        size=int(index.ntotal),
+        data={**cells.summary(), "seed": seed, "gallery_split": "train", "query_split": "test"},
+        hyperparameters={
             "approximate_above": approximate_above,
             "hnsw_neighbours": HNSW_NEIGHBOURS,
             "hnsw_ef_search": HNSW_EF_SEARCH,
         },
-        "metrics": metrics,
-    }
-    return write_version(out_dir, INDEX_NAME, write_payload, metadata)
+        metrics=metrics,
+    )
+    return write_version(out_dir, INDEX_NAME, write_payload, fields)

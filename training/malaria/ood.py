@@ -13,15 +13,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from contract.metadata import OodFigures, OodSpec
+from contract.signatures import AUTOENCODER_SCORED
 from training import ood
-from training.autoencoder import AutoencoderParts
 from training.errors import DataError
-from training.malaria_data import NIH_DESCRIPTION, MalariaData
+from training.malaria.autoencoder import AutoencoderParts
+from training.malaria.data import NIH_DESCRIPTION, MalariaData
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def hand_images(data: Path | None, image_size: int, seed: int) -> dict[str, np.n
     """SIGNS hands as negatives when the data root holds them (never downloaded for this)."""
     if data is None:
         return {}
-    from training.signs_data import find_course_signs, load_signs
+    from training.signs.data import find_course_signs, load_signs
 
     source = find_course_signs(Path(data))
     if source is None:  # a user's own cell folders are no hands
@@ -97,7 +98,7 @@ def noisy(images: np.ndarray, sigma: float, seed: int) -> np.ndarray:
 
 def calibrate(
     parts: AutoencoderParts, cells: MalariaData, data: Path | None, seed: int
-) -> tuple[CellScore, dict[str, Any], dict[str, np.ndarray]]:
+) -> tuple[CellScore, OodSpec, dict[str, np.ndarray]]:
     """Fit on training cells, threshold on validation cells, measure on test and negatives.
 
     Returns the chosen score's graph, the ``ood`` metadata block and the chosen score on
@@ -120,19 +121,19 @@ def calibrate(
         for name, function in functions.items()
     }
     summary = {name: summarise(scores, list(negatives)) for name, scores in candidates.items()}
-    block = ood.metadata_block(
+    spec = ood.check_spec(
         SCORE_NAME,
-        ["denoise", "encode", "serving_default"],
+        AUTOENCODER_SCORED,
         NIH_DESCRIPTION if cells.nih else f"cell images like those in {cells.source}",
         summary,
     )
     log.info(
         "OOD %s: AUROC %.4f, test false-flag rate %.3f",
         SCORE_NAME,
-        block["auroc"],
-        block["test_false_flag_rate"],
+        spec.auroc,
+        spec.test_false_flag_rate,
     )
-    return chosen, block, candidates[SCORE_NAME]
+    return chosen, spec, candidates[SCORE_NAME]
 
 
 def candidate_scores(
@@ -158,12 +159,9 @@ def _scores(codes: np.ndarray, fit: ood.Mahalanobis) -> np.ndarray:
     )
 
 
-def summarise(scores: dict[str, np.ndarray], negative_names: list[str]) -> dict[str, Any]:
+def summarise(scores: dict[str, np.ndarray], negative_names: list[str]) -> OodFigures:
     """Threshold from validation; AUROC and flag rates on test, noisy test and negatives."""
     threshold = ood.threshold_for(scores["validation"])
-    result = ood.evaluate(scores["test"], {n: scores[n] for n in negative_names}, threshold)
-    result["noisy_test_false_flag_rate"] = {
-        str(sigma): float((scores[f"test_noisy_sigma_{sigma}"] > threshold).mean())
-        for sigma in NOISY_SIGMAS
-    }
-    return {"threshold": threshold, **result}
+    noisy_test = {str(sigma): scores[f"test_noisy_sigma_{sigma}"] for sigma in NOISY_SIGMAS}
+    negatives = {n: scores[n] for n in negative_names}
+    return ood.evaluate(scores["test"], negatives, threshold, noisy_test)

@@ -4,15 +4,15 @@ reconstructions, a 2-D map of the retrieval codes and the OOD score histograms."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from contract.metadata import OodSpec
 from training import reports
-from training.autoencoder import AutoencoderParts, symmetry_averaged_codes
-from training.malaria_data import MalariaData
-from training.malaria_ood import SCORE_NAME, noisy
+from training.malaria.autoencoder import AutoencoderParts, symmetry_averaged_codes
+from training.malaria.data import MalariaData
+from training.malaria.ood import SCORE_NAME, noisy
 
 GRID_SIGMAS = (0.05, 0.1, 0.2, 0.3)
 GRID_CELLS = 6
@@ -24,7 +24,7 @@ def write_trust_plots(
     parts: AutoencoderParts,
     cells: MalariaData,
     seed: int,
-    ood_block: dict[str, Any],
+    ood_spec: OodSpec,
     ood_scores: dict[str, np.ndarray],
 ) -> None:
     test = cells.splits["test"]
@@ -68,10 +68,10 @@ def write_trust_plots(
         f"retrieval codes of {len(picks)} held-out cells, PCA",
     )
 
-    shown = ["test", "test_noisy_sigma_0.1", *ood_block["negatives"]]
+    shown = ["test", "test_noisy_sigma_0.1", *(ood_spec.negatives or {})]
     reports.plot_score_histograms(
         {name: ood_scores[name] for name in shown},
-        ood_block["threshold"],
+        ood_spec.threshold,
         folder / "ood_scores.png",
-        f"malaria autoencoder OOD score ({SCORE_NAME}), AUROC {ood_block['auroc']:.3f}",
+        f"malaria autoencoder OOD score ({SCORE_NAME}), AUROC {ood_spec.auroc:.3f}",
     )

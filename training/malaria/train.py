@@ -20,16 +20,10 @@ import numpy as np
 import tensorflow as tf
 
 from contract.layout import AUTOENCODER, REPORT_DIR
-from contract.metadata import InputSpec, signature_specs
+from contract.metadata import AutoencoderFields, BottleneckSpec, InputSpec, signature_specs
 from contract.pixels import scale
 from contract.signatures import AUTOENCODER_OUTPUTS
-from training import malaria_ood, malaria_report, ood, reports
-from training.autoencoder import (
-    SYMMETRIES,
-    AutoencoderParts,
-    build_autoencoder,
-)
-from training.contrastive import contrastive_example, joint_model, nt_xent, projection_head
+from training import reports
 from training.distribute import (
     multi_worker_requested,
     strategy_from_environment,
@@ -37,10 +31,24 @@ from training.distribute import (
 )
 from training.export import write_version
 from training.keras_progress import KerasProgress
-from training.malaria_data import MalariaData, load_malaria
+from training.malaria import ood as malaria_ood
+from training.malaria import report as malaria_report
+from training.malaria.autoencoder import (
+    SYMMETRIES,
+    AutoencoderParts,
+    build_autoencoder,
+)
+from training.malaria.contrastive import (
+    contrastive_example,
+    joint_model,
+    nt_xent,
+    projection_head,
+)
+from training.malaria.data import MalariaData, load_malaria
+from training.malaria.signatures import save_autoencoder
+from training.options import JobOptions
 from training.pipeline import frozen_dataset, training_dataset
 from training.progress import JobProgress
-from training.signatures import save_autoencoder
 
 MODEL_NAME = AUTOENCODER
 REPORT_SIGMAS = (0.05, 0.1, 0.2)
@@ -52,7 +60,8 @@ class MalariaConfig:
     filters: tuple[int, ...] = (32, 64)
     code_channels: int = 32  # bottleneck 12x12x32 = 4,608 values for 6,912 input values (1.5x)
     retrieval_dim: int = 64  # the encode signature's code (what the index holds)
-    epochs: int = 9  # validation loss still falls at 8 (docs/training-speed.md, "ten minutes")
+    # validation loss still falls at 8 (docs/history/training-speed.md, "ten minutes")
+    epochs: int = 9
     batch_size: int = 128
     learning_rate: float = 2e-3
     loss: str = "mean_squared_error"
@@ -69,14 +78,13 @@ QUICK = MalariaConfig(epochs=2, data_fraction=0.08)
 MONITOR = "val_images_loss"  # early stopping and checkpoints follow the denoising loss
 
 
-def config_for(epochs: int | None, image_size: int | None, quick: bool) -> MalariaConfig:
-    config = QUICK if quick else MalariaConfig()
-    if epochs is not None:
-        if epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
-        config = dataclasses.replace(config, epochs=epochs)
-    if image_size is not None:
-        config = dataclasses.replace(config, image_size=image_size)
+def config_for(options: JobOptions) -> MalariaConfig:
+    """The quick or full configuration, with the epochs and input size asked for."""
+    config = QUICK if options.quick else MalariaConfig()
+    if options.epochs is not None:
+        config = dataclasses.replace(config, epochs=options.epochs)
+    if options.image_size is not None:
+        config = dataclasses.replace(config, image_size=options.image_size)
     return config
 
 
@@ -167,17 +175,17 @@ def float32_copy(parts: AutoencoderParts, config: MalariaConfig) -> AutoencoderP
     return copy
 
 
-def bottleneck_summary(parts: AutoencoderParts) -> dict[str, Any]:
+def bottleneck_summary(parts: AutoencoderParts) -> BottleneckSpec:
     """The decoder's code size against the input's: how much the autoencoder compresses."""
     shape = parts.bottleneck_shape
     values = int(np.prod(shape))
     input_values = int(np.prod(parts.autoencoder.input.shape[1:]))
-    return {
-        "shape": list(shape),
-        "values": values,
-        "input_values": input_values,
-        "compression": round(input_values / values, 2),
-    }
+    return BottleneckSpec(
+        shape=list(shape),
+        values=values,
+        input_values=input_values,
+        compression=round(input_values / values, 2),
+    )
 
 
 def denoising_metrics(parts: AutoencoderParts, clean: np.ndarray, seed: int) -> dict[str, Any]:
@@ -232,16 +240,7 @@ def write_report(
     )
 
 
-def train_malaria(
-    data: Path | None,
-    out_dir: Path,
-    *,
-    epochs: int | None = None,
-    image_size: int | None = None,
-    seed: int = 0,
-    quick: bool = False,
-    progress: JobProgress | None = None,
-) -> Path:
+def train_malaria(options: JobOptions, *, progress: JobProgress | None = None) -> Path:
     """Train, evaluate on held-out cells, export a new version; return its folder."""
     if multi_worker_requested():
         raise ValueError(
@@ -249,7 +248,8 @@ def train_malaria(
             " MultiWorkerMirroredStrategy (keras-team/keras#20585): unset TF_CONFIG to train"
             " it on one machine (several local GPUs are still used)"
         )
-    config = config_for(epochs, image_size, quick)
+    data, out_dir, seed = options.data, options.out, options.seed
+    config = config_for(options)
     progress = progress or JobProgress(MODEL_NAME)
     progress.note("loading cells")
     keras.utils.set_random_seed(seed)
@@ -265,32 +265,32 @@ def train_malaria(
     metrics = denoising_metrics(parts, cells.splits["test"].images, seed)
     metrics["epochs_run"] = len(history.get("loss", []))
     metrics["best_val_images_loss"] = min(history.get(MONITOR, [float("nan")]))
-    score, ood_block, ood_scores = malaria_ood.calibrate(parts, cells, data, seed)
-    metrics["ood"] = ood.headline(ood_block)
+    score, ood_spec, ood_scores = malaria_ood.calibrate(parts, cells, data, seed)
+    metrics.update(ood_spec.as_metrics())
 
     def write_payload(version_dir: Path) -> None:
         save_autoencoder(parts, config.image_size, version_dir, score)
         report_dir = version_dir / REPORT_DIR
         write_report(report_dir, parts, cells, config, history, metrics, seed)
-        malaria_report.write_trust_plots(report_dir, parts, cells, seed, ood_block, ood_scores)
+        malaria_report.write_trust_plots(report_dir, parts, cells, seed, ood_spec, ood_scores)
         if (work_dir / "tensorboard").exists():
             shutil.copytree(work_dir / "tensorboard", report_dir / "tensorboard")
 
-    metadata = {
-        "input": InputSpec.square(config.image_size),
-        "signatures": signature_specs(AUTOENCODER_OUTPUTS),
-        "code_dim": parts.code_dim,
-        "bottleneck": bottleneck_summary(parts),
-        "data": {**cells.summary(), "seed": seed},
-        "hyperparameters": {
+    fields = AutoencoderFields(
+        input=InputSpec.square(config.image_size),
+        signatures=signature_specs(AUTOENCODER_OUTPUTS),
+        code_dim=parts.code_dim,
+        bottleneck=bottleneck_summary(parts),
+        data={**cells.summary(), "seed": seed},
+        hyperparameters={
             **dataclasses.asdict(config),
             "optimizer": "adam",
             "encode_symmetry_views": SYMMETRIES,
             "precision": precision,
         },
-        "metrics": metrics,
-        "ood": ood_block,
-    }
-    version_dir = write_version(out_dir, MODEL_NAME, write_payload, metadata)
+        metrics=metrics,
+        ood=ood_spec,
+    )
+    version_dir = write_version(out_dir, MODEL_NAME, write_payload, fields)
     shutil.rmtree(work_dir, ignore_errors=True)
     return version_dir

@@ -4,9 +4,11 @@ judged by the expected calibration error (ECE) on the held-out test split."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
+
+from contract.metadata import ReliabilityCurve
 
 ECE_BINS = 15
 _LOG_T_RANGE = (-3.0, 3.0)  # T from 0.05 to 20
@@ -55,15 +57,24 @@ def fit_temperature(
     return float(np.exp((low + high) / 2))
 
 
-def reliability(
-    probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Reliability:
+    """The expected calibration error over ``bins`` bins and the curve it is measured on."""
+
+    ece: float
+    bins: int
+    curve: ReliabilityCurve
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> Reliability:
     """ECE over ``bins`` equal-width confidence bins, and the per-bin curve (empty bins left
     out) that the reliability diagram draws."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
     which = np.minimum((confidence * bins).astype(int), bins - 1)
-    curve: dict[str, list[float]] = {"confidence": [], "accuracy": [], "count": []}
+    mean_confidences: list[float] = []
+    accuracies: list[float] = []
+    counts: list[int] = []
     ece = 0.0
     for b in range(bins):
         members = which == b
@@ -74,7 +85,8 @@ def reliability(
             float(correct[members].mean()),
         )
         ece += members.mean() * abs(accuracy - mean_confidence)
-        curve["confidence"].append(mean_confidence)
-        curve["accuracy"].append(accuracy)
-        curve["count"].append(int(members.sum()))
-    return {"ece": float(ece), "bins": bins, "curve": curve}
+        mean_confidences.append(mean_confidence)
+        accuracies.append(accuracy)
+        counts.append(int(members.sum()))
+    curve = ReliabilityCurve(confidence=mean_confidences, accuracy=accuracies, count=counts)
+    return Reliability(float(ece), bins, curve)

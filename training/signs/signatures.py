@@ -1,5 +1,5 @@
-"""What each exported SavedModel holds: its Keras model(s) and the signatures the server
-calls, with the tensor names of ``contract.signatures``."""
+"""What the exported classifier holds: its Keras model and the signature the server calls,
+with the tensor names of ``contract.signatures``."""
 
 from __future__ import annotations
 
@@ -8,17 +8,15 @@ from pathlib import Path
 import tensorflow as tf
 
 from contract import signatures as names
-from training import malaria_ood, signs_trust
-from training.autoencoder import AutoencoderParts, symmetry_averaged_codes
-
-OOD_SCORE = "ood_score"  # the optional extra output named by metadata's ``ood`` block
+from training.export import images_spec
+from training.signs import trust as signs_trust
 
 
 class ServingModule(tf.Module):
-    """The SIGNS classifier: one fixed-shape signature returning class probabilities.
+    """The classifier: one fixed-shape signature returning class probabilities.
 
-    With ``trust`` the probabilities are temperature-scaled and an ``ood_score`` output is
-    added (training/signs_trust.py); without it the signature is the plain softmax.
+    With ``trust`` the probabilities are temperature-scaled and an ``OOD_SCORE`` output is
+    added (training/signs/trust.py); without it the signature is the plain softmax.
     """
 
     def __init__(
@@ -30,7 +28,7 @@ class ServingModule(tf.Module):
         super().__init__()
         self.model = model
         self.trust = trust
-        self.serve = tf.function(self._probabilities, input_signature=[_images(image_size)])
+        self.serve = tf.function(self._probabilities, input_signature=[images_spec(image_size)])
 
     def _probabilities(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         if self.trust is None:
@@ -39,54 +37,8 @@ class ServingModule(tf.Module):
         logits = signs_trust.logits_from(self.model, maps)
         return {
             names.PROBABILITIES: tf.nn.softmax(logits / self.trust.temperature),
-            OOD_SCORE: self.trust.score(maps),
+            names.OOD_SCORE: self.trust.score(maps),
         }
-
-
-class AutoencoderModule(tf.Module):
-    """What the server loads: ``denoise`` and ``encode`` with fixed input signatures.
-
-    ``encode`` returns L2-normalised codes averaged over the 8 symmetries of each cell, so
-    gallery and query codes are both rotation- and flip-invariant without the server knowing.
-    With a ``score`` both also output ``ood_score`` (see training/malaria_ood.py);
-    ``encode_codes`` is ``encode`` without it, for building the index.
-    ``bottleneck`` returns the flattened code the decoder works from (the lab's compressed
-    representation and its retrieval baseline); the server does not need it.
-    """
-
-    def __init__(
-        self, parts: AutoencoderParts, image_size: int, score: malaria_ood.CellScore | None = None
-    ) -> None:
-        super().__init__()
-        self.autoencoder = parts.autoencoder
-        self.embedder = parts.embedder
-        self.score = score
-        spec = _images(image_size)
-        # No autograph: these have no Python control flow to convert.
-        self.denoise = tf.function(self._denoise, input_signature=[spec], autograph=False)
-        self.encode = tf.function(self._encode, input_signature=[spec], autograph=False)
-        self.codes = tf.function(self._codes, input_signature=[spec], autograph=False)
-        self.encoder = parts.encoder
-        self.bottleneck = tf.function(self._bottleneck, input_signature=[spec], autograph=False)
-
-    def _denoise(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        reconstruction = self.autoencoder(images, training=False)
-        if self.score is None:
-            return {names.IMAGES: reconstruction}
-        score = self.score.from_reconstruction(reconstruction)
-        return {names.IMAGES: reconstruction, OOD_SCORE: score}
-
-    def _encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        if self.score is None:
-            return self._codes(images)
-        return {**self._codes(images), OOD_SCORE: self.score(images)}
-
-    def _codes(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {names.CODES: symmetry_averaged_codes(self.embedder, images)}
-
-    def _bottleneck(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        code = self.encoder(images, training=False)
-        return {names.CODES: tf.reshape(code, [tf.shape(code)[0], -1])}
 
 
 def save_classifier(
@@ -97,24 +49,3 @@ def save_classifier(
 ) -> None:
     module = ServingModule(model, image_size, trust)
     tf.saved_model.save(module, str(folder), signatures={names.CLASSIFY: module.serve})
-
-
-def save_autoencoder(
-    parts: AutoencoderParts,
-    image_size: int,
-    folder: Path,
-    score: malaria_ood.CellScore | None = None,
-) -> None:
-    module = AutoencoderModule(parts, image_size, score)
-    signatures = {
-        "serving_default": module.denoise,
-        names.DENOISE: module.denoise,
-        names.ENCODE: module.encode,
-        names.ENCODE_CODES: module.codes,
-        names.BOTTLENECK: module.bottleneck,
-    }
-    tf.saved_model.save(module, str(folder), signatures=signatures)
-
-
-def _images(image_size: int) -> tf.TensorSpec:
-    return tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name=names.INPUT)

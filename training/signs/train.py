@@ -20,21 +20,24 @@ import numpy as np
 import tensorflow as tf
 
 from contract.layout import CLASSIFIER, REPORT_DIR
-from contract.metadata import InputSpec, signature_specs
+from contract.metadata import ClassifierFields, InputSpec, signature_specs
 from contract.signatures import CLASSIFIER_OUTPUTS
-from training import ood, reports, signs_trust, transfer
-from training.classifier import ClassifierConfig, build_classifier
-from training.custom_loop import (
+from training import reports
+from training.distribute import strategy_from_environment, worker_folder
+from training.export import write_version
+from training.options import JobOptions
+from training.progress import JobProgress
+from training.signs import transfer
+from training.signs import trust as signs_trust
+from training.signs.classifier import ClassifierConfig, build_classifier
+from training.signs.custom_loop import (
     LoopConfig,
     LoopResult,
     fit_classifier,
     predict_probabilities,
 )
-from training.distribute import strategy_from_environment, worker_folder
-from training.export import write_version
-from training.progress import JobProgress
-from training.signatures import save_classifier
-from training.signs_data import SignsData, SignsSplits, load_signs
+from training.signs.data import SignsData, SignsSplits, load_signs
+from training.signs.signatures import save_classifier
 
 log = logging.getLogger(__name__)
 
@@ -66,27 +69,19 @@ class SignsRun:
 
 
 def train_signs(
-    data: Path | None,
-    out_dir: Path,
-    *,
-    epochs: int | None = None,
-    image_size: int | None = None,
-    seed: int = 0,
-    quick: bool = False,
-    progress: JobProgress | None = None,
-    init_from: Path | None = None,
+    options: JobOptions, *, progress: JobProgress | None = None, init_from: Path | None = None
 ) -> Path:
     """Train the classifier and export a new version; returns the version folder.
 
     ``init_from`` (an exported version or model folder) gives the starting weights, with
     its convolution stages frozen and a new output layer when the classes differ
-    (training/transfer.py). An interrupted run
-    leaves its checkpoints under ``<out_dir>/.checkpoints/``; running the same command
-    again resumes from the last completed epoch.
+    (training/signs/transfer.py). An interrupted run leaves its checkpoints under
+    ``<out>/.checkpoints/``; running the same command again resumes from the last completed
+    epoch.
     """
-    image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-    if epochs is not None and epochs < 1:
-        raise ValueError(f"--epochs must be at least 1, got {epochs}")
+    data, out_dir, seed, quick = options.data, options.out, options.seed, options.quick
+    epochs = options.epochs
+    image_size = DEFAULT_IMAGE_SIZE if options.image_size is None else options.image_size
     source = transfer.find_source(init_from) if init_from is not None else None
     config = source.config() if source is not None else ClassifierConfig()
     if image_size < config.downscale:
@@ -141,30 +136,24 @@ def train_signs(
         if splits.train.layout == "class folders"
         else signs_trust.SIGNS_DESCRIPTION
     )
-    trust, calibration_block, ood_block, ood_scores = signs_trust.calibrate(
+    trust, calibration, ood_spec, ood_scores = signs_trust.calibrate(
         model, splits, data, seed, described
     )
-    metrics["test_ece_before"] = calibration_block["test_ece_before"]
-    metrics["test_ece_after"] = calibration_block["test_ece_after"]
-    metrics["ood"] = ood.headline(ood_block)
+    metrics.update(calibration.as_metrics())
+    metrics.update(ood_spec.as_metrics())
 
-    metadata = {
-        **build_metadata(run, splits, metrics),
-        "calibration": calibration_block,
-        "ood": ood_block,
-    }
-    if init_record is not None:
-        metadata["init_from"] = init_record
+    fields = build_fields(run, splits, metrics)
+    fields.calibration = calibration
+    fields.ood = ood_spec
+    fields.init_from = init_record
 
     def write_payload(folder: Path) -> None:
         save_classifier(model, image_size, folder, trust)
-        write_report(folder / REPORT_DIR, metadata, metrics, result)
-        signs_trust.write_plots(folder / REPORT_DIR, calibration_block, ood_block, ood_scores)
+        write_report(folder / REPORT_DIR, fields, metrics, result)
+        signs_trust.write_plots(folder / REPORT_DIR, calibration, ood_spec, ood_scores)
 
     # In a multi-worker run only the chief exports into out_dir; the others into scratch.
-    version_dir = write_version(
-        worker_folder(strategy, out_dir), MODEL_NAME, write_payload, metadata
-    )
+    version_dir = write_version(worker_folder(strategy, out_dir), MODEL_NAME, write_payload, fields)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: the next run starts afresh
     with contextlib.suppress(OSError):  # drop the parent too, unless other runs use it
         checkpoint_dir.parent.rmdir()
@@ -219,14 +208,16 @@ def evaluation_metrics(
     }
 
 
-def build_metadata(run: SignsRun, splits: SignsSplits, metrics: dict[str, Any]) -> dict[str, Any]:
+def build_fields(run: SignsRun, splits: SignsSplits, metrics: dict[str, Any]) -> ClassifierFields:
+    """The version's metadata before its trust blocks: input, signature, classes, and the
+    run's data, configuration and held-out metrics."""
     size = run.image_size
     separate_test = splits.test.source != splits.train.source
-    return {
-        "input": InputSpec.square(size),
-        "signatures": signature_specs(CLASSIFIER_OUTPUTS),
-        "class_names": splits.class_names,
-        "data": {
+    return ClassifierFields(
+        input=InputSpec.square(size),
+        signatures=signature_specs(CLASSIFIER_OUTPUTS),
+        class_names=splits.class_names,
+        data={
             "source": run.source,
             "layout": splits.train.layout,
             "class_counts": splits.class_counts(),
@@ -237,7 +228,7 @@ def build_metadata(run: SignsRun, splits: SignsSplits, metrics: dict[str, Any]) 
             "split_sizes": splits.sizes(),
             "quick_subset": run.quick,
         },
-        "hyperparameters": {
+        hyperparameters={
             "image_size": size,
             "seed": run.seed,
             "optimizer": "Adam, cosine learning-rate decay to 0 over the epochs",
@@ -252,21 +243,18 @@ def build_metadata(run: SignsRun, splits: SignsSplits, metrics: dict[str, Any]) 
             "model": asdict(run.model),
             "loop": asdict(run.loop),
         },
-        "metrics": {key: value for key, value in metrics.items() if key != "test_confusion_matrix"},
-    }
+        metrics={key: value for key, value in metrics.items() if key != "test_confusion_matrix"},
+    )
 
 
 def write_report(
-    folder: Path, metadata: dict[str, Any], metrics: dict[str, Any], result: LoopResult
+    folder: Path, fields: ClassifierFields, metrics: dict[str, Any], result: LoopResult
 ) -> None:
-    reports.write_json(
-        folder / "config.json",
-        {"data": metadata["data"], "hyperparameters": metadata["hyperparameters"]},
-    )
+    reports.write_json(folder / "config.json", fields.run_config())
     reports.write_json(folder / "metrics.json", {**metrics, "history": result.history})
     reports.plot_confusion_matrix(
         np.asarray(metrics["test_confusion_matrix"]),
-        metadata["class_names"],
+        fields.class_names,
         folder / "confusion_matrix.png",
         f"held-out test, accuracy {metrics['test_accuracy']:.3f}",
     )

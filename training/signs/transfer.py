@@ -25,15 +25,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from contract.layout import versions
-from contract.metadata import ClassifierMetadata, MetadataError, read_metadata
-from training.classifier import ClassifierConfig, build_classifier
+from contract.layout import METADATA_FILE, versions
+from contract.metadata import ClassifierMetadata, InitFromSpec, MetadataError, read_metadata
 from training.errors import DataError
+from training.signs.classifier import ClassifierConfig, build_classifier
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ def find_source(path: Path) -> SourceVersion:
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"--init-from: no such folder: {path}")
-    if not (path / "metadata.json").is_file():
+    if not (path / METADATA_FILE).is_file():
         numbers = versions(path)
         if not numbers:
             raise DataError(f"--init-from: {path} is neither a version nor holds versions")
@@ -99,10 +98,10 @@ def load_source_model(source: SourceVersion) -> tf.keras.Sequential:
 
 def copy_weights(
     source: tf.keras.Sequential, target: tf.keras.Sequential, keep_head: bool
-) -> dict[str, Any]:
+) -> tuple[list[str], list[str], list[str]]:
     """Copy every layer whose weight shapes match (the last layer only when ``keep_head``)
-    and freeze the copied layers before the ``Flatten``. Returns what was copied and frozen,
-    for the metadata."""
+    and freeze the copied layers before the ``Flatten``. Returns the names of the layers
+    copied, started fresh and frozen, for the metadata."""
     copied, fresh, frozen = [], [], []
     last = len(target.layers) - 1
     head_start = next(
@@ -123,33 +122,35 @@ def copy_weights(
             if position == last:
                 new.set_weights([np.zeros_like(weight) for weight in new.get_weights()])
             fresh.append(new.name)
-    return {"layers_copied": len(copied), "layers_fresh": fresh, "layers_frozen": len(frozen)}
+    return copied, fresh, frozen
 
 
 def initialised_builder(
     source: SourceVersion, image_size: int, class_names: list[str]
-) -> tuple[Callable[[], tf.keras.Sequential], dict[str, Any]]:
+) -> tuple[Callable[[], tf.keras.Sequential], InitFromSpec]:
     """A builder of the new model (the source's architecture) starting from the source's
-    weights, and the ``init_from`` metadata block (filled in as it builds)."""
+    weights, and the ``init_from`` metadata block (its layer counts filled in as it builds)."""
     config = source.config()
     keep_head = class_names == source.class_names
-    record: dict[str, Any] = {
-        "folder": str(source.folder),
-        "name": source.metadata.name,
-        "version": source.metadata.version,
-        "source_classes": source.class_names,
-        "new_head": not keep_head,
-    }
+    record = InitFromSpec(
+        folder=str(source.folder),
+        name=source.metadata.name,
+        version=source.metadata.version,
+        source_classes=source.class_names,
+        new_head=not keep_head,
+    )
 
     def build() -> tf.keras.Sequential:
         model = build_classifier(image_size, len(class_names), config)
-        record.update(copy_weights(load_source_model(source), model, keep_head))
+        copied, fresh, frozen = copy_weights(load_source_model(source), model, keep_head)
+        record.layers_copied, record.layers_fresh = len(copied), fresh
+        record.layers_frozen = len(frozen)
         log.info(
             "initialised from %s: %d layers copied (%d frozen), fresh: %s",
             source.folder,
-            record["layers_copied"],
-            record["layers_frozen"],
-            ", ".join(record["layers_fresh"]) or "none",
+            record.layers_copied,
+            record.layers_frozen,
+            ", ".join(record.layers_fresh) or "none",
         )
         return model
 

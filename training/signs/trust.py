@@ -1,8 +1,8 @@
 """Can the classifier's answer be trusted? Its temperature and its out-of-distribution score.
 
 Both are fitted after training and baked into the exported signature: ``probabilities`` is
-``softmax(logits / T)`` with ``T`` fitted on validation data (training/calibration.py), and
-``ood_score`` is the Mahalanobis distance of the last convolution stage's feature maps,
+``softmax(logits / T)`` with ``T`` fitted on validation data (training/signs/calibration.py),
+and ``OOD_SCORE`` is the Mahalanobis distance of the last convolution stage's feature maps,
 averaged over positions, to the nearest gesture's training mean (shared covariance). The
 report lists the candidates it was measured against (one minus the top probability, the
 energy ``-logsumexp(logits)``, the same distance on the penultimate dense layer); see
@@ -14,14 +14,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from training import calibration, ood, reports
+from contract.metadata import CalibrationSpec, OodFigures, OodSpec
+from contract.signatures import CLASSIFIER_SCORED
+from training import ood, reports
 from training.errors import DataError
-from training.signs_data import SignsSplits
+from training.signs import calibration
+from training.signs.data import SignsSplits
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ def cell_images(data: Path | None, image_size: int, seed: int) -> dict[str, np.n
     this, never taken from a user's own folders: those may be the classes themselves)."""
     if data is None:
         return {}
-    from training.malaria_data import load_malaria
+    from training.malaria.data import load_malaria
 
     try:
         cells = load_malaria(
@@ -117,7 +119,7 @@ def calibrate(
     data: Path | None,
     seed: int,
     in_distribution: str = SIGNS_DESCRIPTION,
-) -> tuple[ClassifierTrust, dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+) -> tuple[ClassifierTrust, CalibrationSpec, OodSpec, dict[str, np.ndarray]]:
     """Fit the temperature on validation, the feature distribution on training images, the
     OOD threshold on validation; measure on test and negatives.
 
@@ -143,22 +145,22 @@ def calibrate(
     after = calibration.reliability(
         calibration.softmax(test_logits, temperature), splits.test.labels
     )
-    calibration_block = {
-        "method": "temperature scaling: validation NLL + N(0, sigma) prior on log T",
-        "log_t_prior_sigma": calibration.LOG_T_PRIOR_SIGMA,
-        "temperature": temperature,
-        "ece_bins": calibration.ECE_BINS,
-        "test_ece_before": before["ece"],
-        "test_ece_after": after["ece"],
-        "validation_nll_before": calibration.negative_log_likelihood(
+    calibration_spec = CalibrationSpec(
+        method="temperature scaling: validation NLL + N(0, sigma) prior on log T",
+        log_t_prior_sigma=calibration.LOG_T_PRIOR_SIGMA,
+        temperature=temperature,
+        ece_bins=calibration.ECE_BINS,
+        test_ece_before=before.ece,
+        test_ece_after=after.ece,
+        validation_nll_before=calibration.negative_log_likelihood(
             validation_logits, splits.validation.labels, 1.0
         ),
-        "validation_nll_after": calibration.negative_log_likelihood(
+        validation_nll_after=calibration.negative_log_likelihood(
             validation_logits, splits.validation.labels, temperature
         ),
-        "test_reliability_before": before["curve"],
-        "test_reliability_after": after["curve"],
-    }
+        test_reliability_before=before.curve,
+        test_reliability_after=after.curve,
+    )
 
     trust = ClassifierTrust(temperature, fit)
     candidates = {
@@ -177,47 +179,45 @@ def calibrate(
         },
     }
     summary = {name: summarise(scores, list(negatives)) for name, scores in candidates.items()}
-    ood_block = ood.metadata_block(SCORE_NAME, ["serving_default"], in_distribution, summary)
+    ood_spec = ood.check_spec(SCORE_NAME, CLASSIFIER_SCORED, in_distribution, summary)
     log.info(
         "temperature %.3f: test ECE %.4f -> %.4f; OOD %s AUROC %.4f, test false-flag rate %.3f",
         temperature,
-        before["ece"],
-        after["ece"],
+        before.ece,
+        after.ece,
         SCORE_NAME,
-        ood_block["auroc"],
-        ood_block["test_false_flag_rate"],
+        ood_spec.auroc,
+        ood_spec.test_false_flag_rate,
     )
-    return trust, calibration_block, ood_block, candidates[SCORE_NAME]
+    return trust, calibration_spec, ood_spec, candidates[SCORE_NAME]
 
 
-def summarise(scores: dict[str, np.ndarray], negative_names: list[str]) -> dict[str, Any]:
+def summarise(scores: dict[str, np.ndarray], negative_names: list[str]) -> OodFigures:
+    """Threshold from validation; AUROC and flag rates on test and the negatives."""
     threshold = ood.threshold_for(scores["validation"])
-    return {
-        "threshold": threshold,
-        **ood.evaluate(scores["test"], {n: scores[n] for n in negative_names}, threshold),
-    }
+    return ood.evaluate(scores["test"], {n: scores[n] for n in negative_names}, threshold)
 
 
 def write_plots(
     folder: Path,
-    calibration_block: dict[str, Any],
-    ood_block: dict[str, Any],
+    calibration_spec: CalibrationSpec,
+    ood_spec: OodSpec,
     scores: dict[str, np.ndarray],
 ) -> None:
-    before, after = calibration_block["test_ece_before"], calibration_block["test_ece_after"]
+    before, after = calibration_spec.test_ece_before, calibration_spec.test_ece_after
     reports.plot_reliability_diagram(
         {
-            f"raw (ECE {before:.3f})": calibration_block["test_reliability_before"],
-            f"T = {calibration_block['temperature']:.2f} (ECE {after:.3f})": calibration_block[
-                "test_reliability_after"
-            ],
+            f"raw (ECE {before:.3f})": calibration_spec.test_reliability_before,
+            f"T = {calibration_spec.temperature:.2f} (ECE {after:.3f})": (
+                calibration_spec.test_reliability_after
+            ),
         },
         folder / "reliability_diagram.png",
-        f"SIGNS held-out test, {calibration_block['ece_bins']} bins",
+        f"SIGNS held-out test, {calibration_spec.ece_bins} bins",
     )
     reports.plot_score_histograms(
-        {name: scores[name] for name in ("test", *ood_block["negatives"])},
-        ood_block["threshold"],
+        {name: scores[name] for name in ("test", *(ood_spec.negatives or {}))},
+        ood_spec.threshold,
         folder / "ood_scores.png",
-        f"SIGNS classifier OOD score ({SCORE_NAME}), AUROC {ood_block['auroc']:.3f}",
+        f"SIGNS classifier OOD score ({SCORE_NAME}), AUROC {ood_spec.auroc:.3f}",
     )

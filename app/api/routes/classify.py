@@ -43,7 +43,7 @@ async def classify(request: Request) -> Response:
     uploads = await request_uploads(request, service.settings, several=True)
     inputs, rows = await run_model(inference, "classify", model, CLASSIFY, uploads)
     rows, verdicts = assess(service, model, [item.filename for item in inputs], rows)
-    class_names: list[str] = model.metadata["class_names"]
+    class_names = model.metadata.class_names
     predictions = []
     for item, probabilities, verdict in zip(inputs, rows, verdicts, strict=True):
         class_id = int(probabilities.argmax())

@@ -17,6 +17,7 @@ from app.api.schemas import ErrorResponse, ReportFileRef, ReportResponse
 from app.core.errors import ModelUnavailableError
 from app.core.registry import AUTOENCODER, CLASSIFIER, COMPONENTS, INDEX, ModelSet
 from app.core.reports import find_report_file, list_report
+from contract.metadata import VersionMetadata, schema_for
 
 router = APIRouter(tags=["operations"])
 
@@ -26,7 +27,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _serving(models: ModelSet, service: ServiceDep, name: str) -> tuple[Any, dict[str, Any]]:
+def _serving(models: ModelSet, service: ServiceDep, name: str) -> tuple[Any, VersionMetadata]:
     """(version folder holder, metadata) of the version of ``name`` that serves now."""
     if name not in COMPONENTS:
         raise HTTPException(404, detail=f"no model named {name!r}; one of {', '.join(COMPONENTS)}")
@@ -34,7 +35,8 @@ def _serving(models: ModelSet, service: ServiceDep, name: str) -> tuple[Any, dic
     model = serving[name]
     if model is None:
         raise ModelUnavailableError(service.registry.missing_reason(name))
-    return model, model.metadata
+    # The models hold their schema's object already; the index holds its fields as a dict.
+    return model, schema_for(name).model_validate(model.metadata)
 
 
 @router.get("/models/{name}/report", response_model=ReportResponse, responses=_ERRORS)
@@ -50,15 +52,7 @@ async def report(name: str, service: ServiceDep, models: ModelsDep) -> ReportRes
         )
         for item in list_report(model.folder)
     ]
-    return ReportResponse(
-        name=name,
-        version=model.version,
-        created=metadata.get("created"),
-        files=files,
-        metrics=metadata.get("metrics", {}),
-        ood=metadata.get("ood"),
-        calibration=metadata.get("calibration"),
-    )
+    return ReportResponse(name=name, version=model.version, files=files, **metadata.report())
 
 
 @router.get(

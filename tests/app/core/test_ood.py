@@ -10,7 +10,8 @@ import pytest
 
 from app.core.errors import InvalidModelError
 from app.core.ood import OodCheck, OutOfDistributionError, read_ood_check, refuse_flagged
-from app.core.runtime import load_classifier, split_scores
+from app.core.runtime import load_classifier, read_metadata, split_scores
+from contract.metadata import ClassifierMetadata, OodSpec, validate
 
 BLOCK = {
     "score": "feature_mahalanobis",
@@ -20,44 +21,59 @@ BLOCK = {
     "threshold": 10.0,
     "in_distribution": "hands",
 }
+CLASSIFIER_FIELDS = {
+    "name": "signs_classifier",
+    "version": 1,
+    "input": {"height": 64, "width": 64},
+    "class_names": ["0", "1"],
+}
+
+
+def check(**change: object) -> OodCheck:
+    return OodCheck(OodSpec.model_validate({**BLOCK, **change}))
 
 
 def test_no_block_means_no_check() -> None:
-    assert read_ood_check({}, Path("m/1")) is None
+    metadata = validate(CLASSIFIER_FIELDS, "m/1")
+    assert isinstance(metadata, ClassifierMetadata)
+    assert read_ood_check(metadata) is None
+    scored = read_ood_check(validate({**CLASSIFIER_FIELDS, "ood": BLOCK}, "m/1"))
+    assert scored is not None and scored.scores("serving_default") and not scored.scores("x")
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "named"),
     [
-        {"threshold": "high"},
-        {"threshold": float("nan")},
-        {"output": ""},
-        {"signatures": "serving_default"},
+        ({"threshold": "high"}, "ood.threshold"),
+        ({"threshold": float("nan")}, "ood.threshold"),
+        ({"output": ""}, "ood.output"),
+        ({"signatures": "serving_default"}, "ood.signatures"),
     ],
 )
-def test_a_malformed_block_refuses_the_version(change: dict) -> None:
-    with pytest.raises(InvalidModelError, match="metadata ood"):
-        read_ood_check({"ood": {**BLOCK, **change}}, Path("m/1"))
+def test_a_malformed_block_refuses_the_version(tmp_path: Path, change: dict, named: str) -> None:
+    folder = tmp_path / "signs_classifier" / "1"
+    folder.mkdir(parents=True)
+    fields = {**CLASSIFIER_FIELDS, "ood": {**BLOCK, **change}}
+    (folder / "metadata.json").write_text(json.dumps(fields))
+    with pytest.raises(InvalidModelError, match=f"does not fit the contract: {named}"):
+        read_metadata(folder)
 
 
 def test_flags_and_ratios_follow_the_threshold_and_its_direction() -> None:
-    check = read_ood_check({"ood": BLOCK}, Path("m/1"))
-    assert isinstance(check, OodCheck)
     scores = np.array([5.0, 10.0, 20.0])
-    assert check.flags(scores).tolist() == [True, True, False]
-    np.testing.assert_allclose(check.ratios(scores), [0.5, 1.0, 2.0])
-    lower = read_ood_check({"ood": {**BLOCK, "higher_is_ood": False}}, Path("m/1"))
-    assert lower is not None
+    higher = check()
+    assert higher.flags(scores).tolist() == [True, True, False]
+    np.testing.assert_allclose(higher.ratios(scores), [0.5, 1.0, 2.0])
+    lower = check(higher_is_ood=False)
     assert lower.flags(scores).tolist() == [False, True, True]
     np.testing.assert_allclose(lower.ratios(scores), [2.0, 1.0, 0.5])
 
 
 def test_refuse_flagged_names_only_the_flagged_inputs() -> None:
-    check = read_ood_check({"ood": BLOCK}, Path("m/1"))
-    assert check is not None
-    refuse_flagged(check, ["a.png"], np.array([1.0]))  # nothing flagged: no error
+    hands = check()
+    refuse_flagged(hands, ["a.png"], np.array([1.0]))  # nothing flagged: no error
     with pytest.raises(OutOfDistributionError, match=r"^b\.png: does not look like hands") as error:
-        refuse_flagged(check, ["a.png", "b.png"], np.array([1.0, 11.0]))
+        refuse_flagged(hands, ["a.png", "b.png"], np.array([1.0, 11.0]))
     assert error.value.status_code == 422
 
 

@@ -39,7 +39,7 @@ def test_loads_every_component_and_serves_through_the_signatures(quick_models: P
     probabilities = classifier.run(
         "serving_default", np.zeros((3, classifier.height, classifier.width, 3), np.float32)
     )
-    assert probabilities.shape == (3, len(classifier.metadata["class_names"]))
+    assert probabilities.shape == (3, len(classifier.metadata.class_names))
     encoder = models.encoder
     code = encoder.run("encode", np.zeros((1, encoder.height, encoder.width, 3), np.float32))[0]
     neighbours = models.index.search(code, 4)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.autoencoder import build_autoencoder, symmetry_averaged_codes
-from training.malaria import bottleneck_summary
-from training.signatures import save_autoencoder
+from training.malaria.autoencoder import build_autoencoder, symmetry_averaged_codes
+from training.malaria.signatures import save_autoencoder
+from training.malaria.train import bottleneck_summary
 
 SIZE = 16
 
@@ -94,7 +94,7 @@ def test_the_bottleneck_is_smaller_than_the_input_and_exported(tmp_path: Path) -
     assert parts.bottleneck_shape == (SIZE // 4, SIZE // 4, 2)
     assert parts.code_dim == 6
     summary = bottleneck_summary(parts)
-    assert summary == {
+    assert summary.model_dump() == {
         "shape": [4, 4, 2],
         "values": 32,
         "input_values": SIZE * SIZE * 3,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.autoencoder import build_autoencoder
-from training.contrastive import (
+from training.malaria.autoencoder import build_autoencoder
+from training.malaria.contrastive import (
     augmented_view,
     contrastive_example,
     joint_model,

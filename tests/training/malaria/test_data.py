@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.training import image_folders
 from training.errors import DataError
-from training.malaria_data import (
+from training.malaria.data import (
     list_cells,
     load_malaria,
     resolve_zip_or_folder,

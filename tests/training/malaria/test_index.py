@@ -16,9 +16,10 @@ from PIL import Image
 
 from contract.layout import GALLERY_FILE, GALLERY_IMAGES_FILE
 from training.errors import DataError
-from training.index import build_index, exact_neighbours, precision_at_k, write_gallery
-from training.malaria import MalariaConfig, train_malaria
-from training.malaria_data import CellSplit, load_malaria
+from training.malaria.data import CellSplit, load_malaria
+from training.malaria.index import build_index, exact_neighbours, precision_at_k, write_gallery
+from training.malaria.train import MalariaConfig, train_malaria
+from training.options import JobOptions
 
 SIZE = 16
 
@@ -49,8 +50,8 @@ def cell_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def models(cell_zip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models")
-    train_malaria(cell_zip, out, epochs=1, image_size=SIZE)
-    build_index(cell_zip, out, approximate_above=10)
+    train_malaria(JobOptions(cell_zip, out, epochs=1, image_size=SIZE))
+    build_index(JobOptions(cell_zip, out), approximate_above=10)
     return out
 
 
@@ -132,7 +133,7 @@ def test_index_folder_follows_the_contract(models: Path, cell_zip: Path) -> None
 
 def test_index_without_an_encoder_is_a_data_error(cell_zip: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="malaria_autoencoder"):
-        build_index(cell_zip, tmp_path)
+        build_index(JobOptions(cell_zip, tmp_path))
 
 
 def test_precision_counts_neighbours_sharing_the_query_label() -> None:
@@ -162,7 +163,7 @@ def test_exact_neighbours_match_faiss_flat_search_best_first() -> None:
 
 def test_index_refuses_a_split_seed_other_than_the_encoders(models: Path, cell_zip: Path) -> None:
     with pytest.raises(ValueError, match="seed"):
-        build_index(cell_zip, models, seed=1)
+        build_index(JobOptions(cell_zip, models, seed=1))
 
 
 def test_precision_scores_labelled_queries_by_the_users_label_names() -> None:

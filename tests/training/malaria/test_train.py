@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from training.distribute import training_precision
-from training.malaria import (
+from training.malaria.data import CellSplit, MalariaData
+from training.malaria.train import (
     MalariaConfig,
     build_parts,
     compiled_training_model,
     fit_model,
     float32_copy,
 )
-from training.malaria_data import CellSplit, MalariaData
 
 SIZE = 16
 CONFIG = MalariaConfig(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training import calibration
+from training.signs import calibration
 
 
 def test_fit_temperature_recovers_the_temperature_that_generated_the_labels() -> None:
@@ -34,9 +34,11 @@ def test_the_prior_keeps_t_finite_when_validation_has_no_errors() -> None:
 def test_ece_is_the_gap_between_confidence_and_accuracy() -> None:
     probabilities = np.tile([0.8, 0.2], (10, 1))
     right = np.zeros(10, int)  # every top-1 is right: accuracy 1.0 at confidence 0.8
-    assert calibration.reliability(probabilities, right)["ece"] == pytest.approx(0.2)
+    assert calibration.reliability(probabilities, right).ece == pytest.approx(0.2)
     eight_of_ten = np.array([0] * 8 + [1] * 2)
     result = calibration.reliability(probabilities, eight_of_ten)
-    assert result["ece"] == pytest.approx(0.0)
-    assert result["curve"]["count"] == [10]  # empty bins are left out of the curve
-    assert result["bins"] == calibration.ECE_BINS
+    assert result.ece == pytest.approx(0.0)
+    assert result.curve.count == [10]  # empty bins are left out of the curve
+    assert result.curve.confidence == [pytest.approx(0.8)]
+    assert result.curve.accuracy == [pytest.approx(0.8)]
+    assert result.bins == calibration.ECE_BINS

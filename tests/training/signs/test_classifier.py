@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.classifier import ClassifierConfig, build_classifier
-from training.custom_loop import make_steps
-from training.signatures import save_classifier
+from training.signs.classifier import ClassifierConfig, build_classifier
+from training.signs.custom_loop import make_steps
+from training.signs.signatures import save_classifier
 
 SMALL = ClassifierConfig(filters=(8, 16), dense_units=16, dropout=0.0)
 

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.paths import REPO_ROOT
 from tests.training.dataset_graph import dataset_steps
-from training import custom_loop
-from training.classifier import ClassifierConfig, build_classifier
-from training.custom_loop import (
+from training.distribute import is_chief, worker_folder
+from training.signs import custom_loop
+from training.signs.classifier import ClassifierConfig, build_classifier
+from training.signs.custom_loop import (
     HISTORY_FILE,
     LoopConfig,
     TrainingState,
@@ -26,10 +28,8 @@ from training.custom_loop import (
     make_steps,
     predict_probabilities,
 )
-from training.distribute import is_chief, worker_folder
 
 SMALL = ClassifierConfig(filters=(8, 16), dense_units=16, dropout=0.1)
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _toy_data(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,8 +132,8 @@ def test_loop_runs_on_two_replicas_with_mirrored_strategy(tmp_path: Path) -> Non
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2
         )
-        from tests.training.test_custom_loop import _build, _toy_data
-        from training.custom_loop import LoopConfig, fit_classifier
+        from tests.training.signs.test_custom_loop import _build, _toy_data
+        from training.signs.custom_loop import LoopConfig, fit_classifier
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         config = LoopConfig(epochs=2, batch_size=8, augment=True)
         _, result = fit_classifier(

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from tests.training import image_folders
-from training import signs_data
 from training.errors import DataError
-from training.signs_data import (
+from training.signs import data as signs_data
+from training.signs.data import (
     SignsData,
     download_signs,
     find_course_signs,

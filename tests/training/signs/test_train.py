@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.custom_loop import LoopResult
-from training.signs import class_weights, evaluation_metrics, per_class_scores
+from training.signs.custom_loop import LoopResult
+from training.signs.train import class_weights, evaluation_metrics, per_class_scores
 
 
 def test_balanced_classes_get_no_weights() -> None:
