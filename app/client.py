@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from contract.arguments import positive_int
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 API_KEY_HEADER = "X-API-Key"
 # The server's limits on what a user says about a gallery cell (app/gallery/store.py); the
@@ -326,17 +328,6 @@ def _list_gallery(arguments: argparse.Namespace, client: CellsignClient) -> None
         print(f"more: add --after {page['next']} for the next page, or --all", file=sys.stderr)
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: reject k < 1 with a usage message rather than a server round trip."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _gallery_id(text: str) -> int:
     """argparse type: a gallery id is ASCII digits only (it goes into the URL path)."""
     if not (text.isascii() and text.isdigit()):
@@ -393,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     similar = commands.add_parser("similar", help="find the k most similar gallery cells")
     similar.add_argument("image", type=Path)
-    similar.add_argument("-k", type=_positive_int, default=5, help="number of results (default 5)")
+    similar.add_argument("-k", type=positive_int, default=5, help="number of results (default 5)")
     similar.add_argument("--label", type=_label, help="search among the cells of this label only")
 
     gallery = commands.add_parser("gallery", help="add, remove and list gallery cells")
@@ -406,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("ids", nargs="+", type=_gallery_id, metavar="ID")
     listing = actions.add_parser("ls", help="list cells in id order, one page at a time")
     listing.add_argument("--label", type=_label, help="only the cells of this label")
-    listing.add_argument("--limit", type=_positive_int, help="items per page (server default)")
+    listing.add_argument("--limit", type=positive_int, help="items per page (server default)")
     listing.add_argument("--after", type=_gallery_id, metavar="ID", help="start after this id")
     listing.add_argument("--all", action="store_true", help="follow the cursor to the end")
     return parser

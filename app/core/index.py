@@ -21,6 +21,7 @@ import numpy as np
 from app.core.errors import InvalidModelError, ModelUnavailableError
 from app.core.runtime import read_metadata
 from contract.layout import GALLERY_FILE, GALLERY_IMAGES_FILE, INDEX_FILE
+from contract.metadata import IndexMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class GalleryImages:
 class GalleryIndex:
     version: int
     folder: Path
-    metadata: dict[str, Any]
+    metadata: IndexMetadata
     index: Any = field(repr=False)
     ids: np.ndarray = field(repr=False)
     labels: np.ndarray = field(repr=False)
@@ -102,12 +103,12 @@ class GalleryIndex:
 
     @property
     def index_type(self) -> str:
-        return str(self.metadata.get("index_type") or type(self.index).__name__)
+        return self.metadata.index_type or type(self.index).__name__
 
     @property
     def normalizes_codes(self) -> bool:
         """Cosine indexes hold L2-normalised codes, so queries must be normalised too."""
-        return bool(self.metadata.get("normalize_codes")) or self.metadata.get("metric") == "cosine"
+        return self.metadata.normalize_codes or self.metadata.metric == "cosine"
 
     def search(self, code: np.ndarray, k: int) -> list[Neighbour]:
         """The ``k`` gallery cells nearest to one code (fewer when the gallery is smaller).
@@ -142,21 +143,24 @@ class GalleryIndex:
         return self.images.read(int(self.offsets[position]), int(self.offsets[position + 1]))
 
     def describe(self) -> dict[str, Any]:
+        encoder = self.metadata.encoder
         return {
             "name": self.folder.parent.name,
             "version": self.version,
             "size": self.size,
             "type": self.index_type,
             "dimension": self.dimension,
-            "metric": self.metadata.get("metric"),
-            "encoder": self.metadata.get("encoder"),
-            "metrics": self.metadata.get("metrics", {}),
+            "metric": self.metadata.metric,
+            "encoder": None if encoder is None else encoder.model_dump(),
+            "metrics": self.metadata.metrics,
         }
 
 
 def load_index(folder: Path) -> GalleryIndex:
     """Load and cross-check one index version; any inconsistency refuses the whole version."""
-    metadata = read_metadata(folder).model_dump()
+    metadata = read_metadata(folder)
+    if not isinstance(metadata, IndexMetadata):
+        raise InvalidModelError(f"{folder}: {metadata.name} metadata is not IndexMetadata")
     # One query is small: OpenMP threads only contend with the server's other threads
     # (measured p99 of one exact query on a busy 2-core machine: 215-489 ms vs 2-8 ms).
     faiss.omp_set_num_threads(1)
@@ -168,7 +172,7 @@ def load_index(folder: Path) -> GalleryIndex:
             ids = gallery["ids"].astype(np.int64)
             labels = gallery["labels"].astype(str)
             offsets = gallery["offsets"].astype(np.int64)
-        images = GalleryImages(folder / GALLERY_IMAGES_FILE, metadata["version"])
+        images = GalleryImages(folder / GALLERY_IMAGES_FILE, metadata.version)
     except (OSError, RuntimeError, KeyError, ValueError, zipfile.BadZipFile) as error:
         logger.error("%s: cannot read index files: %s", folder, error)
         raise InvalidModelError(
@@ -185,13 +189,13 @@ def load_index(folder: Path) -> GalleryIndex:
         problems.append("offsets do not fit gallery_images.bin")
     if len(set(ids.tolist())) != len(ids):
         problems.append("gallery ids are not unique")
-    declared_dimension = metadata.get("dimension")
+    declared_dimension = metadata.dimension
     if declared_dimension not in (None, index.d):
         problems.append(f"metadata dimension {declared_dimension} != index dimension {index.d}")
     if problems:
         raise InvalidModelError(f"{folder}: " + "; ".join(problems))
     return GalleryIndex(
-        version=metadata["version"],
+        version=metadata.version,
         folder=folder,
         metadata=metadata,
         index=index,

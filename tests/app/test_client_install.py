@@ -67,6 +67,7 @@ def test_the_client_runs_with_only_its_own_dependencies_importable(tmp_path: Pat
         for name in _importable_names(distribution):
             (site / name).symlink_to(installed / name)
     (site / "app").symlink_to(REPO_ROOT / "app")
+    (site / "contract").symlink_to(REPO_ROOT / "contract")
     check = (
         "import sys\n"
         "from app import client\n"
