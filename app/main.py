@@ -48,6 +48,7 @@ from app.core.registry import ModelRegistry
 from app.core.reload_signal import CHECK_INTERVAL_S, ReloadSignal
 from app.core.runtime import select_device, use_threads
 from app.core.tracing import build_tracer_provider
+from app.gallery.service import open_gallery
 from app.logging_config import configure_logging
 from app.settings import Settings, get_settings
 
@@ -57,25 +58,30 @@ BATCHER_BY_PATH = {"/classify": "classify", "/denoise": "denoise", "/similar": "
 BATCHERS = tuple(BATCHER_BY_PATH.values())
 V2_INFER_PATH = re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/infer")
 V2_LABEL = "v2"  # its batchers depend on the outputs the request asks for
-# Routers behind the API key with API_KEY_SCOPE=all (admin is behind it whenever API_KEY is set).
+# Routers behind the API key with API_KEY_SCOPE=all (KEYED_ROUTERS are whenever it is set).
 SCOPE_ALL_MODULES = (classify, denoise, similar, gallery, info, reports, v2)
-# Operator endpoints named by the start-up warning when API_KEY is unset.
+# Behind the API key whenever API_KEY is set, whatever its scope.
+KEYED_ROUTERS = (admin.router, gallery.writes)
+# Operator endpoints named by the start-up warning when API_KEY is unset (with the gallery's
+# writes).
 SENSITIVE_MODULES = (admin, info)
 
 DESCRIPTION = """
 Serves two TensorFlow models trained offline and exported as versioned SavedModels:
 
 * **SIGNS classifier**: hand-gesture photo -> digit 0-5 (`POST /classify`).
-* **Malaria autoencoder**: denoises a cell image (`POST /denoise`) and its encoder's codes
-  find similar gallery cells through a FAISS index (`POST /similar`, `GET /gallery/{id}.png`).
+* **Malaria autoencoder**: denoises a cell image (`POST /denoise`), and its encoder's codes
+  find similar cells in the living gallery (`POST /similar?label=`), which users add to,
+  list and prune (`/gallery`).
 
 The same models speak the Open Inference Protocol (KServe v2) under `/v2` (e.g. with
-`tritonclient`). `?version=N` or `?label=stable` pins a loaded version (see `/models`);
-every inference response names its version in `X-Model-Version`.
+`tritonclient`). `?version=N` or `?label=stable` pins a loaded version (see `/models`) on
+/classify and /denoise; every inference response names its version in `X-Model-Version`.
 
 Uploads: JPEG, PNG, BMP, GIF (first frame), WebP or TIFF, any colour mode, EXIF orientation
-honoured. Errors are JSON `{"detail": ...}`. When `API_KEY` is set, `/admin/*` needs the
-`X-API-Key` header; with `API_KEY_SCOPE=all` every endpoint except `/healthz` and `/readyz` does.
+honoured. Errors are JSON `{"detail": ...}`. When `API_KEY` is set, `/admin/*` and the
+gallery's writes need the `X-API-Key` header; with `API_KEY_SCOPE=all` every endpoint except
+`/healthz` and `/readyz` does.
 """
 
 
@@ -121,7 +127,8 @@ def admitted_batcher(path: str) -> str | None:
 def body_limits(settings: Settings) -> list[tuple[BaseRoute, int]]:
     """Largest request body per upload route: one file's worth on the one-file endpoints,
     ``MAX_FILES_PER_REQUEST`` files' worth, at most ``MAX_REQUEST_BYTES``, on /classify and
-    the v2 infer routes (every other route gets the small default). A v2 body is at most
+    the v2 infer routes, ``GALLERY_MAX_FILES`` files' worth (same cap) on POST /gallery
+    (every other route gets the small default). A v2 body is at most
     that many encoded images, each after its 4-byte length, behind a small JSON header, or
     a JSON part of at most ``v2_models.max_json_bytes``; the infer route itself refuses,
     while streaming, any byte past what its checked JSON header announces, and keeps no
@@ -131,9 +138,18 @@ def body_limits(settings: Settings) -> list[tuple[BaseRoute, int]]:
         min(settings.max_upload_bytes * settings.max_files_per_request, settings.max_request_bytes)
         + MULTIPART_OVERHEAD_BYTES
     )
+    gallery_files = (
+        min(settings.max_upload_bytes * settings.gallery_max_files, settings.max_request_bytes)
+        + MULTIPART_OVERHEAD_BYTES
+    )
     v2_infer = [route for route in v2.router.routes if isinstance(route, v2.V2InferRoute)]
     limits = [(route, one_file) for m in (denoise, similar) for route in m.router.routes]
+    limits += [(route, gallery_files) for route in gallery.writes.routes if _posts(route)]
     return limits + [(route, all_files) for route in [*classify.router.routes, *v2_infer]]
+
+
+def _posts(route: BaseRoute) -> bool:
+    return "POST" in (getattr(route, "methods", None) or ())
 
 
 def create_app(
@@ -151,9 +167,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.log_format, settings.access_log)
-        warning = open_endpoints_warning(
-            settings.api_key, [route for m in SENSITIVE_MODULES for route in m.router.routes]
-        )
+        sensitive = [route for m in SENSITIVE_MODULES for route in m.router.routes]
+        warning = open_endpoints_warning(settings.api_key, [*sensitive, *gallery.writes.routes])
         if warning:
             logger.warning(warning)
         pillow_limit = set_pixel_limit(settings.max_image_pixels)
@@ -189,6 +204,9 @@ def create_app(
         began = time.monotonic()
         loaded = await _reload_logged(registry)
         logger.info("serving on %s; missing: %s", device, registry.missing() or "nothing")
+        living_gallery = await to_thread.run_sync(open_gallery, settings, registry)
+        await to_thread.run_sync(living_gallery.start)
+        app.state.service.gallery = living_gallery
         watchers = []
         if settings.reload_interval_s > 0:
             poll = _poll_for_new_versions(registry, settings.reload_interval_s)
@@ -208,6 +226,7 @@ def create_app(
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            await to_thread.run_sync(living_gallery.close)
             decode_pool.close()
             for batcher in batchers.values():
                 await to_thread.run_sync(batcher.close)
@@ -225,7 +244,7 @@ def create_app(
         redirect_slashes=False,
     )
     install_error_handlers(app)
-    keyed_routers = [admin.router]
+    keyed_routers = list(KEYED_ROUTERS)
     if settings.api_key_scope == "all":
         keyed_routers += [module.router for module in SCOPE_ALL_MODULES]
     guarded_routes = [route for router in keyed_routers for route in router.routes]
@@ -252,8 +271,8 @@ def create_app(
 
     documented_key = [Security(API_KEY_SCHEME)]  # the check itself is ApiKeyMiddleware
     # Routes are matched in order: the inference routes (most of the traffic) come first.
-    for module in (*SCOPE_ALL_MODULES, admin):
-        app.include_router(module.router, dependencies=documented_key, responses=AUTH_ERRORS)
+    for router in (*(module.router for module in SCOPE_ALL_MODULES), *KEYED_ROUTERS):
+        app.include_router(router, dependencies=documented_key, responses=AUTH_ERRORS)
     app.include_router(health.router)
     app.include_router(v2.probes)
     app.include_router(page.router)

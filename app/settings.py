@@ -117,6 +117,33 @@ class Settings(BaseSettings):
     )
     max_k: int = Field(100, gt=0, description="Upper bound of k on /similar.")
     default_k: int = Field(5, gt=0, description="k on /similar when the request names none.")
+    gallery_dir: Path = Field(
+        Path("gallery"),
+        description="Folder of the embedded gallery store (SQLite; docs/gallery.md), created "
+        "when missing. Never inside MODEL_DIR, which the server only reads.",
+    )
+    gallery_url: str | None = Field(
+        None,
+        description="milvus://HOST:PORT (optionally /PREFIX of its collections): keep the "
+        "gallery in that Milvus server instead of GALLERY_DIR, shared by every replica.",
+    )
+    gallery_max_files: int = Field(
+        64, gt=0, description="`file` parts per POST /gallery (one transaction)."
+    )
+    gallery_page_size: int = Field(
+        100, gt=0, description="Items per GET /gallery page when the request names no limit."
+    )
+    gallery_max_page_size: int = Field(
+        1000, gt=0, description="Largest `limit` GET /gallery accepts."
+    )
+    gallery_reencode_share: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Share of the time the background re-encoding of the gallery (after a new "
+        "autoencoder version) takes while its worker serves /similar or gallery additions; "
+        "an idle worker re-encodes at full speed.",
+    )
     batch_max_size: int = Field(32, gt=0, description="Largest micro-batch sent to a model.")
     batch_max_wait_ms: float = Field(
         2.0, ge=0, description="How long a batch waits for more requests."
@@ -306,6 +333,43 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"MAX_REQUEST_BYTES ({self.max_request_bytes}) must be at least "
                 f"MAX_UPLOAD_BYTES ({self.max_upload_bytes})"
+            )
+        return self
+
+    @field_validator("gallery_url")
+    @classmethod
+    def _gallery_url_is_milvus(cls, value: str | None) -> str | None:
+        """The form is checked here, at start-up; the Milvus store reads the rest (the
+        collection prefix, credentials) when it connects."""
+        if not value:
+            return None
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises for a port that is not a number
+        except ValueError:
+            raise ValueError("the port of GALLERY_URL is not a port number") from None
+        if parts.scheme != "milvus" or not parts.hostname or parts.query or parts.fragment:
+            # not echoed: the URL may hold a password
+            raise ValueError("GALLERY_URL is not a milvus://HOST:PORT URL")
+        return value
+
+    @model_validator(mode="after")
+    def _gallery_outside_model_dir(self) -> Settings:
+        """MODEL_DIR holds what training publishes and the server only reads (a read-only
+        volume in the images); a gallery in it would be written there and scanned as models."""
+        gallery, models = self.gallery_dir.resolve(), self.model_dir.resolve()
+        if gallery == models or gallery.is_relative_to(models):
+            raise ValueError(
+                f"GALLERY_DIR ({self.gallery_dir}) must not be inside MODEL_DIR ({self.model_dir})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gallery_page_within_max(self) -> Settings:
+        if self.gallery_page_size > self.gallery_max_page_size:
+            raise ValueError(
+                f"GALLERY_PAGE_SIZE ({self.gallery_page_size}) must not exceed "
+                f"GALLERY_MAX_PAGE_SIZE ({self.gallery_max_page_size})"
             )
         return self
 

@@ -45,10 +45,12 @@ def write_script(work: Path, name: str, body: bytes, headers: Mapping[str, str])
     return script
 
 
-def run_wrk(url: str, script: Path, duration_s: float) -> dict[str, Any]:
+def run_wrk(
+    url: str, script: Path, duration_s: float, connections: int = CONNECTIONS
+) -> dict[str, Any]:
     """One wrk run; its own CPU from the rusage of waited-for children."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration_s:g}s", "--latency"]
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency"]
     command += ["--timeout", f"{WRK_TIMEOUT_S}s", "-s", str(script)]
     output = subprocess.run(
         [*command, url], capture_output=True, text=True, check=True, timeout=duration_s + 60

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,15 @@ from tests.paths import SHARED_DATA
 def anyio_backend() -> str:
     """Async tests (``pytest.mark.anyio``) run on asyncio, like uvicorn."""
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def gallery_outside_the_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every server a test starts from this environment keeps its gallery in a temporary
+    folder, not in gallery/ of the working directory (the repository)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GALLERY_DIR", str(tmp_path_factory.mktemp("gallery")))
+        yield
 
 
 @pytest.fixture(scope="session")

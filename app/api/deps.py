@@ -13,6 +13,7 @@ from app.core.batching import MicroBatcher
 from app.core.errors import ModelUnavailableError
 from app.core.registry import ModelRegistry, ModelSet
 from app.core.reload_signal import ReloadSignal
+from app.gallery.service import GalleryService
 from app.settings import Settings
 
 
@@ -27,6 +28,7 @@ class ServiceState:
     device: str
     decode_pool: DecodePool
     reload_signal: ReloadSignal | None = None  # set when several worker processes serve
+    gallery: GalleryService | None = None  # the living gallery (app/gallery/service.py)
 
 
 def service_of(request: Request) -> ServiceState:

@@ -42,7 +42,7 @@ class InferenceRoute(APIRoute):
     ``responses`` and ``openapi_extra``) but does not run it. The endpoint takes the
     ``Request``, reads its parameters and form itself and returns its ``Response``: FastAPI's
     per-request dependency solving, form validation and response re-validation took about
-    an eighth of the server's CPU per ``/classify`` request (docs/performance-history.md).
+    an eighth of the server's CPU per ``/classify`` request (docs/history/performance-history.md).
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

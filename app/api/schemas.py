@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,18 +54,22 @@ class DenoiseResponse(BaseModel):
 
 class Neighbour(BaseModel):
     id: int = Field(examples=[1234], description="Gallery id; the image is at ``image_url``.")
-    label: str = Field(examples=["Parasitized"])
+    label: str = Field(examples=["parasitized"])
     distance: float = Field(
         examples=[0.08],
-        description="Smaller is closer: cosine distance for a cosine index, else Euclidean.",
+        description="Smaller is closer: cosine distance in a cosine space, else Euclidean.",
     )
     image_url: str = Field(examples=["/gallery/1234.png"])
 
 
 class IndexRef(BaseModel):
-    size: int = Field(examples=[22046])
-    type: str = Field(examples=["IndexFlatL2"])
-    version: int = Field(examples=[2])
+    """The gallery searched: its size, its store, and the encoder version of its codes."""
+
+    size: int = Field(examples=[22046], description="Cells in the gallery.")
+    type: str = Field(examples=["sqlite"], description="The gallery store: sqlite or milvus.")
+    version: int = Field(
+        examples=[2], description="Encoder version of the codes searched (X-Index-Version)."
+    )
 
 
 class SimilarResponse(BaseModel):
@@ -74,6 +78,71 @@ class SimilarResponse(BaseModel):
     model: ModelRef = Field(description="The encoder that made the query's code.")
     ood_score: float | None = _OOD_SCORE
     in_distribution: bool | None = _IN_DISTRIBUTION
+
+
+class GalleryItemInfo(BaseModel):
+    id: int = Field(examples=[4503599627370495])
+    label: str = Field(examples=["parasitized"])
+    note: str = Field(examples=["ring form, thin smear"])
+    created: float = Field(examples=[1796000000.5], description="When it was added, Unix seconds.")
+    source: Literal["offline", "added"] = Field(
+        description="`offline`: a cell of the offline index the gallery started from; "
+        "`added`: added through POST /gallery."
+    )
+    image_url: str = Field(examples=["/gallery/4503599627370495.png"])
+
+
+class AddedItem(GalleryItemInfo):
+    created_now: bool = Field(
+        description="False when the gallery already held this cell (the same pixels): the "
+        "item is the one stored before, its label and note unchanged."
+    )
+
+
+class GalleryAddResponse(BaseModel):
+    items: list[AddedItem] = Field(description="One per uploaded file, in upload order.")
+
+
+class GalleryPage(BaseModel):
+    items: list[GalleryItemInfo] = Field(description="In ascending id order.")
+    next: int | None = Field(
+        examples=[4503599627370495],
+        description="Pass as `after` for the next page; null after the last page.",
+    )
+
+
+class GalleryProgress(BaseModel):
+    encoder_version: int = Field(examples=[3], description="The encoder being filled in.")
+    done: int = Field(examples=[12000])
+    total: int = Field(examples=[22046])
+
+
+class GalleryInfo(BaseModel):
+    """The gallery as the answering worker last saw it (refreshed about twice a second)."""
+
+    store: str = Field(examples=["sqlite"])
+    ready: bool = Field(description="/similar can answer (codes and their encoder are here).")
+    reason: str | None = Field(None, description="Why not ready.")
+    encoder_version: int | None = Field(
+        None, examples=[2], description="Encoder version of the codes searched now."
+    )
+    dimension: int | None = Field(None, examples=[64])
+    metric: str | None = Field(None, examples=["cosine"])
+    items: int | None = Field(None, examples=[22046])
+    labels: dict[str, int] | None = Field(
+        None, examples=[{"parasitized": 11023, "uninfected": 11023}]
+    )
+    offline_version: int | None = Field(
+        None, examples=[2], description="The offline malaria_index version this worker seeded."
+    )
+    seeding: GalleryProgress | None = Field(
+        None, description="Offline cells added so far while the offline index is seeded."
+    )
+    reencoding: GalleryProgress | None = Field(
+        None,
+        description="After a new autoencoder version: cells with a code of it so far. "
+        "/similar switches to it when done reaches total.",
+    )
 
 
 class Health(BaseModel):
@@ -101,6 +170,12 @@ TRAINING_EXAMPLE = {
 }
 
 
+GALLERY_DESCRIPTION = (
+    "The living gallery /similar searches: its store, size, the encoder version of its "
+    "codes, and the progress of a background seeding or re-encoding."
+)
+
+
 class Ready(BaseModel):
     status: str = Field(examples=["ready"])
     models: dict[str, int] = Field(
@@ -112,6 +187,7 @@ class Ready(BaseModel):
     training: dict[str, Any] | None = Field(
         None, description=TRAINING_DESCRIPTION, examples=[TRAINING_EXAMPLE]
     )
+    gallery: GalleryInfo | None = Field(None, description=GALLERY_DESCRIPTION)
 
 
 class NotReady(BaseModel):
@@ -120,6 +196,7 @@ class NotReady(BaseModel):
     training: dict[str, Any] | None = Field(
         None, description=TRAINING_DESCRIPTION, examples=[TRAINING_EXAMPLE]
     )
+    gallery: GalleryInfo | None = Field(None, description=GALLERY_DESCRIPTION)
 
 
 class ModelVersionsInfo(BaseModel):
@@ -144,7 +221,8 @@ class ModelsResponse(BaseModel):
     models: list[dict[str, Any]]
     index: dict[str, Any] | None
     similar_encoder: int | None = Field(
-        description="Autoencoder version that /similar uses (the one the index was built with)."
+        description="Autoencoder version that /similar uses: the one the gallery's active "
+        "codes were encoded with."
     )
     missing: dict[str, str] = Field(description="Components that are not loaded, with the reason.")
     refused: dict[str, list[dict[str, Any]]] = Field(
@@ -153,6 +231,7 @@ class ModelsResponse(BaseModel):
     versions: dict[str, ModelVersionsInfo] = Field(
         description="Per model: loaded versions (each can be pinned), labels, canary share."
     )
+    gallery: GalleryInfo | None = Field(None, description=GALLERY_DESCRIPTION)
 
 
 class LabelRequest(BaseModel):

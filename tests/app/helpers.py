@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,14 @@ async def running_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def settings_for(model_dir: Path, **overrides: Any) -> Settings:
-    """Settings for tests: no background polling unless a test asks for it."""
-    defaults: dict[str, Any] = {"reload_interval_s": 0, "device": "cpu"}
+    """Settings for tests: no background polling unless a test asks for it, and a gallery
+    of the app's own in a fresh temporary folder unless the test names one (the default,
+    gallery/ in the working directory, would be the repository, shared by every app)."""
+    defaults: dict[str, Any] = {
+        "reload_interval_s": 0,
+        "device": "cpu",
+        "gallery_dir": Path(tempfile.mkdtemp(prefix="cellsign-gallery-")),
+    }
     return Settings(model_dir=model_dir, **{**defaults, **overrides})
 
 

@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from contract.layout import AUTOENCODER, CLASSIFIER, INDEX
@@ -58,7 +59,12 @@ async def test_models_not_yet_trained_say_so_and_come_in_on_reload(
             shutil.move(parked / name, model_dir / name)
         write_status(status_path(model_dir), {**status, "state": "done", "pending": []})
         assert (await client.post("/admin/reload")).status_code == 200
-        ready = await client.get("/readyz")
-        assert ready.status_code == 200
+        # The gallery is seeded from the index that just loaded, in the background.
+        deadline = time.monotonic() + 60
+        while (ready := await client.get("/readyz")).status_code != 200:
+            assert "gallery" in ready.json()["detail"], ready.json()["detail"]
+            assert time.monotonic() < deadline, ready.json()
+            await anyio.sleep(0.05)
+        assert (await client.post("/similar", files=FILES)).status_code == 200
         assert ready.json()["training"] is None
         assert (await client.post("/denoise", files=FILES)).status_code == 200

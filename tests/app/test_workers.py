@@ -117,6 +117,7 @@ def running_workers(quick_models: Path, tmp_dir: Path) -> Iterator[tuple[Workers
         "PATH": "/usr/bin:/bin",
         "TMPDIR": str(runtime_parent),  # where python -m app creates its runtime folder
         "MODEL_DIR": str(model_dir),
+        "GALLERY_DIR": str(tmp_dir / "gallery"),
         "DEVICE": "cpu",
         "RELOAD_INTERVAL_S": "0",
         "WORKERS": str(WORKER_COUNT),

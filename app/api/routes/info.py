@@ -7,6 +7,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import ServiceDep
+from app.api.routes.health import gallery_info
 from app.api.schemas import ModelsResponse
 
 router = APIRouter(tags=["operations"])
@@ -14,11 +15,18 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/models", response_model=ModelsResponse)
 async def models(service: ServiceDep) -> ModelsResponse:
-    """Versions, input shapes, training metrics, refused versions and the device in use."""
+    """Versions, input shapes, training metrics, refused versions and the device in use;
+    the gallery /similar searches, and the progress of its re-encoding after a new
+    autoencoder version (`gallery.reencoding`)."""
+    described = service.registry.describe()
+    gallery = gallery_info(service)
+    if gallery is not None:
+        described["similar_encoder"] = gallery.encoder_version
     return ModelsResponse(
         device=service.device.removeprefix("/"),
         device_requested=service.settings.device,
-        **service.registry.describe(),
+        gallery=gallery,
+        **described,
     )
 
 

@@ -194,15 +194,18 @@ async def test_every_inference_response_names_its_version(
         denoised = await client.post("/denoise", files=FILES)
         assert denoised.headers["X-Model-Version"] == "1"
         similar = await client.post("/similar", files=FILES)
-        assert similar.headers["X-Model-Version"] == "1"  # the index's encoder
-        assert similar.headers["X-Index-Version"] == "2"
-        assert similar.json()["results"][0]["image_url"].endswith(".png")
-        pinned = await client.post("/similar", files=FILES, params={"version": 1})
-        assert pinned.headers["X-Index-Version"] == "1"
-        url = pinned.json()["results"][0]["image_url"]
-        assert url.endswith(".png?version=1")  # the gallery of the index that answered
+        # The gallery's codes (seeded from index 2, built with encoder 1) and their encoder.
+        assert similar.headers["X-Model-Version"] == "1"
+        assert similar.headers["X-Index-Version"] == "1"
+        url = similar.json()["results"][0]["image_url"]
+        assert url.endswith(".png") and "?" not in url
         gallery = await client.get(url)
         assert gallery.status_code == 200 and gallery.headers["X-Index-Version"] == "1"
+        # ?version= pins nothing on /similar: it may only name the codes searched now.
+        pinned = await client.post("/similar", files=FILES, params={"version": 1})
+        assert pinned.headers["X-Index-Version"] == "1"
+        other = await client.post("/similar", files=FILES, params={"version": 2})
+        assert other.status_code == 404 and "version 1, not 2" in other.json()["detail"]
         assert (
             await client.post("/denoise", files=FILES, params={"version": 5})
         ).status_code == 404
