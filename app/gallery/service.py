@@ -46,6 +46,7 @@ from app.gallery.images import StoredImage, model_batch, offline_image, stored_p
 from app.gallery.store import (
     MAX_LABEL_CHARS,
     MAX_NOTE_CHARS,
+    UNLABELLED,
     Added,
     CodeSpace,
     GalleryItem,
@@ -449,7 +450,7 @@ class GalleryService:
             batch_began = time.monotonic()
             positions = range(start, min(start + SEED_BATCH, index.size))
             cells = [offline_image(index.image_png(int(index.ids[p])) or b"") for p in positions]
-            labels = [check_label(str(index.labels[p])) for p in positions]
+            labels = [check_label(str(index.labels[p]) or UNLABELLED) for p in positions]
             items = [
                 NewItem(cell.png, cell.digest, label, source="offline")
                 for cell, label in zip(cells, labels, strict=True)

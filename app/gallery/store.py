@@ -25,6 +25,9 @@ Metric = Literal["cosine", "l2"]
 Source = Literal["offline", "added"]
 
 MAX_LABEL_CHARS = 64
+# The label of an offline cell that had none (cells outside labelled sub-folders): every
+# item has a label, so that a filter can always name it.
+UNLABELLED = "unlabelled"
 MAX_NOTE_CHARS = 256
 # Ids are the first 53 bits of the content digest: the same cell gets the same id in every
 # store, replica and export, and an id survives a JavaScript number (2**53) on the page.

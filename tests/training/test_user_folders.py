@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.gallery.store import UNLABELLED
 from app.main import create_app
 from contract.layout import AUTOENCODER, CLASSIFIER, INDEX
 from tests.app.helpers import running_client, settings_for
@@ -89,7 +90,8 @@ async def test_the_server_answers_with_the_users_names_and_size(user_models: Pat
     assert classifier["class_names"] == sorted(USER_CLASSES)
     assert classifier["input_shape"] == [USER_IMAGE_SIZE, USER_IMAGE_SIZE, 3]
     assert similar.status_code == 200
-    assert {result["label"] for result in similar.json()["results"]} <= {"", *USER_CELLS}
+    # The unlabelled cells of the index are gallery items labelled "unlabelled".
+    assert {result["label"] for result in similar.json()["results"]} <= {UNLABELLED, *USER_CELLS}
     assert denoised.status_code == 200
     assert Image.open(io.BytesIO(denoised.content)).size == (USER_IMAGE_SIZE, USER_IMAGE_SIZE)
 
