@@ -67,8 +67,8 @@ try:  # The extra `milvus` installs pymilvus; without it only this module fails 
     import grpc
     from pymilvus import DataType, MilvusClient, MilvusException
 except ImportError:  # pragma: no cover - exercised only where the extra is missing
-    MilvusClient = None  # type: ignore[assignment,misc]
-    MilvusException = grpc = DataType = None  # type: ignore[assignment,misc]
+    MilvusClient = None
+    MilvusException = grpc = DataType = None
 
 DEFAULT_PORT = 19530
 DEFAULT_PREFIX = "cellsign"
