@@ -62,7 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="signs: start from this exported classifier version (or its model folder's"
-        " newest); a new head when the classes differ",
+        " newest); a new head when the classes differ. It trains the head on the source's"
+        " frozen convolutions, then every layer at a lower learning rate",
+    )
+    parser.add_argument(
+        "--frozen-stages",
+        action="store_true",
+        help="with --init-from: train only the head, the source's convolutions stay frozen"
+        " (better when the images look like the source's, worse for new kinds of image)",
     )
     return parser
 
@@ -86,7 +93,12 @@ def run_job(job: str, arguments: argparse.Namespace, progress: JobProgress) -> P
     if job == "signs":
         from training.signs.train import train_signs
 
-        return train_signs(options, progress=progress, init_from=arguments.init_from)
+        return train_signs(
+            options,
+            progress=progress,
+            init_from=arguments.init_from,
+            fine_tune=not arguments.frozen_stages,
+        )
     if job == "malaria":
         from training.malaria.train import train_malaria
 
@@ -105,6 +117,8 @@ def main(argv: Sequence[str] | None = None, run: Callable[..., Path] = run_job) 
         return _user_error(f"data path not found: {arguments.data}")
     if arguments.init_from is not None and arguments.job not in ("signs", "all"):
         return _user_error(f"--init-from starts the classifier (signs), not {arguments.job}")
+    if arguments.frozen_stages and arguments.init_from is None:
+        return _user_error("--frozen-stages applies only with --init-from")
     jobs = JOBS if arguments.job == "all" else (arguments.job,)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -8,6 +8,7 @@ trained on other classes is served under its own names as a new version of the s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -48,6 +49,7 @@ QUICK_IMAGES_PER_CLASS = 30  # of the training split; validation and test stay w
 # Classes weigh their examples in the loss only when their counts differ by more than this
 # ratio: a balanced set (SIGNS: 180 per class) trains exactly as without weights.
 IMBALANCE_RATIO = 1.2
+TRANSFER = transfer.TransferConfig()  # --init-from's two phases
 
 
 @dataclass(frozen=True)
@@ -69,15 +71,20 @@ class SignsRun:
 
 
 def train_signs(
-    options: JobOptions, *, progress: JobProgress | None = None, init_from: Path | None = None
+    options: JobOptions,
+    *,
+    progress: JobProgress | None = None,
+    init_from: Path | None = None,
+    fine_tune: bool = True,
 ) -> Path:
     """Train the classifier and export a new version; returns the version folder.
 
-    ``init_from`` (an exported version or model folder) gives the starting weights, with
-    its convolution stages frozen and a new output layer when the classes differ
-    (training/signs/transfer.py). An interrupted run leaves its checkpoints under
-    ``<out>/.checkpoints/``; running the same command again resumes from the last completed
-    epoch.
+    ``init_from`` (an exported version or model folder) gives the starting weights and a
+    new output layer when the classes differ; the head trains first on the frozen stages,
+    then every layer at a lower rate unless not ``fine_tune`` (training/signs/transfer.py).
+    An interrupted run
+    leaves its checkpoints under ``<out>/.checkpoints/``; running the same command again
+    resumes from the last completed epoch.
     """
     data, out_dir, seed, quick = options.data, options.out, options.seed, options.quick
     epochs = options.epochs
@@ -107,6 +114,7 @@ def train_signs(
     )
     log.info("classifier splits %s from %s", splits.sizes(), splits.train.source)
 
+    transfer_config = dataclasses.replace(TRANSFER, fine_tune=fine_tune)
     if source is not None:
         build, init_record = transfer.initialised_builder(source, image_size, class_names)
     else:
@@ -117,16 +125,26 @@ def train_signs(
 
     checkpoint_dir = Path(out_dir) / ".checkpoints" / f"{MODEL_NAME}-{run.fingerprint()}"
     strategy = strategy_from_environment()
-    model, result = fit_classifier(
-        build,
-        (splits.train.images, splits.train.labels),
-        (splits.validation.images, splits.validation.labels),
-        loop,
-        checkpoint_dir,
-        strategy,
-        progress,
-        weights,
-    )
+    train_pairs = (splits.train.images, splits.train.labels)
+    validation_pairs = (splits.validation.images, splits.validation.labels)
+    if source is None:
+        model, result = fit_classifier(
+            build, train_pairs, validation_pairs, loop, checkpoint_dir, strategy, progress, weights
+        )
+    else:
+        model, result, phases = transfer.fit_transfer(
+            build,
+            train_pairs,
+            validation_pairs,
+            loop,
+            checkpoint_dir,
+            strategy=strategy,
+            progress=progress,
+            class_weights=weights,
+            config=transfer_config,
+            scale_epochs=epochs is None and not quick,
+        )
+        init_record.phases = [asdict(phase) for phase in phases]
     progress.note("evaluating on the held-out test images and exporting")
     probabilities = predict_probabilities(model, splits.test.images)
     metrics = evaluation_metrics(splits.test.labels, probabilities, result, class_names)
@@ -146,6 +164,8 @@ def train_signs(
     fields.calibration = calibration
     fields.ood = ood_spec
     fields.init_from = init_record
+    if source is not None:
+        fields.hyperparameters["transfer"] = asdict(transfer_config)
 
     def write_payload(folder: Path) -> None:
         save_classifier(model, image_size, folder, trust)

@@ -1,27 +1,40 @@
 """``--init-from``: start a classifier from an exported version's weights.
 
 A few dozen images per class cannot train the convolution stages from scratch, but they can
-train a head on stages that already learned the images' shapes. The source version's Keras model is
-rebuilt from its metadata (architecture, input size, class count), its weights are read
-from the SavedModel's variables, and every layer whose weights have the same shapes in the
-new model is copied. The output layer is copied only when the class names are the same;
-otherwise the new model keeps a freshly initialised head for its own classes. A different
-input size changes the first dense layer's shape, so that layer starts fresh too.
+train a head on stages that already learned the images' shapes. The source version's Keras
+model is rebuilt from its metadata (architecture, input size, class count), its weights are
+read from the SavedModel's variables, and every layer whose weights have the same shapes in
+the new model is copied. The output layer is copied only when the class names are the same;
+otherwise the new model keeps a new head for its own classes. A different input size
+changes the first dense layer's shape, so that layer starts fresh too.
 
-The copied convolution stages are then frozen (their batch-norm statistics too) and only
-the dense head trains: fine-tuning every layer at the training loop's learning rate on a
-few dozen images wiped out what the stages knew (SIGNS digits 3-5 from a 0-2 model, 15
-images per class: held-out accuracy 0.42, chance being 0.33). A new output layer starts at zero, so
-the first logits are 0 rather than the large random ones a random layer gives on the copied
-features (a first-epoch loss of 7.7 instead of ln 6). On 15 images per class of the SIGNS
-gestures under new names, validation accuracy reached 0.99 in 40 epochs from a zero start
-and 0.96 in 100 from a random one.
+Training then runs in two phases, each with its own early stopping on validation loss:
+
+1. the head: the copied convolution stages (their batch-norm statistics too) are frozen and
+   only the dense layers train, at the loop's learning rate. A new output layer starts at
+   zero, so the first logits are 0 rather than the large random ones a random layer gives
+   on the copied features (a first-epoch loss of 7.7 instead of ln 6).
+2. every layer: the convolutions train too, at 0.3 times that learning rate, starting from
+   phase 1's best weights; the batch norms stay frozen (inference mode: a few dozen images
+   give poor batch statistics). Without phase 1, fine-tuning every layer at the full rate
+   behind a new head wiped out what the stages knew (SIGNS digits 3-5 from a 0-2 model, 15
+   images per class: held-out accuracy 0.42, chance being 0.33); frozen stages alone
+   carried over little to gestures the source never saw (0.49).
+
+Phase 2's weights are kept only when its best validation loss beats phase 1's; it can be
+left out (``--frozen-stages``), which is better when the new images look like the source's
+(the same gestures under new names) and worse for new ones. When
+``--epochs`` is not given, each phase runs at least ``min_steps`` optimizer steps (more
+epochs for a small data set: 66 training images make 3 steps an epoch), with patience
+scaled alike. Augmentation is the loop's (shifts, small rotations and zooms, brightness; no
+flips: a user's classes may be told apart by their side, ``left`` from ``right``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +45,9 @@ import tensorflow as tf
 from contract.layout import METADATA_FILE, versions
 from contract.metadata import ClassifierMetadata, InitFromSpec, MetadataError, read_metadata
 from training.errors import DataError
+from training.progress import JobProgress
 from training.signs.classifier import ClassifierConfig, build_classifier
+from training.signs.custom_loop import LoopConfig, LoopResult, fit_classifier
 
 log = logging.getLogger(__name__)
 
@@ -155,3 +170,138 @@ def initialised_builder(
         return model
 
     return build, record
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """The two phases' knobs; recorded in the metadata as ``hyperparameters.transfer``."""
+
+    fine_tune: bool = True  # run phase 2 (every layer but the batch norms)
+    # Phase 2's peak learning rate, a fraction of the loop's: on validation images kept
+    # apart (benchmarks/transfer_results.md) 0.3 beat 0.1 and 1.0 for new gestures and lost
+    # least to the head alone for the same gestures under new names.
+    fine_tune_rate: float = 0.3
+    # Each phase runs at least this many optimizer steps when --epochs is not given.
+    min_steps: int = 300
+
+
+@dataclass(frozen=True)
+class PhaseSummary:
+    """What one phase did, for the metadata's ``init_from.phases``."""
+
+    trains: str
+    epochs: int
+    learning_rate: float
+    epochs_run: int
+    best_epoch: int
+    best_validation_loss: float
+
+
+def phase_loop(loop: LoopConfig, steps_per_epoch: int, scale: bool, min_steps: int) -> LoopConfig:
+    """``loop`` stretched to at least ``min_steps`` steps (patience by the same factor) when
+    ``scale``; unchanged otherwise and for data sets already that large."""
+    if not scale or loop.epochs * steps_per_epoch >= min_steps:
+        return loop
+    epochs = math.ceil(min_steps / steps_per_epoch)
+    patience = math.ceil(loop.patience * epochs / loop.epochs)
+    return dataclasses.replace(loop, epochs=epochs, patience=patience)
+
+
+def unfreeze_convolutions(model: tf.keras.Model) -> list[str]:
+    """Make every layer trainable except the batch norms (kept in inference mode, their
+    statistics and scales as phase 1 left them); returns the layers that now train."""
+    unfrozen = []
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.trainable = False
+        elif layer.weights and not layer.trainable:
+            layer.trainable = True
+            unfrozen.append(layer.name)
+    return unfrozen
+
+
+def fit_transfer(
+    build_model: Callable[[], tf.keras.Model],
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    loop: LoopConfig,
+    checkpoint_dir: Path,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+    progress: JobProgress | None = None,
+    class_weights: np.ndarray | None = None,
+    config: TransferConfig = TransferConfig(),
+    scale_epochs: bool = True,
+) -> tuple[tf.keras.Model, LoopResult, list[PhaseSummary]]:
+    """Phase 1 (the head on frozen stages), then phase 2 (every layer at a lower rate), each
+    through ``fit_classifier`` with its own checkpoints under ``checkpoint_dir`` (an
+    interrupted run resumes in the phase it stopped in). Returns the model with the better
+    phase's best weights, the two phases' joined history, and each phase's summary."""
+    strategy = strategy or tf.distribute.get_strategy()
+    progress = progress or JobProgress("classifier")
+    batch = loop.batch_size * strategy.num_replicas_in_sync
+    steps_per_epoch = -(-len(train[1]) // batch)
+    head_loop = phase_loop(loop, steps_per_epoch, scale_epochs, config.min_steps)
+    progress.note("training the new head on the frozen stages")
+    model, head = fit_classifier(
+        build_model,
+        train,
+        validation,
+        head_loop,
+        checkpoint_dir / "head",
+        strategy,
+        progress,
+        class_weights,
+    )
+    summaries = [_summary("head", head_loop, head)]
+    if not config.fine_tune:
+        return model, head, summaries
+
+    head_weights = model.get_weights()
+    unfreeze_convolutions(model)
+    tune_loop = dataclasses.replace(
+        head_loop, learning_rate=loop.learning_rate * config.fine_tune_rate
+    )
+    progress.note("fine-tuning every layer but the batch norms at a lower learning rate")
+    model, tuned = fit_classifier(
+        lambda: model,
+        train,
+        validation,
+        tune_loop,
+        checkpoint_dir / "all",
+        strategy,
+        progress,
+        class_weights,
+    )
+    summaries.append(_summary("all but batch norms", tune_loop, tuned))
+    history = {key: head.history[key] + tuned.history[key] for key in head.history}
+    improved = summaries[1].best_validation_loss < summaries[0].best_validation_loss
+    if improved:
+        best_epoch = head.epochs_run + tuned.best_epoch
+    else:
+        model.set_weights(head_weights)
+        best_epoch = head.best_epoch
+    log.info(
+        "kept phase %d's weights (best validation loss %.4f)",
+        2 if improved else 1,
+        min(s.best_validation_loss for s in summaries),
+    )
+    resumed = (
+        head.epochs_run + tuned.resumed_from_epoch
+        if tuned.resumed_from_epoch
+        else head.resumed_from_epoch
+    )
+    result = LoopResult(history, best_epoch, head.seconds + tuned.seconds, resumed)
+    return model, result, summaries
+
+
+def _summary(trains: str, loop: LoopConfig, result: LoopResult) -> PhaseSummary:
+    best = result.best_epoch - 1
+    return PhaseSummary(
+        trains=trains,
+        epochs=loop.epochs,
+        learning_rate=loop.learning_rate,
+        epochs_run=result.epochs_run,
+        best_epoch=result.best_epoch,
+        best_validation_loss=result.history["val_loss"][best] if best >= 0 else math.inf,
+    )
