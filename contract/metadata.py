@@ -206,6 +206,7 @@ class InitFromSpec(_Open):
     layers_copied: NonNegativeInt = 0
     layers_fresh: list[str] = Field(default_factory=list)
     layers_frozen: NonNegativeInt = 0
+    phases: list[dict[str, Any]] = Field(default_factory=list)  # one record per training phase
 
 
 class BottleneckSpec(_Open):

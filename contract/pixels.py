@@ -8,11 +8,13 @@ scales inside its ``tf.data`` pipeline with ``PIXEL_MAX``; serving calls ``model
 
 from __future__ import annotations
 
+from typing import Final
+
 import numpy as np
 from PIL import Image
 
 PIXEL_MAX = 255.0
-SCALE_DESCRIPTION = "pixel / 255"  # how ``metadata.json`` states the scaling
+SCALE_DESCRIPTION: Final = "pixel / 255"  # how ``metadata.json`` states the scaling
 
 # Integer modes wider than 8 bits hold 0..65535 (``I`` is read as the same 16-bit range);
 # ``F`` holds floats on the 0..255 scale.

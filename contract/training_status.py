@@ -67,7 +67,7 @@ def training_message(
     waiting for an earlier job, or failed; None when the run has nothing to say about it."""
     if status is None or status.get("state") == "done":
         return None
-    job = status.get("job")
+    job = str(status.get("job"))
     pending = [JOB_MODELS.get(name) for name in status.get("pending") or []]
     if JOB_MODELS.get(job) != model and model not in pending:
         return None

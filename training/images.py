@@ -23,8 +23,8 @@ def decode_rgb(data: bytes, name: str, size: tuple[int, int] | None = None) -> n
     orientation applied. ``size`` is ``(height, width)``; when given the image is resized
     with bilinear filtering."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image = ImageOps.exif_transpose(image)
+        with Image.open(io.BytesIO(data)) as opened:
+            image = ImageOps.exif_transpose(opened)
             if size is None:
                 return np.asarray(to_rgb(image), dtype=np.uint8)
             return rgb_pixels(image, *size)

@@ -23,7 +23,8 @@ class KerasProgress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
-        self.progress.advance(**({} if loss is None else {"loss": float(loss)}))
+        metrics: dict[str, float] = {} if loss is None else {"loss": float(loss)}
+        self.progress.advance(1, **metrics)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         items = sorted((logs or {}).items())

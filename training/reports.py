@@ -86,7 +86,9 @@ def plot_confusion_matrix(
     for row in ticks:
         for column in ticks:
             color = "white" if matrix[row, column] > threshold else "black"
-            axis.text(column, row, int(matrix[row, column]), ha="center", va="center", color=color)
+            axis.text(
+                column, row, str(int(matrix[row, column])), ha="center", va="center", color=color
+            )
     axis.set_title(title)
     save_figure(figure, path)
 
@@ -106,7 +108,7 @@ def plot_score_histograms(
         clipped = np.clip(np.asarray(values, dtype=np.float64), bins[0], bins[-1])
         label = f"{name} ({len(values)})"
         weights = np.full(len(clipped), 1 / max(1, len(clipped)))  # each set sums to 1
-        axis.hist(clipped, bins=bins, histtype="step", weights=weights, label=label)
+        axis.hist(clipped, bins=list(bins), histtype="step", weights=weights, label=label)
     axis.axvline(threshold, color="black", linestyle="--", label="threshold")
     if log_bins:
         axis.set_xscale("log")

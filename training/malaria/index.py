@@ -79,6 +79,7 @@ def encode_images(
 
 def make_index(codes: np.ndarray, approximate_above: int) -> faiss.Index:
     dimension = codes.shape[1]
+    index: faiss.Index
     if len(codes) > approximate_above:
         index = faiss.IndexHNSWFlat(dimension, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = HNSW_EF_SEARCH  # saved with the index, so the server uses it

@@ -144,7 +144,8 @@ def train_signs(
             config=transfer_config,
             scale_epochs=epochs is None and not quick,
         )
-        init_record.phases = [asdict(phase) for phase in phases]
+        if init_record is not None:  # always, when there is a source
+            init_record.phases = [asdict(phase) for phase in phases]
     progress.note("evaluating on the held-out test images and exporting")
     probabilities = predict_probabilities(model, splits.test.images)
     metrics = evaluation_metrics(splits.test.labels, probabilities, result, class_names)

@@ -38,6 +38,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -67,7 +68,7 @@ class SourceVersion:
         """The source's architecture as its metadata records it (defaults where absent)."""
         recorded = self.metadata.hyperparameters.get("model") or {}
         known = {field.name for field in dataclasses.fields(ClassifierConfig)}
-        values = {
+        values: dict[str, Any] = {
             key: tuple(value) if isinstance(value, list) else value
             for key, value in recorded.items()
             if key in known
