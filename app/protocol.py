@@ -9,15 +9,15 @@ Here the bytes that arrive while a head is incomplete are counted, and past
 at most the limit plus one read. A request httptools cannot parse gets a JSON 400, and
 uvicorn's plain-text 503 past ``MAX_CONCURRENCY`` becomes a
 JSON ``detail`` like every other refusal, and health probes are served past that limit.
-Each request's scope carries a ``DisconnectNotice`` (``DISCONNECT_EXTENSION``), through
-which the inference path hears of a client that left without a task waiting on ``receive``.
+Each request's scope carries a ``DisconnectNotice`` (app/api/overload/disconnect.py), which
+the protocol fires when the client leaves: the inference path hears of it without a task
+waiting on ``receive``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
@@ -27,35 +27,12 @@ from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from app.api.overload.disconnect import DISCONNECT_EXTENSION, DisconnectNotice
+
 CONCURRENCY_DETAIL = "overloaded: too many connections; retry later"
 # Liveness and readiness probes pass the connection limit: they cost next to nothing, and
 # an orchestrator that sees them fail under load would restart a busy but healthy server.
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
-# Key in ``scope["extensions"]`` of the request's DisconnectNotice.
-DISCONNECT_EXTENSION = "cellsign.disconnect"
-
-
-class DisconnectNotice:
-    """Calls back once the client of a request in progress has closed the connection.
-
-    The ASGI way to learn of a disconnect is a task blocked on ``receive()`` for the whole
-    request, which costs the event loop a task, a wake-up and a cancellation per request;
-    the protocol, which sees the connection go, calls the callback instead.
-    """
-
-    def __init__(self) -> None:
-        self._callback: Callable[[], None] | None = None
-        self.disconnected = False
-
-    def call_on_disconnect(self, callback: Callable[[], None] | None) -> None:
-        """``callback`` runs (on the event loop) when the client leaves; None forgets it."""
-        self._callback = callback
-
-    def fire(self) -> None:
-        self.disconnected = True
-        callback, self._callback = self._callback, None
-        if callback is not None:
-            callback()
 
 
 class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):

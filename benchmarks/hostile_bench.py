@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.api.uploads import DecodePool, RawImage, prepare, read_uploads
+from app.api.overload.decode_pool import DecodePool
+from app.api.uploads import RawImage, prepare, read_uploads
 from app.core import image_structure as budgets
 from app.core.deadline import Deadline
 from app.core.errors import PayloadTooLargeError, ServiceError

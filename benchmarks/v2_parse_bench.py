@@ -14,7 +14,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from app.api.v2_protocol import MAX_JSON_BYTES, InferBodyReader, TensorLimits
+from app.api.v2.protocol import MAX_JSON_BYTES, InferBodyReader, TensorLimits
 from app.core.errors import ServiceError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # the settings' defaults

@@ -1,4 +1,5 @@
-"""Request dependencies: the service state and the models a request uses."""
+"""Request dependencies: the service state (``app.api.service_state``) and the models a
+request uses."""
 
 from __future__ import annotations
 
@@ -7,28 +8,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
-from app.api.metrics import ServiceMetrics
-from app.api.uploads import DecodePool
-from app.core.batching import MicroBatcher
+from app.api.service_state import ServiceState
 from app.core.errors import ModelUnavailableError
-from app.core.registry import ModelRegistry, ModelSet
-from app.core.reload_signal import ReloadSignal
-from app.gallery.service import GalleryService
-from app.settings import Settings
-
-
-@dataclass
-class ServiceState:
-    """Built once by the lifespan and kept on ``app.state.service``."""
-
-    settings: Settings
-    metrics: ServiceMetrics
-    registry: ModelRegistry
-    batchers: dict[str, MicroBatcher]
-    device: str
-    decode_pool: DecodePool
-    reload_signal: ReloadSignal | None = None  # set when several worker processes serve
-    gallery: GalleryService | None = None  # the living gallery (app/gallery/service.py)
+from app.core.registry import ModelSet
 
 
 def service_of(request: Request) -> ServiceState:

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from app.api.request_context import REQUEST_ID_HEADER, request_id_of
+from app.api.middleware.request_context import REQUEST_ID_HEADER, request_id_of
 from app.core.errors import ServiceError, ShedError
 
 logger = logging.getLogger(__name__)
@@ -22,9 +22,10 @@ def error_response(
     path: str, message: str, status_code: int, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     """The one shape of an error answered before a route runs (by a middleware): the Open
-    Inference Protocol's ``{"error": ...}`` under /v2/, ``{"detail": ...}`` everywhere else,
-    the same shapes the routes themselves answer."""
-    key = "error" if path.startswith(V2_PREFIX) else "detail"
+    Inference Protocol's ``{"error": ...}`` on /v2 and under it, ``{"detail": ...}``
+    everywhere else, the same shapes the routes themselves answer."""
+    v2 = path.startswith(V2_PREFIX) or path == V2_PREFIX.rstrip("/")
+    key = "error" if v2 else "detail"
     return JSONResponse({key: message}, status_code=status_code, headers=headers)
 
 

@@ -2,16 +2,15 @@
 under overload control.
 
 Each request may wait ``REQUEST_TIMEOUT_S`` (or less when the client sends
-``X-Request-Timeout``; see ``app.api.admission``) in all to reach its model: for admission,
-for a decoding thread and in its batcher's queue (its upload is not counted). A full batcher
-queue refuses it before any decoding; a client that disconnects has its work cancelled.
-Each ends in a ``ShedError`` (503 with ``Retry-After``, or 499 for a client that is gone),
-counted by reason.
+``X-Request-Timeout``) in all to reach its model: for admission, for a decoding thread and
+in its batcher's queue (its upload is not counted). A full batcher queue refuses it before
+any decoding; a client that disconnects has its work cancelled. Each ends in a
+``ShedError`` (503 with ``Retry-After``, or 499 for a client that is gone), counted by
+reason. The pieces of that control live in ``app.api.overload``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,17 +21,17 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.types import Receive, Scope
 
-from app.api.admission import MAX_TIMEOUT_CHARS, TIMEOUT_HEADER, asked_timeout
 from app.api.deps import Pin, ServiceState, choose, pin_of, service_of
 from app.api.errors import invalid_parameter
 from app.api.numbers import MAX_DIGITS, whole_number
+from app.api.overload.admission import MAX_TIMEOUT_CHARS, TIMEOUT_HEADER, asked_timeout
+from app.api.overload.disconnect import unless_disconnected
 from app.api.uploads import ModelInput, Upload, check_file_count, read_uploads, upload_openapi
 from app.core import tracing
 from app.core.deadline import Deadline
-from app.core.errors import ClientDisconnectedError, ShedError
+from app.core.errors import ShedError
 from app.core.registry import ModelSet
 from app.core.runtime import LoadedModel
-from app.protocol import DISCONNECT_EXTENSION, DisconnectNotice
 
 T = TypeVar("T")
 
@@ -71,7 +70,7 @@ class InferenceContext:
     service: ServiceState
     models: ModelSet  # read once: a hot swap during the request does not change them
     pin: Pin
-    scope: Scope  # its extensions may hold the protocol's DisconnectNotice
+    scope: Scope  # its extensions may hold the protocol's DisconnectNotice (app.api.overload)
     receive: Receive  # else this ASGI channel reports the client's disconnect
     deadline: Deadline
 
@@ -180,7 +179,7 @@ async def watched(
     """Await ``work`` (an inference request's decoding and model call), cancelled when the
     client disconnects; the ``ShedError`` it ends in is counted under ``batcher_name``."""
     try:
-        return await _unless_disconnected(scope, receive, work)
+        return await unless_disconnected(scope, receive, work)
     except ShedError as error:
         service.metrics.shed.labels(batcher_name, error.reason).inc()
         raise
@@ -201,54 +200,3 @@ async def _decode_and_run(
     )
     examples = np.stack([item.pixels for item in inputs])
     return inputs, await batcher.submit(model.inference_caller(signature), examples, deadline)
-
-
-async def _unless_disconnected(scope: Scope, receive: Receive, work: Awaitable[T]) -> T:
-    """Run ``work``, but cancel it when the client disconnects first: uvicorn does not stop a
-    request whose client left, and its place in the thread pool and the queue should go to
-    someone still waiting. Under ``python -m app`` the protocol calls back on a disconnect
-    (``DisconnectNotice``); elsewhere one watcher task waits on ``receive`` for it. Either
-    cancels this task (cheaper on the event loop than running ``work`` as a task of its own).
-    """
-    current = asyncio.current_task()
-    assert current is not None
-    finished = gone = False
-
-    def cancel_work() -> None:
-        nonlocal gone
-        if not finished:  # never cancel what comes after ``work``
-            gone = True
-            current.cancel()
-
-    async def watch() -> None:
-        await _disconnect(receive)
-        cancel_work()
-
-    notice: DisconnectNotice | None = scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
-    watcher = None
-    if notice is None:
-        watcher = asyncio.create_task(watch())
-    elif notice.disconnected:
-        cancel_work()
-    else:
-        notice.call_on_disconnect(cancel_work)
-    try:
-        result = await work
-        finished = True  # set before any other task can run
-        return result
-    except asyncio.CancelledError:
-        if gone:
-            current.uncancel()
-            raise ClientDisconnectedError("the client closed the connection") from None
-        raise
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-        if notice is not None:
-            notice.call_on_disconnect(None)
-
-
-async def _disconnect(receive: Receive) -> None:
-    """Return when the client has gone (the request body has already been read)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass

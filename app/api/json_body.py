@@ -28,7 +28,7 @@ import numpy as np
 from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
 
-from app.api.limits import DEFAULT_BODY_BYTES
+from app.api.middleware.limits import DEFAULT_BODY_BYTES
 from app.api.numbers import MAX_DIGITS
 
 MAX_JSON_BYTES = DEFAULT_BODY_BYTES

@@ -10,8 +10,6 @@ reload reaching each of them.
 from __future__ import annotations
 
 import os
-import time
-from typing import Any
 
 import numpy as np
 from prometheus_client import (
@@ -22,7 +20,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import ClientDisconnectedError, DeadlineExceededError, QueueFullError
 from app.core.registry import AUTOENCODER, CLASSIFIER, INDEX, ModelSet
@@ -32,14 +29,6 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 # OOD score / threshold: 1.0 is the flag boundary for every model, so the share above it is
 # the flag rate; the finer buckets below it show traffic creeping towards it.
 _OOD_RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 4.0, 10.0, 100.0)
-# A client may send any token as the method; every other one is counted as "other".
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-def method_label(method: str) -> str:
-    return method if method in KNOWN_METHODS else "other"
-
-
 _WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SHED_REASONS = (QueueFullError.reason, DeadlineExceededError.reason, ClientDisconnectedError.reason)
 
@@ -158,50 +147,3 @@ class BatcherMetrics:
 
     def queue_wait(self, seconds: float) -> None:
         self._queue_wait.observe(seconds)
-
-
-class RequestMetricsMiddleware:
-    """Counts and times every HTTP request, labelled by route template (``/gallery/{id}.png``,
-    never the raw path; "unmatched" for a 404) and by method (unknown ones as "other"), so
-    no client can grow the label set."""
-
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-        self._by_labels: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
-            count, latency = self._series(endpoint, method_label(scope["method"]), status)
-            count.inc()
-            latency.observe(time.perf_counter() - start)
-
-    def _series(self, endpoint: str, method: str, status: int) -> tuple[Any, Any]:
-        """The request counter and latency histogram of these labels, looked up once (a
-        ``labels()`` call takes a lock and checks every value); the labels are bounded."""
-        key = (endpoint, method, status)
-        series = self._by_labels.get(key)
-        if series is None:
-            metrics = self.metrics
-            series = (
-                metrics.requests.labels(endpoint, method, str(status)),
-                metrics.latency.labels(endpoint, method),
-            )
-            self._by_labels[key] = series
-        return series

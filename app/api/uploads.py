@@ -8,13 +8,9 @@ several parts of one form. Both go through the same byte, pixel and decode check
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
 import functools
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,8 +21,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.errors import invalid_parameter
-from app.api.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS
+from app.api.middleware.limits import MAX_FORM_FIELD_BYTES, MAX_FORM_FIELDS
 from app.api.numbers import whole_number
+from app.api.overload.decode_pool import DecodePool, DecodeWait, large_slot, late_detail
 from app.core import tracing
 from app.core.deadline import Deadline
 from app.core.errors import DeadlineExceededError, PayloadTooLargeError, UnsupportedImageError
@@ -47,48 +44,7 @@ class ModelInput:
     pixels: np.ndarray  # (height, width, 3) float32 in [0, 1] at the model's input size
 
 
-# Decode cost (``decode_for_model``'s unit: a megapixel decoded at full size, or 4 MP of a
-# JPEG decoded at reduced scale) above which an upload counts against ``DecodePool.large``.
-LARGE_IMAGE_COST = 4_000_000
-
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class DecodePool:
-    """Where uploads are decoded: on up to ``threads`` worker threads at once, of which at
-    most ``large`` decode an image over ``LARGE_IMAGE_COST``.
-
-    Several threads let a burst of small uploads decode together, so their requests reach
-    the micro-batcher together and share one model call; too many take the interpreter lock
-    from the event loop (docs/overload.md has the measurements behind the default). Few
-    large decodes keep the memory and CPU that big or hostile images take bounded.
-
-    A plain executor, not anyio's ``to_thread``: its limiter and checkpoints made a hop to
-    a thread and back cost the event loop two to four times the CPU
-    (docs/history/performance-history.md).
-    """
-
-    threads: ThreadPoolExecutor
-    large: threading.BoundedSemaphore
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> DecodePool:
-        return cls(
-            ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode"),
-            threading.BoundedSemaphore(settings.large_decode_limit),
-        )
-
-    async def run(self, work: Callable[[], T]) -> T:
-        """``work()`` on a pool thread, in this task's context (its trace and timings); work
-        that has not started when the caller is cancelled never runs."""
-        context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.threads, context.run, work)
-
-    def close(self) -> None:
-        """Drop what has not started; threads end once their current decode is done."""
-        self.threads.shutdown(wait=False, cancel_futures=True)
 
 
 def decode_limits(settings: Settings) -> DecodeLimits:
@@ -248,49 +204,21 @@ async def read_uploads(
     pool: DecodePool,
 ) -> list[ModelInput]:
     """Read and prepare every part in one worker-thread call (``check_file_count`` first),
-    on one of ``pool``'s threads; small JPEGs already at the model's size are decoded on the
-    event loop instead (``_straight_decodes``). The one entry of every encoded image into
-    the input gate, ``app.core.imaging.decode_for_model``.
+    on one of ``pool``'s threads, by ``deadline`` (``DecodePool.run_by``); small JPEGs
+    already at the model's size are decoded on the event loop instead
+    (``_straight_decodes``). The one entry of every encoded image into the input gate,
+    ``app.core.imaging.decode_for_model``, through ``decode_uploads``."""
 
-    Waiting for a free worker thread (or a large-decode slot) ends at ``deadline`` with
-    ``DeadlineExceededError`` (503, ``Retry-After``: the server is overloaded), and a
-    thread that starts after it decodes nothing. Decoding that started in time but is still
-    running at the deadline answers ``DecodeOverranError`` instead (no ``Retry-After``): the
-    thread finishes the file it is on (each bounded by the input gate's budgets) and
-    decodes no further one.
-    """
+    def prepare_one(data: bytes, filename: str, admit: DecodeAdmission) -> ModelInput:
+        return prepare(data, filename, settings, height, width, admit)
+
     straight = _straight_decodes(files, height, width)
     if straight is not None:
-        return _read_and_prepare_all(straight, settings, height, width, deadline, pool.large)
-    state = _DecodeState()
-
-    def work() -> list[ModelInput]:
-        state.waiting = False
-        return _read_and_prepare_all(files, settings, height, width, deadline, pool.large, state)
-
-    try:
-        async with asyncio.timeout(deadline.remaining()):
-            return await pool.run(work)
-    except TimeoutError:
-        if state.waiting:
-            raise DeadlineExceededError(_late_detail(deadline)) from None
-        raise DecodeOverranError(_overran_detail(deadline)) from None
-
-
-@dataclass
-class _DecodeState:
-    """Whether a request's decoding is waiting (for a pool thread, or for a large-decode
-    slot) or working, as its deadline finds it: the two answer differently."""
-
-    waiting: bool = True
-
-
-class DecodeOverranError(DeadlineExceededError):
-    """The request's decoding started in time but had not finished at its deadline. Not an
-    overload the client should retry into (no ``Retry-After``): the files themselves, or a
-    CPU shared with other work, made it slow."""
-
-    retry_after_s = None
+        return decode_uploads(straight, settings, deadline, pool.large, prepare_one)
+    return await pool.run_by(
+        deadline,
+        lambda wait: decode_uploads(files, settings, deadline, pool.large, prepare_one, wait),
+    )
 
 
 # A form part up to this size is held in memory (Starlette spools parts over 1 MiB to disk);
@@ -324,40 +252,25 @@ def _straight_decodes(files: Sequence[Upload], height: int, width: int) -> list[
     return images
 
 
-def _late_detail(deadline: Deadline) -> str:
-    return (
-        f"overloaded: no decoding thread was free within the request's {deadline.timeout_s:g} s"
-        " deadline; retry later"
-    )
-
-
-def _overran_detail(deadline: Deadline) -> str:
-    return (
-        f"decoding the uploads started in time but was still running at the request's "
-        f"{deadline.timeout_s:g} s deadline; nothing was inferred"
-    )
-
-
-def _read_and_prepare_all(
+def decode_uploads(
     files: Sequence[Upload],
     settings: Settings,
-    height: int,
-    width: int,
     deadline: Deadline,
     large: threading.BoundedSemaphore,
-    state: _DecodeState | None = None,
-) -> list[ModelInput]:
-    """Read each part (at most ``max_upload_bytes + 1`` bytes, so an oversized one is detected
-    without holding it all) and prepare it; one thread hop per request, not one per file.
-
-    What decoding each file costs, read from its header before it is decoded (pixels, four
-    times each pixel decoded at full size, and what reading its structure costs:
-    ``decode_for_model``'s step 4) counts against ``max_request_pixels``, so one request's
-    decoding work stays bounded however many files it carries; a file over
-    ``LARGE_IMAGE_COST`` waits for one of the ``large`` slots (``state`` says so while it
-    waits).
+    decode: Callable[[bytes, str, DecodeAdmission], T],
+    wait: DecodeWait | None = None,
+) -> list[T]:
+    """``decode(data, filename, admit)`` for each part, read (at most ``max_upload_bytes + 1``
+    bytes, so an oversized one is detected without holding it all); one thread hop per
+    request, not one per file. ``decode`` passes ``admit`` to ``decode_for_model``, which
+    calls it before decoding: what decoding each file costs, read from its header (pixels,
+    four times each pixel decoded at full size, and what reading its structure costs:
+    ``decode_for_model``'s step 4), counts against ``max_request_pixels``, so one request's
+    decoding work stays bounded however many files it carries, and a file over
+    ``LARGE_IMAGE_COST`` waits for one of the ``large`` slots (``large_slot``). Nothing is
+    decoded past ``deadline``.
     """
-    inputs = []
+    decoded = []
     pixels = 0
 
     def admit(filename: str, claimed: int) -> AbstractContextManager[object]:
@@ -370,34 +283,16 @@ def _read_and_prepare_all(
                 f"decoded at reduced scale 1), over the {settings.max_request_pixels} pixel "
                 "limit of one request"
             )
-        if claimed <= LARGE_IMAGE_COST:
-            return contextlib.nullcontext()
-        if state is not None:
-            state.waiting = True
-        if not large.acquire(timeout=max(deadline.remaining(), 0.0)):
-            raise DeadlineExceededError(_late_detail(deadline))
-        if state is not None:
-            state.waiting = False
-        return _released(large)
+        return large_slot(large, claimed, deadline, wait)
 
     with tracing.stage("decode", files=len(files)):
         for position, upload in enumerate(files):
             if deadline.expired():  # queued too long for a thread: the work would be wasted
-                raise DeadlineExceededError(_late_detail(deadline))
+                raise DeadlineExceededError(late_detail(deadline))
             if isinstance(upload, RawImage):
                 data, filename = upload.data, upload.filename
             else:
                 data = upload.file.read(settings.max_upload_bytes + 1)
                 filename = upload.filename or f"file {position + 1}"
-            file_admit = functools.partial(admit, filename)
-            inputs.append(prepare(data, filename, settings, height, width, file_admit))
-    return inputs
-
-
-@contextlib.contextmanager
-def _released(slot: threading.BoundedSemaphore) -> Iterator[None]:
-    """Hold the already acquired ``slot`` until the block ends."""
-    try:
-        yield
-    finally:
-        slot.release()
+            decoded.append(decode(data, filename, functools.partial(admit, filename)))
+    return decoded

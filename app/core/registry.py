@@ -56,7 +56,7 @@ class ModelVersions:
     def default(self) -> Servable | None:
         """What unpinned requests get: the ``stable`` version when loaded, else the newest."""
         stable = self.labels.versions.get(STABLE)
-        if stable in self.loaded:
+        if stable is not None and stable in self.loaded:
             return self.loaded[stable]
         return next(iter(self.loaded.values()), None)
 
@@ -75,7 +75,7 @@ class ModelVersions:
                 raise NotFoundError(f"{name} version {version} is not loaded (loaded: {loaded})")
             return self.loaded[version]
         canary = self.labels.versions.get(CANARY)
-        if canary in self.loaded and draw < self.labels.canary_share:
+        if canary is not None and canary in self.loaded and draw < self.labels.canary_share:
             return self.loaded[canary]
         return self.default
 

@@ -197,7 +197,7 @@ class _Core:
         truth = [set(row.tolist()) - {int(pick)} for row, pick in zip(exact, picks, strict=True)]
         nprobe = MIN_NPROBE
         while nprobe < self.nlist:
-            params = faiss.SearchParametersIVF(nprobe=nprobe)
+            params = _ivf_parameters(nprobe)
             _, found = self.index.search(queries, _K_CALIBRATION, params=params)
             hits = sum(
                 len(expected & (set(row.tolist()) - {int(pick)}))
@@ -365,11 +365,11 @@ class _Core:
                 return self._neighbours(squared[0], small.slots[positions[0]])
             share = candidates / max(self.alive, 1)
             nprobe = min(self.nlist, math.ceil(self.nprobe / math.sqrt(share)))
-            selector = faiss.IDSelectorBitmap(self.bitmaps[number])
+            selector = _bitmap_selector(self.bitmaps[number])
         k = min(k, candidates)
         if k <= 0:
             return []
-        params = faiss.SearchParametersIVF(nprobe=nprobe)
+        params = _ivf_parameters(nprobe)
         if selector is not None:
             params.sel = selector
         squared, slots = self.index.search(query, k, params=params)
@@ -505,3 +505,13 @@ class CodeIndex:
             return []
         with self._lock:
             return self._core.search(np.ascontiguousarray(query, np.float32), k, label)
+
+
+# faiss's SWIG classes take keyword arguments and numpy arrays that its type stubs (for the
+# C++ signatures) do not describe; these two calls are where the project relies on that.
+def _ivf_parameters(nprobe: int) -> Any:
+    return faiss.SearchParametersIVF(nprobe=nprobe)  # type: ignore[call-arg]
+
+
+def _bitmap_selector(bitmap: np.ndarray) -> Any:
+    return faiss.IDSelectorBitmap(bitmap)  # type: ignore[call-arg, arg-type]

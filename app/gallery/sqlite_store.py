@@ -41,6 +41,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -785,7 +786,7 @@ def _check_id(item_id: object) -> int:
         item_id = int(item_id)
     if not _valid_id(item_id):
         raise ValueError(f"{item_id!r} is not an item id")
-    return int(item_id)  # type: ignore[arg-type]
+    return int(cast(int, item_id))  # _valid_id: a non-negative int below 2**53
 
 
 def _check_count(value: object, name: str) -> int:
@@ -854,7 +855,8 @@ def _item(row: tuple) -> GalleryItem:
     return GalleryItem(int(item_id), label, note, float(created), source)
 
 
-def _state(db: sqlite3.Connection, name: str) -> object:
+def _state(db: sqlite3.Connection, name: str) -> Any:
+    """A value of the state table (SQLite gives back what was stored: text or integer)."""
     row = db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
     return row[0] if row else None
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.api.headers import PAGE_CSP
-from app.api.limits import MAX_FORM_FIELDS, MULTIPART_OVERHEAD_BYTES
+from app.api.middleware.headers import PAGE_CSP
+from app.api.middleware.limits import MAX_FORM_FIELDS, MULTIPART_OVERHEAD_BYTES
 from app.server import listening_sockets, server_config
 from app.settings import Settings
 from benchmarks.servers import AppServer, cpu_seconds

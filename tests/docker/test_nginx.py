@@ -24,8 +24,9 @@ import crossplane
 import httpx
 import pytest
 
-from app.api.limits import DEFAULT_BODY_BYTES
-from app.main import body_limits
+from app.api.middleware.limits import DEFAULT_BODY_BYTES
+from app.api.route_needs import body_limits
+from app.api.routers import served_routes
 from app.settings import Settings
 from benchmarks.servers import AppServer, free_port
 from tests.raw_http import (
@@ -87,7 +88,8 @@ ONE_FILE_CAP = nginx_cap("/denoise")
 
 def test_body_caps_are_the_apis_own() -> None:
     """Same caps at both layers: nginx refuses what the API would, and nothing it would take."""
-    for route, limit in body_limits(Settings()):
+    settings = Settings()
+    for route, limit in body_limits(served_routes(), settings):
         assert nginx_cap(example_path(route.path)) == limit, route.path
     assert nginx_cap("/healthz") == nginx_cap("/v2/models/x/ready") == DEFAULT_BODY_BYTES
 

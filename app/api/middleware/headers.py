@@ -35,8 +35,8 @@ def is_page(path: str) -> bool:
 
 def add_security_headers(headers: MutableHeaders, path: str) -> None:
     """Set the headers on a response to ``path`` (those the app set itself are kept). Called
-    by the outermost middleware (app/api/request_context.py), so every response gets them,
-    CORS preflights and refusals from other middlewares included."""
+    by the outermost middleware (``request_context``), so every response gets them, CORS
+    preflights and refusals from other middlewares included."""
     for name, value in EVERY_RESPONSE.items():
         headers.setdefault(name, value)
     if is_page(path):

@@ -1,7 +1,8 @@
 """Refuse oversized or stalled request bodies early, with the same JSON error as every
 other refusal of that path (``app.api.errors.error_response``).
 
-Each path has its own cap (a one-file endpoint takes one file's worth, /classify a request's
+Each route has its own cap, which follows from what it declares it accepts
+(app/api/route_needs.py: a one-file endpoint takes one file's worth, /classify a request's
 worth of files, everything else next to nothing), so no endpoint accepts the largest body any
 endpoint may take. A declared ``Content-Length`` over the cap is answered 413 before the body
 is read (one that is not a whole number of at most 18 ASCII digits, 400); a chunked body is
@@ -18,11 +19,12 @@ from collections.abc import Sequence
 
 from fastapi import HTTPException
 from starlette.datastructures import Headers
-from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response
 from app.api.numbers import MAX_DIGITS, whole_number
+from app.api.route_map import RouteMap
 
 # Boundaries and part headers (a long file name included) on top of the files themselves.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -48,32 +50,17 @@ class RequestBodyLimitMiddleware:
         default_limit: int = DEFAULT_BODY_BYTES,
     ) -> None:
         self.app = app
-        # Plain paths by dictionary, templates such as ``/v2/models/{name}/infer`` by matching.
-        self.plain: dict[tuple[str, str], int] = {}
-        self.templates: list[tuple[BaseRoute, int]] = []
-        for route, limit in body_limits:
-            if isinstance(route, Route) and route.methods and not route.param_convertors:
-                self.plain |= {(method, route.path): limit for method in route.methods}
-            else:
-                self.templates.append((route, limit))
+        self.limits = RouteMap(body_limits)
         self.body_timeout_s = body_timeout_s
         self.default_limit = default_limit
-
-    def _limit(self, scope: Scope) -> int:
-        """The cap of the route the request is for, else the default."""
-        limit = self.plain.get((scope["method"], scope["path"]))
-        if limit is not None:
-            return limit
-        for route, limit in self.templates:
-            if route.matches(scope)[0] == Match.FULL:
-                return limit
-        return self.default_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self._limit(scope)
+        limit = self.limits.get(scope)
+        if limit is None:
+            limit = self.default_limit
         detail = f"request body exceeds the {limit} byte limit of {scope['path']}"
         declared = Headers(scope=scope).get("content-length")
         length = whole_number(declared)

@@ -1,4 +1,4 @@
-"""Every request gets an ID, a trace record, the security headers (app/api/headers.py) and an
+"""Every request gets an ID, a trace record, the security headers (``headers``) and an
 access-log line, in one outermost middleware (each middleware layer costs every request).
 
 * ``X-Request-ID``: a caller's ID is kept when it is short and made of safe characters
@@ -31,8 +31,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.access_log import access_fields, log_access
-from app.api.headers import add_security_headers
+from app.api.middleware.access_log import access_fields, log_access
+from app.api.middleware.headers import add_security_headers
 from app.core import tracing
 
 REQUEST_ID_HEADER = "X-Request-ID"

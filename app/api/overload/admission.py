@@ -21,14 +21,16 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from starlette.datastructures import Headers
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import shed_response
 from app.api.metrics import ServiceMetrics
+from app.api.route_map import RouteMap
 from app.core.deadline import Deadline
 from app.core.errors import DeadlineExceededError, QueueFullError
 
@@ -77,19 +79,20 @@ class AdmissionMiddleware:
         app: ASGIApp,
         limit: int,
         timeout_s: float,
-        batcher_of: Callable[[str], str | None],
+        admitted: Sequence[tuple[BaseRoute, str]],
         metrics: ServiceMetrics,
     ) -> None:
         self.app = app
         self.limit = limit
         self.timeout_s = timeout_s
-        self.batcher_of = batcher_of  # inference path -> batcher (the metric), else None
+        # The inference routes, each with the batcher its refusals are counted under.
+        self.label_of = RouteMap(admitted)
         self.metrics = metrics
         self.active = 0  # one event loop: no lock needed
         self._waiting: deque[asyncio.Future[None]] = deque()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        batcher = self.batcher_of(scope["path"]) if scope["type"] == "http" else None
+        batcher = self.label_of.get(scope) if scope["type"] == "http" else None
         if batcher is None:
             await self.app(scope, receive, send)
             return

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Path
 
 from app.api.deps import ServiceDep, ServiceState
 from app.api.json_body import JSONBodyRoute
+from app.api.route_needs import OPERATOR, needs
 from app.api.schemas import (
     ErrorResponse,
     LabelRequest,
@@ -43,6 +44,7 @@ LabelName = Annotated[
 
 
 @router.post("/admin/reload", response_model=ReloadResponse)
+@needs(OPERATOR)
 async def reload_models(service: ServiceDep) -> ReloadResponse:
     """Load and validate any newer version, swap it in, and report what changed.
 
@@ -64,6 +66,7 @@ async def reload_models(service: ServiceDep) -> ReloadResponse:
         409: _CONFLICT,
     },
 )
+@needs(OPERATOR)
 async def set_label(
     name: ModelName, label: LabelName, body: LabelRequest, service: ServiceDep
 ) -> LabelsResponse:
@@ -84,6 +87,7 @@ async def set_label(
     response_model=LabelsResponse,
     responses={404: _NOT_FOUND},
 )
+@needs(OPERATOR)
 async def remove_label(name: ModelName, label: LabelName, service: ServiceDep) -> LabelsResponse:
     """Drop a label. Removing `stable` after a rollback serves the newest version again."""
     began = time.monotonic()
@@ -96,6 +100,7 @@ async def remove_label(name: ModelName, label: LabelName, service: ServiceDep) -
     response_model=RollbackResponse,
     responses={404: _NOT_FOUND, 409: _CONFLICT},
 )
+@needs(OPERATOR)
 async def rollback(name: ModelName, service: ServiceDep) -> RollbackResponse:
     """Serve the loaded version just below the current default, and stay there: `stable`
     is set to it and any canary is dropped. 409 when no older version is loaded."""

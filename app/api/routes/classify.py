@@ -14,6 +14,7 @@ from app.api.inference import (
     run_model,
 )
 from app.api.ood import assess
+from app.api.route_needs import Images, needs, per_request, task_inference
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import ClassifyResponse, ModelRef, Prediction
 from app.api.uploads import request_uploads
@@ -21,6 +22,7 @@ from app.core.registry import CLASSIFIER
 from contract.signatures import CLASSIFY
 
 router = APIRouter(tags=["inference"], route_class=InferenceRoute)
+BATCHER = "classify"
 
 
 @router.post(
@@ -32,6 +34,7 @@ router = APIRouter(tags=["inference"], route_class=InferenceRoute)
         several=True,
     ),
 )
+@needs(task_inference(BATCHER, Images(per_request)))
 async def classify(request: Request) -> Response:
     """Classify each uploaded image (any common format; resized to the model's input).
 
@@ -41,7 +44,7 @@ async def classify(request: Request) -> Response:
     service = inference.service
     model = inference.model(CLASSIFIER)
     uploads = await request_uploads(request, service.settings, several=True)
-    inputs, rows = await run_model(inference, "classify", model, CLASSIFY, uploads)
+    inputs, rows = await run_model(inference, BATCHER, model, CLASSIFY, uploads)
     rows, verdicts = assess(service, model, [item.filename for item in inputs], rows)
     class_names = model.metadata.class_names
     predictions = []

@@ -17,6 +17,7 @@ from app.api.inference import (
     run_model,
 )
 from app.api.ood import Verdict, assess
+from app.api.route_needs import Images, needs, task_inference
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import DenoiseResponse, ModelRef
 from app.api.uploads import request_uploads
@@ -26,6 +27,7 @@ from app.core.registry import AUTOENCODER
 from contract.signatures import DENOISE
 
 router = APIRouter(tags=["inference"], route_class=InferenceRoute)
+BATCHER = "denoise"
 
 SIZES = ("model", "original")
 SIZE_PARAMETER = {
@@ -76,6 +78,7 @@ def prefers_json(accept: str | None) -> bool:
         parameters=(SIZE_PARAMETER,),
     ),
 )
+@needs(task_inference(BATCHER, Images()))
 async def denoise(request: Request) -> Response:
     """Reconstruct the cell with the autoencoder, which removes noise it never learned.
 
@@ -87,7 +90,7 @@ async def denoise(request: Request) -> Response:
     size = size_asked(request)
     model = inference.model(AUTOENCODER)
     uploads = await request_uploads(request, service.settings, several=False)
-    (item,), rows = await run_model(inference, "denoise", model, DENOISE, uploads)
+    (item,), rows = await run_model(inference, BATCHER, model, DENOISE, uploads)
     (output,), (verdict,) = assess(service, model, [item.filename], rows)
     output_size = (
         fit_within(item.original_size, service.settings.denoise_max_side)

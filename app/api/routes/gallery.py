@@ -8,11 +8,9 @@ store, never paths. Every answer names the active code space's encoder version i
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -21,13 +19,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
-from app.api.admission import request_timeout
 from app.api.deps import INDEX_VERSION_HEADER, MODEL_VERSION_HEADER, ServiceDep, ServiceState
 from app.api.errors import invalid_parameter
 from app.api.inference import check_timeout_header
 from app.api.numbers import MAX_DIGITS, whole_number
+from app.api.overload.admission import request_timeout
+from app.api.route_needs import OPERATOR, Images, RouteNeeds, needs
 from app.api.routes import UPLOAD_ERRORS
 from app.api.schemas import (
     AddedItem,
@@ -37,29 +35,41 @@ from app.api.schemas import (
     GalleryPage,
 )
 from app.api.uploads import (
-    LARGE_IMAGE_COST,
     RAW_IMAGE_TYPES,
-    RawImage,
     Upload,
     body_media_type,
     check_file_count,
     decode_limits,
+    decode_uploads,
     request_uploads,
     upload_openapi,
 )
-from app.core import tracing
 from app.core.deadline import Deadline
-from app.core.errors import BadImageError, DeadlineExceededError, PayloadTooLargeError
-from app.core.imaging import decode_for_model
+from app.core.errors import BadImageError
+from app.core.imaging import DecodeAdmission, decode_for_model
 from app.core.runtime import LoadedModel
 from app.gallery.images import GALLERY_SIDE, StoredImage, stored_image
-from app.gallery.service import GalleryInputError, GalleryService, check_label, check_note
+from app.gallery.service import (
+    ENCODE_CHUNK,
+    GalleryInputError,
+    GalleryService,
+    check_label,
+    check_note,
+    codes_signature,
+)
 from app.gallery.store import MAX_LABEL_CHARS, MAX_NOTE_CHARS, GalleryItem
 from app.settings import Settings
-from contract.signatures import ENCODE
 
 router = APIRouter(tags=["gallery"])
 writes = APIRouter(tags=["gallery"])
+# POST /gallery: up to GALLERY_MAX_FILES images, encoded by the encode batcher; behind the
+# API key whenever one is set, like /admin.
+ADD = RouteNeeds(
+    accepts=Images(lambda settings: settings.gallery_max_files),
+    batchers=("encode",),
+    key_scope="admin",
+    operator=True,
+)
 LARGEST = 10**MAX_DIGITS - 1
 
 _NOT_FOUND = {"model": ErrorResponse, "description": "No gallery cell has this id."}
@@ -230,6 +240,7 @@ async def gallery_items(
     response_class=Response,
     responses={204: {"description": "Deleted."}, 404: _NOT_FOUND, 503: _UNAVAILABLE},
 )
+@needs(OPERATOR)
 async def delete_item(item_id: GalleryId, service: ServiceDep) -> Response:
     """Remove the cell, its image and its codes; from then on no answer names it."""
     gallery = gallery_of(service)
@@ -271,6 +282,7 @@ _ADD_BODY = {
     responses={**UPLOAD_ERRORS, 503: _UNAVAILABLE},
     openapi_extra={"requestBody": _ADD_BODY},
 )
+@needs(ADD)
 async def add_cells(request: Request, service: ServiceDep) -> JSONResponse:
     """Add cells under one label, in one transaction: every cell is stored with its image
     and its code, or none is. A cell the gallery already holds (the same pixels) is not
@@ -305,7 +317,14 @@ async def _add_cells(request: Request, service: ServiceState) -> JSONResponse:
     )
 
     async def encode(encoder: LoadedModel[Any], batch: np.ndarray) -> np.ndarray:
-        return await batcher.submit(encoder.caller(ENCODE), batch, deadline)
+        # ENCODE_CHUNK cells at a time, one after another (see ENCODE_CHUNK): submitted
+        # together, the batcher would join them into one large call again.
+        caller = encoder.caller(codes_signature(encoder))
+        codes = [
+            await batcher.submit(caller, batch[start : start + ENCODE_CHUNK], deadline)
+            for start in range(0, len(batch), ENCODE_CHUNK)
+        ]
+        return np.concatenate(codes)
 
     space, added = await gallery.add(cells, label, note, encode)
     body = GalleryAddResponse(
@@ -322,6 +341,7 @@ async def _add_cells(request: Request, service: ServiceState) -> JSONResponse:
 async def _label_and_note(request: Request) -> tuple[str, str]:
     """The form's `label` and `note` fields; for a raw image body, ``?label=`` and
     ``?note=``. Each at most once, as text (422 otherwise)."""
+    values: dict[str, list[Any]]
     if body_media_type(request) in RAW_IMAGE_TYPES:
         values = {name: request.query_params.getlist(name) for name in ("label", "note")}
         where = "query"
@@ -350,57 +370,15 @@ def _decode_cells(
 ) -> list[StoredImage]:
     """Every upload through the input gate (``decode_for_model``, at most ``GALLERY_SIDE``
     wanted, so a large JPEG is decoded at reduced scale), then as the gallery stores it;
-    on a decoding thread. The request's decoding work counts against MAX_REQUEST_PIXELS
-    and a file over ``LARGE_IMAGE_COST`` waits for a large-decode slot, as on every upload
-    endpoint (``app.api.uploads.read_uploads``); nothing is decoded past ``deadline``."""
+    on a decoding thread, within the request's pixel budget and the large-decode slots as
+    on every upload endpoint (``app.api.uploads.decode_uploads``)."""
     limits = decode_limits(settings)
-    pixels = 0
 
-    def admit(filename: str, claimed: int) -> AbstractContextManager[object]:
-        nonlocal pixels
-        pixels += claimed
-        if pixels > settings.max_request_pixels:
-            raise PayloadTooLargeError(
-                f"{filename}: decoding the files up to this one costs {pixels} pixels "
-                f"together, over the {settings.max_request_pixels} pixel limit of one request"
-            )
-        if claimed <= LARGE_IMAGE_COST:
-            return contextlib.nullcontext()
-        if not large.acquire(timeout=max(deadline.remaining(), 0.0)):
-            raise DeadlineExceededError(_late_detail(deadline))
-        return _released(large)
+    def decode(data: bytes, filename: str, admit: DecodeAdmission) -> StoredImage:
+        decoded = decode_for_model(data, filename, limits, (GALLERY_SIDE, GALLERY_SIDE), admit)
+        try:
+            return stored_image(decoded.image)
+        except (OSError, ValueError) as error:
+            raise BadImageError(f"{filename}: cannot be stored: {error}") from error
 
-    cells = []
-    with tracing.stage("decode", files=len(files)):
-        for position, upload in enumerate(files):
-            if deadline.expired():
-                raise DeadlineExceededError(_late_detail(deadline))
-            if isinstance(upload, RawImage):
-                data, filename = upload.data, upload.filename
-            else:
-                assert isinstance(upload, UploadFile)
-                data = upload.file.read(settings.max_upload_bytes + 1)
-                filename = upload.filename or f"file {position + 1}"
-            target = (GALLERY_SIDE, GALLERY_SIDE)
-            file_admit = functools.partial(admit, filename)
-            decoded = decode_for_model(data, filename, limits, target, file_admit)
-            try:
-                cells.append(stored_image(decoded.image))
-            except (OSError, ValueError) as error:
-                raise BadImageError(f"{filename}: cannot be stored: {error}") from error
-    return cells
-
-
-def _late_detail(deadline: Deadline) -> str:
-    return (
-        f"overloaded: no decoding thread was free within the request's {deadline.timeout_s:g} s"
-        " deadline; retry later"
-    )
-
-
-@contextlib.contextmanager
-def _released(slot: threading.BoundedSemaphore) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        slot.release()
+    return decode_uploads(files, settings, deadline, large, decode)

@@ -8,12 +8,14 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.deps import ServiceDep, ServiceState
+from app.api.route_needs import OPEN, needs
 from app.api.schemas import GalleryInfo, Health, NotReady, Ready
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", response_model=Health)
+@needs(OPEN)
 async def healthz() -> Health:
     """The process is up and answering (even when no model could be loaded)."""
     return Health(status="ok")
@@ -24,6 +26,7 @@ async def healthz() -> Health:
     response_model=Ready,
     responses={503: {"model": NotReady, "description": "Not ready; `detail` says why."}},
 )
+@needs(OPEN)
 async def readyz(service: ServiceDep) -> Ready | JSONResponse:
     """200 once both models, the index and the gallery serve; 503 naming each missing
     piece otherwise.

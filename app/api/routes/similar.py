@@ -19,6 +19,7 @@ from app.api.inference import (
 )
 from app.api.numbers import MAX_DIGITS, whole_number
 from app.api.ood import assess
+from app.api.route_needs import Images, needs, task_inference
 from app.api.routes import UPLOAD_ERRORS
 from app.api.routes.gallery import check_version, gallery_of
 from app.api.schemas import IndexRef, ModelRef, Neighbour, SimilarResponse
@@ -113,6 +114,7 @@ def version_asked(request: Request) -> int | None:
         "parameters": PARAMETERS,
     },
 )
+@needs(task_inference("encode", Images()))
 async def similar(request: Request) -> Response:
     """Encode the upload and search the gallery: the `k` nearest cells, among those of
     `label` only when given (an exact filter, not the nearest k then filtered).

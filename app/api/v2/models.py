@@ -5,7 +5,7 @@ Each model has two alternative inputs (send exactly one): ``image``, BYTES ``[N,
 ``[N]``) holding encoded image files, decoded and resized like an upload to the task
 endpoints; or ``images``, FP32 ``[N, H, W, 3]`` pixels in [0, 1] at the model's input size
 (UINT8 pixels in [0, 255] are taken too and scaled as training scales them). The request
-is read against ``tensor_limits`` (app/api/v2_protocol.py), so its input already fits the
+is read against ``tensor_limits`` (app/api/v2/protocol.py), so its input already fits the
 model when it gets here. The gallery index is not a tensor model and is not exposed here
 (use ``/similar``).
 """
@@ -18,8 +18,9 @@ from typing import Any, BinaryIO, cast
 import numpy as np
 from starlette.datastructures import UploadFile
 
-from app.api.uploads import DecodePool, RawImage, Upload, read_uploads
-from app.api.v2_protocol import (
+from app.api.overload.decode_pool import DecodePool
+from app.api.uploads import RawImage, Upload, read_uploads
+from app.api.v2.protocol import (
     IMAGE_INPUT,
     MAX_JSON_BYTES,
     PIXELS_INPUT,
@@ -56,6 +57,8 @@ OUTPUTS: dict[str, tuple[Output, ...]] = {
     ),
 }
 MODELS = tuple(OUTPUTS)
+# Every micro-batcher a v2 request may use (the task endpoints' own).
+BATCHERS = tuple(dict.fromkeys(output.batcher for each in OUTPUTS.values() for output in each))
 
 
 def tensor_metadata(model: LoadedModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

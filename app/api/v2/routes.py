@@ -22,8 +22,10 @@ from app.api.deps import MODEL_VERSION_HEADER, ModelsDep, ServiceDep, ServiceSta
 from app.api.errors import V2_PREFIX, error_response, retry_headers
 from app.api.inference import InferenceRoute, check_timeout_header, watched
 from app.api.numbers import whole_number
+from app.api.route_needs import OPEN, RouteNeeds, V2Tensors, needs
 from app.api.schemas import V2Error, V2ModelMetadata, V2ModelReady, V2ServerMetadata
-from app.api.v2_models import (
+from app.api.v2.models import (
+    BATCHERS,
     MODELS,
     PLATFORM,
     max_json_bytes,
@@ -33,7 +35,7 @@ from app.api.v2_models import (
     tensor_limits,
     tensor_metadata,
 )
-from app.api.v2_protocol import (
+from app.api.v2.protocol import (
     HEADER_LENGTH,
     InferBodyReader,
     InferRequest,
@@ -85,6 +87,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": V2Error, "description": description}
     for code, description in (
         (400, "Malformed request or tensors that do not fit the model."),
+        # as AUTH_ERRORS says for the other routes, in the protocol's shape
+        (401, "Missing or wrong X-API-Key (only when API_KEY is set)."),
         (404, "Unknown model, or a version that is not loaded."),
         (503, "The model is not loaded (see /readyz)."),
     )
@@ -96,12 +100,14 @@ router = APIRouter(route_class=V2Route, tags=["open inference protocol"], respon
 
 
 @probes.get("/v2/health/live")
+@needs(OPEN)
 async def live() -> dict[str, bool]:
     """The process is up (even when no model could be loaded)."""
     return {"live": True}
 
 
 @probes.get("/v2/health/ready", responses={503: {"model": V2Error}})
+@needs(OPEN)
 async def ready(service: ServiceDep) -> Response:
     """200 when every model serves (as /readyz); 503 naming what is missing otherwise."""
     missing = service.registry.missing()
@@ -201,6 +207,12 @@ class V2InferRoute(V2Route, InferenceRoute):
     (``InferenceRoute``), and answering errors the v2 way (``V2Route``)."""
 
 
+# Admitted like the task endpoints; a request refused by admission, before its model (and so
+# its outputs' batchers) is known, is counted under "v2".
+INFER = RouteNeeds(accepts=V2Tensors(), batchers=BATCHERS, admitted_as="v2")
+
+
+@needs(INFER)
 async def infer(request: Request) -> Response:
     """Run the model on an `image` (BYTES, encoded files) or `images` (FP32 pixels) input;
     requests without a version take the canary share like the task endpoints.

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.gallery.service import ENCODE_CHUNK
 from app.main import create_app
 from tests.app.helpers import AppClientFactory, running_client, settings_for
 from tests.app.samples import image_bytes
@@ -94,6 +95,21 @@ async def test_added_cells_are_items_with_their_image_and_are_found_at_once(
     assert results[0]["distance"] < 1e-4
     assert {r["label"] for r in results} == {label}
     assert len(results) == 2  # exactly the label's cells, however large k is
+
+
+async def test_each_cell_of_a_batch_larger_than_an_encoder_call_gets_its_own_code(
+    api: httpx.AsyncClient,
+) -> None:
+    """The cells of one addition are encoded ENCODE_CHUNK at a time: every cell's code must
+    still be its own (each one is its own nearest neighbour)."""
+    label = new_label()
+    cells = [cell_png(300 + n) for n in range(ENCODE_CHUNK + 3)]
+    added = await add(api, label, *cells)
+    for cell, item in zip(cells, added, strict=True):
+        found = await api.post("/similar", params={"k": 1, "label": label}, files=files(cell))
+        assert found.status_code == 200
+        (nearest,) = found.json()["results"]
+        assert nearest["id"] == item["id"] and nearest["distance"] < 1e-4
 
 
 async def test_the_same_cell_again_is_the_same_item_unchanged(api: httpx.AsyncClient) -> None:

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 from schemathesis.python.asgi import shutdown_lifespans
 
-from app.api.admission import TIMEOUT_HEADER, asked_timeout
+from app.api.overload.admission import TIMEOUT_HEADER, asked_timeout
 from app.main import create_app
 from app.settings import Settings
 from tests.app.helpers import settings_for

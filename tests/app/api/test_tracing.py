@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from app.api.request_context import fastapi_telemetry
+from app.api.middleware.request_context import fastapi_telemetry
 from app.main import create_app
 from tests.app.helpers import running_client, settings_for
 from tests.app.samples import image_bytes

@@ -7,6 +7,7 @@ import asyncio
 import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -15,11 +16,9 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 
 from app.api import uploads
+from app.api.overload.decode_pool import LARGE_IMAGE_COST, DecodeOverranError, DecodePool
 from app.api.uploads import (
     IN_MEMORY_PART_BYTES,
-    LARGE_IMAGE_COST,
-    DecodeOverranError,
-    DecodePool,
     ModelInput,
     RawImage,
     Upload,
@@ -27,7 +26,12 @@ from app.api.uploads import (
 )
 from app.core.deadline import Deadline
 from app.core.errors import DeadlineExceededError, PayloadTooLargeError
-from app.core.imaging import FULL_DECODE_WEIGHT, decodes_straight_at
+from app.core.imaging import (
+    FULL_DECODE_WEIGHT,
+    DecodeAdmission,
+    decode_for_model,
+    decodes_straight_at,
+)
 from app.settings import Settings
 from benchmarks.hostile_inputs import jpeg_segment_flood, png_text_flood
 
@@ -157,3 +161,35 @@ def test_files_near_the_structure_budgets_add_up_against_the_request_budget() ->
         assert len(decode([SMALL] * 64, pool, timeout_s=30)) == 64  # ordinary files: pixels
     finally:
         pool.close()
+
+
+def test_any_per_file_decode_shares_the_request_budget_and_the_large_slots() -> None:
+    """``decode_uploads`` with a decode of its own (the gallery's, say) counts each file
+    against the request's pixel budget and holds a large slot around a large one."""
+    limits = uploads.decode_limits(Settings())
+    large = threading.BoundedSemaphore(1)
+    held: list[bool] = []
+
+    def size_of(data: bytes, filename: str, admit: DecodeAdmission) -> tuple[int, int]:
+        def watched(cost: int) -> AbstractContextManager[object]:
+            slot = admit(cost)
+            free = large.acquire(blocking=False)
+            if free:
+                large.release()
+            held.append(not free)  # whether this file's decode holds the large slot
+            return slot
+
+        return decode_for_model(data, filename, limits, (8, 8), watched).original_size
+
+    def decode_all(files: list[Upload], timeout_s: float) -> list[tuple[int, int]]:
+        return uploads.decode_uploads(files, Settings(), Deadline.after(timeout_s), large, size_of)
+
+    assert decode_all([SMALL, LARGE], timeout_s=5) == [(64, 64), (1100, 1000)]
+    assert held == [False, True]
+    assert large.acquire(blocking=False)  # given back; now another request holds it
+    with pytest.raises(DeadlineExceededError):
+        decode_all([LARGE], timeout_s=0.2)
+    large.release()
+    near_budget = RawImage("text.png", png_text_flood(32))
+    with pytest.raises(PayloadTooLargeError, match="pixel limit of one request"):
+        decode_all([near_budget] * 64, timeout_s=30)

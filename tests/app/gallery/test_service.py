@@ -18,17 +18,19 @@ import pytest
 from app.core.errors import ServiceError
 from app.core.index import GalleryIndex, load_index
 from app.core.registry import ModelSet, ModelVersions
-from app.core.runtime import LoadedModel, load_autoencoder
-from app.gallery.images import offline_image, stored_image
+from app.core.runtime import LoadedModel, load_autoencoder, load_model
+from app.gallery.images import model_batch, offline_image, stored_image
 from app.gallery.service import (
     GalleryInputError,
     GalleryService,
     GalleryUnavailableError,
+    codes_signature,
 )
 from app.gallery.sqlite_store import SqliteGalleryStore
 from app.gallery.store import CodeSpace, id_of
 from contract.layout import AUTOENCODER, INDEX
-from contract.signatures import ENCODE
+from contract.metadata import AutoencoderMetadata
+from contract.signatures import AUTOENCODER_SERVED, CODES, ENCODE, ENCODE_CODES
 from tests.app.gallery.memory_store import MemoryGalleryStore
 from tests.app.gallery.small_index import write_index_subset
 from tests.app.samples import gradient_image
@@ -371,3 +373,39 @@ def add_cells(
     cells = [stored_image(image) for image in images]
     _, added = anyio.run(service.add, cells, label, note, encode)
     return added
+
+
+def test_additions_and_re_encoding_use_the_codes_alone_where_the_version_offers_them(
+    running: Callable[..., GalleryService],
+    quick_models: Path,
+    encoder: LoadedModel[Any],
+    indexes: list[GalleryIndex],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``encode_codes`` gives ``encode``'s codes without the OOD score (a third of the work);
+    a version loaded without it is encoded through ``encode``."""
+    folder = quick_models / AUTOENCODER / "1"
+    served_signatures = {**AUTOENCODER_SERVED, ENCODE_CODES: CODES}
+    with_codes = load_model(folder, "/CPU:0", served_signatures, AutoencoderMetadata)
+    assert codes_signature(encoder) == ENCODE
+    assert codes_signature(with_codes) == ENCODE_CODES
+    batch = model_batch([gradient_image((30, 30))], encoder.height, encoder.width)
+    np.testing.assert_allclose(
+        with_codes.run(ENCODE_CODES, batch), encoder.run(ENCODE, batch), atol=1e-5
+    )
+    # The background re-encoding to a version that offers it calls it.
+    newer = replace(with_codes, version=2)
+    called: list[str] = []
+    run = newer.run
+
+    def recording(signature: str, images: np.ndarray) -> np.ndarray:
+        called.append(signature)
+        return run(signature, images)
+
+    monkeypatch.setattr(newer, "run", recording)
+    store = MemoryGalleryStore()
+    served = Served(models_with(encoder, indexes[0]))
+    service = running(store, served)
+    served.models = models_with(encoder, indexes[0], default=newer)
+    wait_for(lambda: service.active_space == CodeSpace(2, 64, "cosine"), "the switch")
+    assert called and set(called) == {ENCODE_CODES}

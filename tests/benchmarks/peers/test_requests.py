@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.api.v2_protocol import encode_infer_response, parse_infer_request
+from app.api.v2.protocol import encode_infer_response, parse_infer_request
 from benchmarks.peers.requests import (
     HEADER_LENGTH,
     base64_json_request,

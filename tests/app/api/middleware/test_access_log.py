@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from app.api.access_log import ACCESS_LOGGER
+from app.api.middleware.access_log import ACCESS_LOGGER
 from app.main import create_app
 from tests.app.helpers import AppClientFactory, running_client, settings_for
 from tests.app.samples import image_bytes

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.api.cors import ALLOWED_HEADERS
+from app.api.middleware.cors import ALLOWED_HEADERS
 from app.settings import Settings
 from tests.app.helpers import AppClientFactory
 

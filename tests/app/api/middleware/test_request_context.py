@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.api.request_context import accept_or_create, with_request_id
+from app.api.middleware.request_context import accept_or_create, with_request_id
 from app.main import create_app
 from tests.app.helpers import running_client, settings_for
 from tests.app.samples import image_bytes

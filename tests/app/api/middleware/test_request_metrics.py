@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from app.api.metrics import KNOWN_METHODS, method_label
+from app.api.middleware.request_metrics import KNOWN_METHODS, method_label
 
 pytestmark = pytest.mark.anyio
 

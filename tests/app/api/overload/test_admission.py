@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 from starlette.datastructures import Headers
 
-from app.api.admission import MAX_TIMEOUT_CHARS, TIMEOUT_HEADER, asked_timeout, request_timeout
+from app.api.overload.admission import (
+    MAX_TIMEOUT_CHARS,
+    TIMEOUT_HEADER,
+    asked_timeout,
+    request_timeout,
+)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.api.v2_protocol import TensorLimits
+from app.api.v2.protocol import TensorLimits
 
 # Small enough that a test body at a limit stays small.
 LIMITS = TensorLimits(height=4, width=4, max_images=8, max_element_bytes=1000)

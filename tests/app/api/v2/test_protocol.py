@@ -10,8 +10,8 @@ import tempfile
 import numpy as np
 import pytest
 
-from app.api import v2_protocol
-from app.api.v2_protocol import (
+from app.api.v2 import protocol
+from app.api.v2.protocol import (
     HEADER_LENGTH,
     MAX_OUTPUTS,
     InferBodyReader,
@@ -23,7 +23,7 @@ from app.api.v2_protocol import (
 from app.core.errors import PayloadTooLargeError
 from app.settings import Settings
 from contract.pixels import scale
-from tests.app.api.v2_bodies import LIMITS, MAX_JSON, binary_body, bytes_element, tensor
+from tests.app.api.v2.bodies import LIMITS, MAX_JSON, binary_body, bytes_element, tensor
 
 HUGE = 2**64 - 1
 PIXELS = [1, 4, 4, 3]  # one image at LIMITS' size
@@ -122,7 +122,7 @@ def test_a_refused_read_closes_its_spooled_files(monkeypatch: pytest.MonkeyPatch
         created.append(make_file())  # noqa: SIM115 (the reader closes it)
         return created[-1]
 
-    monkeypatch.setattr(v2_protocol.tempfile, "TemporaryFile", recorded)
+    monkeypatch.setattr(protocol.tempfile, "TemporaryFile", recorded)
     limits = TensorLimits(4, 4, 8, max_element_bytes=1000, spool_element_bytes=10)
     head, length = binary_body(tensor("image", "BYTES", [2], size=2 * 1004))
     reader = InferBodyReader(length, None, MAX_JSON, limits)

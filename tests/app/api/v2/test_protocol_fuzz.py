@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.api.v2_protocol import (
+from app.api.v2.protocol import (
     IMAGE_INPUT,
     PIXELS_INPUT,
     InferBodyReader,
@@ -20,7 +20,7 @@ from app.api.v2_protocol import (
     ProtocolError,
 )
 from app.core.errors import PayloadTooLargeError
-from tests.app.api.v2_bodies import LIMITS, MAX_JSON, binary_body, bytes_element, tensor
+from tests.app.api.v2.bodies import LIMITS, MAX_JSON, binary_body, bytes_element, tensor
 
 EXAMPLES = settings(
     max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck)

@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 from app.core.registry import AUTOENCODER, CLASSIFIER
 from benchmarks.servers import UvicornServer
 from contract.pixels import model_input
-from tests.app.api.v2_bodies import binary_body, tensor
+from tests.app.api.v2.bodies import binary_body, tensor
 from tests.app.helpers import AppClientFactory
 from tests.app.model_files import clone_version, copy_models
 from tests.app.samples import gradient_image, image_bytes
