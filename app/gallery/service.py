@@ -56,6 +56,8 @@ from app.gallery.store import (
     NewItem,
     StaleSpaceError,
     normalised,
+    valid_label,
+    valid_note,
 )
 from app.settings import Settings
 from contract.layout import AUTOENCODER
@@ -105,7 +107,7 @@ class GalleryInputError(ServiceError):
 
 def check_label(label: str) -> str:
     """A label: 1 to ``MAX_LABEL_CHARS`` printable characters (no control characters)."""
-    if not 0 < len(label) <= MAX_LABEL_CHARS or not label.isprintable():
+    if not valid_label(label):
         raise GalleryInputError(
             f"label must have 1 to {MAX_LABEL_CHARS} printable characters (no control "
             f"characters or line breaks), got {len(label)} characters"
@@ -115,7 +117,7 @@ def check_label(label: str) -> str:
 
 def check_note(note: str) -> str:
     """A note: at most ``MAX_NOTE_CHARS`` printable characters, on one line."""
-    if len(note) > MAX_NOTE_CHARS or (note and not note.isprintable()):
+    if not valid_note(note):
         raise GalleryInputError(
             f"note must have at most {MAX_NOTE_CHARS} printable characters (no control "
             f"characters or line breaks), got {len(note)} characters"

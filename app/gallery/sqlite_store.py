@@ -58,6 +58,8 @@ from app.gallery.store import (
     StaleSpaceError,
     id_of,
     normalised,
+    valid_label,
+    valid_note,
 )
 
 logger = logging.getLogger(__name__)
@@ -543,7 +545,7 @@ class SqliteGalleryStore:
         if after is not None and (not isinstance(after, int) or isinstance(after, bool)):
             raise ValueError("after must be an item id")
         start = -1 if after is None else after
-        if start >= _ID_LIMIT or limit == 0 or (label is not None and not _valid_label(label)):
+        if start >= _ID_LIMIT or limit == 0 or (label is not None and not valid_label(label)):
             return []
         start = max(start, -1)
         with self._read() as db:
@@ -562,7 +564,7 @@ class SqliteGalleryStore:
         return [_item(row) for row in rows]
 
     def count(self, label: str | None = None) -> int:
-        if label is not None and not _valid_label(label):
+        if label is not None and not valid_label(label):
             return 0
         with self._read() as db:
             if label is None:
@@ -584,7 +586,7 @@ class SqliteGalleryStore:
         if self._closed:
             raise RuntimeError("the gallery store is closed")
         index = self._index
-        if index is None or k == 0 or (label is not None and not _valid_label(label)):
+        if index is None or k == 0 or (label is not None and not valid_label(label)):
             return []
         return index.search(code, k, label)
 
@@ -773,10 +775,6 @@ class SqliteGalleryStore:
 # Checks: every argument is checked before anything is written -----------------------------
 
 
-def _valid_label(label: object) -> bool:
-    return isinstance(label, str) and 0 < len(label) <= MAX_LABEL_CHARS and label.isprintable()
-
-
 def _valid_id(item_id: object) -> bool:
     return isinstance(item_id, int) and not isinstance(item_id, bool) and 0 <= item_id < _ID_LIMIT
 
@@ -817,15 +815,11 @@ def _check_new_item(item: object) -> None:
         raise ValueError("png must be the bytes of a PNG")
     if not (isinstance(item.digest, bytes) and len(item.digest) == 32):
         raise ValueError("digest must be 32 bytes (SHA-256)")
-    if not _valid_label(item.label):
+    if not valid_label(item.label):
         raise ValueError(
             f"label must be 1 to {MAX_LABEL_CHARS} printable characters, got {item.label!r:.80}"
         )
-    if not (
-        isinstance(item.note, str)
-        and len(item.note) <= MAX_NOTE_CHARS
-        and (not item.note or item.note.isprintable())
-    ):
+    if not valid_note(item.note):
         raise ValueError(f"note must be at most {MAX_NOTE_CHARS} printable characters")
     if item.source not in ("offline", "added"):
         raise ValueError("source must be 'offline' or 'added'")

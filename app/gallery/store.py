@@ -34,6 +34,18 @@ MAX_NOTE_CHARS = 256
 ID_BITS = 53
 
 
+def valid_label(label: object) -> bool:
+    """A label: 1 to ``MAX_LABEL_CHARS`` printable characters (no control characters)."""
+    return isinstance(label, str) and 0 < len(label) <= MAX_LABEL_CHARS and label.isprintable()
+
+
+def valid_note(note: object) -> bool:
+    """A note: at most ``MAX_NOTE_CHARS`` printable characters, on one line."""
+    return (
+        isinstance(note, str) and len(note) <= MAX_NOTE_CHARS and (not note or note.isprintable())
+    )
+
+
 def content_digest(mode: str, size: tuple[int, int], pixels: bytes) -> bytes:
     """SHA-256 of a decoded image (its mode, size and pixels), not of the uploaded bytes, so
     the same cell re-encoded as another file is still the same item."""
