@@ -50,6 +50,7 @@ from app.gallery.sqlite_store import SqliteGalleryStore
 from app.gallery.store import CodeSpace, NewItem, content_digest, id_of, normalised
 from benchmarks import REPO_ROOT
 from benchmarks.environment import OtherLoad, machine_description
+from benchmarks.report import markdown_rows, publish
 
 DIMENSION = 64
 CENTRES = 1024
@@ -327,6 +328,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
     versions = machine["versions"]
     seeding, start, build = results["seeding"], results["worker_start"], results["in_memory_build"]
     index = results["index"]
+    deletes = results["deletes"]
     lines = [
         "# Embedded gallery store at a million codes",
         "",
@@ -375,13 +377,11 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "",
         "| filter | share | cells | path | p50 ms | p99 ms | recall@10 |",
         "|---|---:|---:|---|---:|---:|---:|",
-    ]
-    for row in results["search"]:
-        lines.append(
-            f"| {row['filter']} | {row['share']:.0%} | {row['cells']:,} | {row['path']} | "
-            f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['recall_at_10']:.3f} |"
-        )
-    lines += [
+        *markdown_rows(
+            "| {filter} | {share:.0%} | {cells:,} | {path} | {p50_ms:.2f} | {p99_ms:.2f} | "
+            "{recall_at_10:.3f} |",
+            results["search"],
+        ),
         "",
         f"{results['queries']} queries per row; other processes used "
         f"{results['search_load']['other_processes_cores']} cores meanwhile.",
@@ -394,14 +394,10 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "",
         "| add | adds | items/s | p50 ms per add | p99 ms per add |",
         "|---|---:|---:|---:|---:|",
-    ]
-    for row in results["additions"]:
-        lines.append(
-            f"| {row['add']} | {row['adds']} | {row['items_per_s']:,.0f} | "
-            f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} |"
-        )
-    deletes = results["deletes"]
-    lines += [
+        *markdown_rows(
+            "| {add} | {adds} | {items_per_s:,.0f} | {p50_ms:.1f} | {p99_ms:.1f} |",
+            results["additions"],
+        ),
         "",
         f"Deletes: p50 {deletes['delete_p50_ms']:.1f} ms, p99 {deletes['delete_p99_ms']:.1f} ms "
         f"({deletes['deletes']} deletes; FAISS `remove_ids` scans every list). An idle "
@@ -438,10 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             arguments.data,
             Path(workdir),
         )
-    text = markdown(results, command.strip())
-    arguments.out.parent.mkdir(parents=True, exist_ok=True)
-    arguments.out.write_text(text)
-    print(text)
+    publish(markdown(results, command.strip()), arguments.out)
     return 0
 
 

@@ -60,6 +60,7 @@ from benchmarks.hostile_inputs import (
     tiff_strip_flood,
     webp_chunk_flood,
 )
+from benchmarks.report import publish
 
 MODEL_SIDE = 64  # the classifier's input; the autoencoder's 48 px costs the same to decode
 
@@ -372,10 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         runs, flood_bytes = 1, 200_000
-    text = markdown(measure(settings, runs, flood_bytes), settings, runs)
-    arguments.out.parent.mkdir(parents=True, exist_ok=True)
-    arguments.out.write_text(text)
-    print(text)
+    publish(markdown(measure(settings, runs, flood_bytes), settings, runs), arguments.out)
     return 0
 
 

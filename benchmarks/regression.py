@@ -32,6 +32,7 @@ from typing import Any
 from benchmarks import REPO_ROOT
 from benchmarks.environment import machine_description
 from benchmarks.payloads import multipart_body, signs_images
+from benchmarks.report import markdown_rows, publish
 from benchmarks.servers import UvicornServer, tree_cpu_seconds
 from benchmarks.wrk import CONNECTIONS, run_wrk, write_script, wrk_missing
 
@@ -121,13 +122,11 @@ def markdown(runs: list[dict[str, Any]], baseline: str, note: str) -> str:
         "",
         "| round | side | req/s | p99 ms | server core-ms per request | wrk % of a core | failed |",
         "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for run in runs:
-        lines.append(
-            f"| {run['round']} | {run['side']} | {run['rps']:.0f} | {run['p99_ms']:.0f} "
-            f"| {run['core_ms']:.2f} | {run['wrk_core_percent']:.1f} | {run['failed']} |"
-        )
-    lines += [
+        *markdown_rows(
+            "| {round} | {side} | {rps:.0f} | {p99_ms:.0f} | {core_ms:.2f} "
+            "| {wrk_core_percent:.1f} | {failed} |",
+            runs,
+        ),
         "",
         f"Medians: {total['baseline_rps']:.0f} -> {total['current_rps']:.0f} req/s, "
         f"{total['baseline_core_ms']:.2f} -> {total['current_core_ms']:.2f} core-ms per request."
@@ -180,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--duration {arguments.duration:g} --workers {arguments.workers}"
         f"{' --raw' if arguments.raw else ''}."
     )
-    arguments.out.write_text(markdown(runs, arguments.baseline, note))
-    print(arguments.out.read_text())
+    publish(markdown(runs, arguments.baseline, note), arguments.out)
     return 0
 
 

@@ -1,9 +1,10 @@
-"""Turn the collected measurements into ``results.json`` and a Markdown ``results.md``."""
+"""Turn the collected measurements into ``results.json`` and a Markdown ``results.md``; and
+the Markdown helpers the single benchmarks (``python -m benchmarks.<name>``) share."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,21 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def markdown_rows(template: str, rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One Markdown table row per measured row: ``template`` is a ``str.format`` pattern over
+    the row's keys (``"| {side} | {rps:.0f} |"``), so a table's columns and their formats
+    read as one pattern, next to its header."""
+    return [template.format_map(row) for row in rows]
+
+
+def publish(text: str, out: Path) -> None:
+    """Write a benchmark's Markdown to ``out``, the results file the repository keeps
+    (making its folder), and print it for whoever ran the benchmark."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
 
 
 def _cell(value: Any) -> str:

@@ -37,6 +37,7 @@ AUTOENCODER_OUTPUTS = {
     BOTTLENECK: CODES,
 }
 AUTOENCODER_SERVED = {DENOISE: IMAGES, ENCODE: CODES}  # the server needs only these two
+AUTOENCODER_OPTIONAL = {ENCODE_CODES: CODES}  # the server uses it where a version has it
 # The signatures whose outputs include OOD_SCORE when a version is exported with a score.
 CLASSIFIER_SCORED = [CLASSIFY]
 AUTOENCODER_SCORED = [DENOISE, ENCODE, DEFAULT]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,11 +26,13 @@ from app.core.ood import OodCheck, read_ood_check
 from contract import metadata as contract_metadata
 from contract.metadata import AutoencoderMetadata, ClassifierMetadata, SavedModelMetadata
 from contract.signatures import (
+    AUTOENCODER_OPTIONAL,
     AUTOENCODER_SERVED,
     CLASSIFIER_OUTPUTS,
     CLASSIFY,
     DENOISE,
     ENCODE,
+    ENCODE_CODES,
     INPUT,
 )
 
@@ -191,17 +193,18 @@ class LoadedModel(Generic[M]):
 
 
 def load_model(
-    folder: Path, device: str, required_signatures: dict[str, str], schema: type[M]
+    folder: Path,
+    device: str,
+    required_signatures: Mapping[str, str],
+    schema: type[M],
+    optional_signatures: Mapping[str, str] | None = None,
 ) -> LoadedModel[M]:
-    """Load and validate ``folder``, whose metadata must be a ``schema``;
-    ``required_signatures`` maps signature -> output key."""
+    """Load and validate ``folder``, whose metadata must be a ``schema``. Both mappings take
+    signature -> output key; an optional signature is loaded (and validated) when the
+    SavedModel has it, so that versions exported before it existed keep serving."""
     metadata = read_metadata(folder)
     if not isinstance(metadata, schema):
         raise InvalidModelError(f"{folder}: {metadata.name} metadata is not {schema.__name__}")
-    outputs = {
-        signature: metadata.output_of(signature, default_output)
-        for signature, default_output in required_signatures.items()
-    }
     try:
         with tf.device(device):
             saved_model = tf.saved_model.load(str(folder))
@@ -210,6 +213,15 @@ def load_model(
         raise InvalidModelError(
             f"{folder}: cannot load SavedModel ({type(error).__name__}; see the server log)"
         ) from error
+    present = {
+        signature: output
+        for signature, output in (optional_signatures or {}).items()
+        if signature in saved_model.signatures
+    }
+    outputs = {
+        signature: metadata.output_of(signature, default_output)
+        for signature, default_output in {**required_signatures, **present}.items()
+    }
     missing = sorted(set(outputs) - set(saved_model.signatures))
     if missing:
         raise InvalidModelError(f"{folder}: SavedModel lacks signature(s) {', '.join(missing)}")
@@ -314,8 +326,11 @@ def load_classifier(folder: Path, device: str) -> LoadedModel[ClassifierMetadata
 
 
 def load_autoencoder(folder: Path, device: str) -> LoadedModel[AutoencoderMetadata]:
-    """An autoencoder version: ``denoise`` keeps the input shape, ``encode`` gives code_dim."""
-    model = load_model(folder, device, AUTOENCODER_SERVED, AutoencoderMetadata)
+    """An autoencoder version: ``denoise`` keeps the input shape, ``encode`` (and
+    ``encode_codes`` where the version has it) give code_dim."""
+    model = load_model(
+        folder, device, AUTOENCODER_SERVED, AutoencoderMetadata, AUTOENCODER_OPTIONAL
+    )
     code_dim = model.metadata.code_dim  # a positive integer: validated
     outputs = dummy_outputs(model)
     if outputs[DENOISE].shape[1:] != (model.height, model.width, 3):
@@ -323,8 +338,10 @@ def load_autoencoder(folder: Path, device: str) -> LoadedModel[AutoencoderMetada
             f"{folder}: denoise returns {outputs[DENOISE].shape[1:]}, "
             f"expected {(model.height, model.width, 3)}"
         )
-    if outputs[ENCODE].shape[1:] != (code_dim,):
-        raise InvalidModelError(
-            f"{folder}: encode returns {outputs[ENCODE].shape[1:]}, metadata code_dim {code_dim}"
-        )
+    for signature in {ENCODE, ENCODE_CODES} & set(outputs):
+        if outputs[signature].shape[1:] != (code_dim,):
+            raise InvalidModelError(
+                f"{folder}: {signature} returns {outputs[signature].shape[1:]}, "
+                f"metadata code_dim {code_dim}"
+            )
     return model

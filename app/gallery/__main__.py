@@ -41,6 +41,7 @@ import numpy as np
 from app.gallery.store import (
     MAX_LABEL_CHARS,
     MAX_NOTE_CHARS,
+    PNG_SIGNATURE,
     CodeSpace,
     GalleryItem,
     GalleryStore,
@@ -58,7 +59,6 @@ MAX_DIMENSION = 4096
 MAX_PNG_BYTES = 4 * 1024 * 1024
 MAX_LINE_BYTES = MAX_PNG_BYTES * 4 // 3 + 16 * 1024  # base64 of the largest PNG + fields
 MAX_NPY_HEADER_BYTES = 64 * 1024
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_ID_PROBE = 1024  # an id sits at most this far above the one its digest asks for
 
 

@@ -59,8 +59,12 @@ from .store import (
     Neighbour,
     NewItem,
     StaleSpaceError,
+    check_new_item,
+    check_space,
+    checked_codes,
     id_of,
     normalised,
+    valid_label,
 )
 
 try:  # The extra `milvus` installs pymilvus; without it only this module fails to work.
@@ -508,16 +512,13 @@ class MilvusGalleryStore:
 
     @_translated
     def add(self, items: Sequence[NewItem], codes: np.ndarray, space: CodeSpace) -> list[Added]:
-        rows = normalised(codes, space.metric)
-        if len(rows) != len(items):
-            raise ValueError(f"{len(items)} items but {len(rows)} codes")
-        if len(items) and rows.shape[1] != space.dimension:
-            raise ValueError(f"codes of dimension {rows.shape[1]}, space has {space.dimension}")
+        check_space(space)
+        items = list(items)
+        rows = checked_codes(codes, len(items), space)
         for item in items:
+            check_new_item(item)
             if len(item.png) > MAX_PNG_BYTES:
                 raise ValueError(f"a gallery PNG holds at most {MAX_PNG_BYTES} bytes")
-            if len(item.digest) != 32:
-                raise ValueError("a digest is the 32 bytes of content_digest()")
         if not items:
             return []
         client = self._client()
@@ -715,7 +716,7 @@ class MilvusGalleryStore:
 
     @_translated
     def items(self, label: str | None, limit: int, after: int | None) -> list[GalleryItem]:
-        if limit <= 0:
+        if limit <= 0 or (label is not None and not valid_label(label)):
             return []
         client = self._client()
         expr = "" if label is None else f"label == {_quoted(label)}"
@@ -733,6 +734,8 @@ class MilvusGalleryStore:
 
     @_translated
     def count(self, label: str | None = None) -> int:
+        if label is not None and not valid_label(label):
+            return 0
         expr = "id >= 0" if label is None else f"label == {_quoted(label)}"
         return self._count(self._client(), self.items_name, expr)
 
@@ -755,7 +758,7 @@ class MilvusGalleryStore:
         activation dropped it meanwhile, the answer is empty and ``active_space()`` names
         the new space: ``code`` came from the old space's encoder, so the caller encodes
         the query again (the gallery service compares the space before and after)."""
-        if k <= 0:
+        if k <= 0 or (label is not None and not valid_label(label)):
             return []
         client = self._client()
         space = self.active_space()
@@ -861,13 +864,10 @@ class MilvusGalleryStore:
 
     @_translated
     def put_codes(self, space: CodeSpace, ids: Sequence[int], codes: np.ndarray) -> None:
-        rows = normalised(codes, space.metric)
-        if len(rows) != len(ids):
-            raise ValueError(f"{len(ids)} ids but {len(rows)} codes")
+        check_space(space)
+        rows = checked_codes(codes, len(ids), space)
         if not len(ids):
             return
-        if rows.shape[1] != space.dimension:
-            raise ValueError(f"codes of dimension {rows.shape[1]}, space has {space.dimension}")
         client = self._client()
         name = self.space_name(space)
         if not client.has_collection(name, timeout=self.timeout_s):

@@ -107,22 +107,21 @@ class GalleryInputError(ServiceError):
 
 def check_label(label: str) -> str:
     """A label: 1 to ``MAX_LABEL_CHARS`` printable characters (no control characters)."""
-    if not valid_label(label):
-        raise GalleryInputError(
-            f"label must have 1 to {MAX_LABEL_CHARS} printable characters (no control "
-            f"characters or line breaks), got {len(label)} characters"
-        )
-    return label
+    return _checked(label, valid_label, f"label must have 1 to {MAX_LABEL_CHARS}")
 
 
 def check_note(note: str) -> str:
     """A note: at most ``MAX_NOTE_CHARS`` printable characters, on one line."""
-    if not valid_note(note):
+    return _checked(note, valid_note, f"note must have at most {MAX_NOTE_CHARS}")
+
+
+def _checked(text: str, valid: Callable[[object], bool], rule: str) -> str:
+    if not valid(text):
         raise GalleryInputError(
-            f"note must have at most {MAX_NOTE_CHARS} printable characters (no control "
-            f"characters or line breaks), got {len(note)} characters"
+            f"{rule} printable characters (no control characters or line breaks), "
+            f"got {len(text)} characters"
         )
-    return note
+    return text
 
 
 @dataclass(frozen=True)

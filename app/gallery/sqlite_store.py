@@ -48,18 +48,17 @@ import numpy as np
 from app.gallery.code_index import CodeIndex
 from app.gallery.store import (
     ID_BITS,
-    MAX_LABEL_CHARS,
-    MAX_NOTE_CHARS,
     Added,
     CodeSpace,
     GalleryItem,
     Neighbour,
     NewItem,
     StaleSpaceError,
+    check_new_item,
+    check_space,
+    checked_codes,
     id_of,
-    normalised,
     valid_label,
-    valid_note,
 )
 
 logger = logging.getLogger(__name__)
@@ -72,7 +71,6 @@ PURGE_CHUNK = 20_000  # codes of a dropped space deleted per transaction
 _FETCH_CHUNK = 10_000
 _IN_CHUNK = 500  # ids per "IN (...)" (SQLite allows 32,766 parameters)
 _ID_LIMIT = 1 << ID_BITS
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_KEY_CHARS = 256  # lease job and owner names
 
 _SCHEMA = """
@@ -188,9 +186,8 @@ class SqliteGalleryStore:
                 isolation_level=None,  # transactions are begun explicitly
                 check_same_thread=False,  # the pool hands a connection to one thread at a time
             )
-            db.execute("PRAGMA journal_mode=WAL")
+            _set_wal_mode(db)
             db.execute("PRAGMA synchronous=FULL")
-            db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         except sqlite3.Error as error:
             raise GalleryDirectoryError(f"cannot open the gallery {self.path}: {error}") from error
         return db
@@ -269,7 +266,7 @@ class SqliteGalleryStore:
         return row[0] if row else None
 
     def open_space(self, space: CodeSpace) -> None:
-        _check_space(space)
+        check_space(space)
         with self._write() as db:
             status = self._status(db, space)
             if status == "active" or status == "open":
@@ -283,7 +280,7 @@ class SqliteGalleryStore:
     def activate(self, space: CodeSpace) -> None:
         """Switch searches to ``space`` (opened before, or already active) in one
         transaction; then purge every other space's codes, a chunk per transaction."""
-        _check_space(space)
+        check_space(space)
         key = space_key(space)
         with self._write() as db:
             status = self._status(db, space)
@@ -323,7 +320,7 @@ class SqliteGalleryStore:
                         break
 
     def code_count(self, space: CodeSpace) -> int:
-        _check_space(space)
+        check_space(space)
         with self._read() as db:
             (count,) = db.execute(
                 "SELECT count(*) FROM codes WHERE space = ?", (space_key(space),)
@@ -334,7 +331,7 @@ class SqliteGalleryStore:
         """Items with no code in ``space``, from where the previous call ended, wrapping
         round once: a scan restarted from the lowest id for every batch would pass over
         every filled item again (quadratic in the gallery's size)."""
-        _check_space(space)
+        check_space(space)
         limit = _check_count(limit, "limit")
         key = space_key(space)
         query = (
@@ -357,9 +354,9 @@ class SqliteGalleryStore:
     def put_codes(self, space: CodeSpace, ids: Sequence[int], codes: np.ndarray) -> None:
         """Store codes of existing items (deleted ones skipped; a code already stored for
         an item in the space stays: an encoder version gives one code per image)."""
-        _check_space(space)
+        check_space(space)
         item_ids = [_check_id(item_id) for item_id in ids]
-        rows = _check_codes(codes, len(item_ids), space)
+        rows = checked_codes(codes, len(item_ids), space)
         key = space_key(space)
         with self._write() as db:
             status = self._status(db, space)
@@ -382,11 +379,11 @@ class SqliteGalleryStore:
     # Items --------------------------------------------------------------------------
 
     def add(self, items: Sequence[NewItem], codes: np.ndarray, space: CodeSpace) -> list[Added]:
-        _check_space(space)
+        check_space(space)
         items = list(items)
         for item in items:
-            _check_new_item(item)
-        rows = _check_codes(codes, len(items), space)
+            check_new_item(item)
+        rows = checked_codes(codes, len(items), space)
         if not items:
             return []
         key = space_key(space)
@@ -772,6 +769,21 @@ class SqliteGalleryStore:
         )
 
 
+def _set_wal_mode(db: sqlite3.Connection) -> None:
+    """Switch to WAL (a no-op once the file is in WAL: the mode is kept in the file). While
+    another process switches a new file, SQLite answers "database is locked" at once
+    instead of waiting out the busy timeout, so the switch is retried until that timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 # Checks: every argument is checked before anything is written -----------------------------
 
 
@@ -793,55 +805,6 @@ def _check_count(value: object, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{name} must be a whole number >= 0")
     return value
-
-
-def _check_space(space: object) -> None:
-    if not isinstance(space, CodeSpace):
-        raise ValueError("space must be a CodeSpace")
-    if not (
-        isinstance(space.encoder_version, int)
-        and space.encoder_version >= 0
-        and isinstance(space.dimension, int)
-        and 0 < space.dimension <= 65536
-        and space.metric in ("cosine", "l2")
-    ):
-        raise ValueError(f"not a valid code space: {space}")
-
-
-def _check_new_item(item: object) -> None:
-    if not isinstance(item, NewItem):
-        raise ValueError("items must be NewItem")
-    if not (isinstance(item.png, bytes) and item.png.startswith(_PNG_SIGNATURE)):
-        raise ValueError("png must be the bytes of a PNG")
-    if not (isinstance(item.digest, bytes) and len(item.digest) == 32):
-        raise ValueError("digest must be 32 bytes (SHA-256)")
-    if not valid_label(item.label):
-        raise ValueError(
-            f"label must be 1 to {MAX_LABEL_CHARS} printable characters, got {item.label!r:.80}"
-        )
-    if not valid_note(item.note):
-        raise ValueError(f"note must be at most {MAX_NOTE_CHARS} printable characters")
-    if item.source not in ("offline", "added"):
-        raise ValueError("source must be 'offline' or 'added'")
-
-
-def _check_codes(codes: object, count: int, space: CodeSpace) -> np.ndarray:
-    try:
-        rows = np.asarray(codes, np.float32)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"codes are not numbers: {error}") from error
-    if rows.ndim == 1 and count == 1:
-        rows = rows[np.newaxis]
-    if count == 0 and rows.size == 0:
-        return np.empty((0, space.dimension), "<f4")
-    if rows.shape != (count, space.dimension):
-        raise ValueError(
-            f"codes have shape {rows.shape}, {count} items in a space of dimension "
-            f"{space.dimension} need ({count}, {space.dimension})"
-        )
-    if not np.all(np.isfinite(rows)):
-        raise ValueError("codes hold a value that is not a finite number")
-    return normalised(rows, space.metric).astype("<f4", copy=False)
 
 
 def _item(row: tuple) -> GalleryItem:

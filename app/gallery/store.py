@@ -32,6 +32,7 @@ MAX_NOTE_CHARS = 256
 # Ids are the first 53 bits of the content digest: the same cell gets the same id in every
 # store, replica and export, and an id survives a JavaScript number (2**53) on the page.
 ID_BITS = 53
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # every stored image is a PNG
 
 
 def valid_label(label: object) -> bool:
@@ -44,6 +45,25 @@ def valid_note(note: object) -> bool:
     return (
         isinstance(note, str) and len(note) <= MAX_NOTE_CHARS and (not note or note.isprintable())
     )
+
+
+def check_new_item(item: object) -> None:
+    """Refuse (``ValueError``) an item no store may hold, whatever its caller checked: the
+    service checks labels for users; the stores check again for imports and scripts."""
+    if not isinstance(item, NewItem):
+        raise ValueError("items must be NewItem")
+    if not (isinstance(item.png, bytes) and item.png.startswith(PNG_SIGNATURE)):
+        raise ValueError("png must be the bytes of a PNG")
+    if not (isinstance(item.digest, bytes) and len(item.digest) == 32):
+        raise ValueError("digest must be 32 bytes (SHA-256)")
+    if not valid_label(item.label):
+        raise ValueError(
+            f"label must be 1 to {MAX_LABEL_CHARS} printable characters, got {item.label!r:.80}"
+        )
+    if not valid_note(item.note):
+        raise ValueError(f"note must be at most {MAX_NOTE_CHARS} printable characters")
+    if item.source not in ("offline", "added"):
+        raise ValueError("source must be 'offline' or 'added'")
 
 
 def content_digest(mode: str, size: tuple[int, int], pixels: bytes) -> bytes:
@@ -203,3 +223,38 @@ def normalised(codes: np.ndarray, metric: Metric) -> np.ndarray:
         norms = np.linalg.norm(rows, axis=1, keepdims=True)
         rows = rows / np.maximum(norms, np.float32(1e-12))
     return rows
+
+
+def check_space(space: object) -> None:
+    """Refuse (``ValueError``) a code space no store may hold."""
+    if not isinstance(space, CodeSpace):
+        raise ValueError("space must be a CodeSpace")
+    if not (
+        isinstance(space.encoder_version, int)
+        and space.encoder_version >= 0
+        and isinstance(space.dimension, int)
+        and 0 < space.dimension <= 65536
+        and space.metric in ("cosine", "l2")
+    ):
+        raise ValueError(f"not a valid code space: {space}")
+
+
+def checked_codes(codes: object, count: int, space: CodeSpace) -> np.ndarray:
+    """``count`` finite codes of ``space`` as every store keeps them (see ``normalised``),
+    or ``ValueError``."""
+    try:
+        rows = np.asarray(codes, np.float32)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"codes are not numbers: {error}") from error
+    if rows.ndim == 1 and count == 1:
+        rows = rows[np.newaxis]
+    if count == 0 and rows.size == 0:
+        return np.empty((0, space.dimension), "<f4")
+    if rows.shape != (count, space.dimension):
+        raise ValueError(
+            f"codes have shape {rows.shape}, {count} items in a space of dimension "
+            f"{space.dimension} need ({count}, {space.dimension})"
+        )
+    if not np.all(np.isfinite(rows)):
+        raise ValueError("codes hold a value that is not a finite number")
+    return normalised(rows, space.metric).astype("<f4", copy=False)

@@ -38,6 +38,18 @@ def mock_http(handler: Handler) -> httpx.Client:
     return httpx.Client(transport=httpx.MockTransport(handler))
 
 
+def recording_http(status: int, answer: object) -> tuple[httpx.Client, list[httpx.Request]]:
+    """A client whose every request is answered ``status`` with the JSON ``answer``, and the
+    list it keeps the requests in: for tests of what the client sends."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(status, json=answer)
+
+    return mock_http(handler), seen
+
+
 @pytest.fixture
 def image_file(tmp_path: Path) -> Path:
     path = tmp_path / "a.png"
@@ -45,19 +57,21 @@ def image_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def second_file(tmp_path: Path) -> Path:
+    """Another upload beside ``image_file``, a JPEG by its name: requests with files of two
+    types."""
+    path = tmp_path / "b.jpg"
+    path.write_bytes(b"jpeg bytes")
+    return path
+
+
 def test_classify_sends_every_file_as_a_file_part_with_the_api_key(
-    image_file: Path, tmp_path: Path
+    image_file: Path, second_file: Path
 ) -> None:
-    second = tmp_path / "b.jpg"
-    second.write_bytes(b"jpeg bytes")
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json=CLASSIFY_ANSWER)
-
-    client = CellsignClient("http://server:9", api_key="secret", http_client=mock_http(handler))
-    assert client.classify([image_file, second]) == CLASSIFY_ANSWER
+    http, seen = recording_http(200, CLASSIFY_ANSWER)
+    client = CellsignClient("http://server:9", api_key="secret", http_client=http)
+    assert client.classify([image_file, second_file]) == CLASSIFY_ANSWER
     request = seen[0]
     assert request.method == "POST"
     assert str(request.url) == "http://server:9/classify"
@@ -242,13 +256,8 @@ def test_real_app_similar_returns_k_nearest_with_their_images(
 
 
 def test_raw_sends_the_bytes_as_the_body_one_image_per_request(image_file: Path) -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json=CLASSIFY_ANSWER)
-
-    client = CellsignClient("http://server:9", http_client=mock_http(handler), raw=True)
+    http, seen = recording_http(200, CLASSIFY_ANSWER)
+    client = CellsignClient("http://server:9", http_client=http, raw=True)
     assert client.classify([image_file]) == CLASSIFY_ANSWER
     assert seen[0].headers["content-type"] == "application/octet-stream"
     assert seen[0].content == image_file.read_bytes()
@@ -350,19 +359,13 @@ def form_fields(request: httpx.Request) -> dict[str, list[str]]:
 
 
 def test_gallery_add_sends_a_form_with_the_label_note_files_and_key(
-    image_file: Path, tmp_path: Path
+    image_file: Path, second_file: Path
 ) -> None:
-    second = tmp_path / "b.png"
-    second.write_bytes(b"other bytes")
     answer = {"items": [gallery_item(5, created_now=True), gallery_item(9, created_now=False)]}
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(201, json=answer)
-
-    client = CellsignClient("http://server:9", "secret", http_client=mock_http(handler))
-    assert client.gallery_add([image_file, second], "parasitized", note="from slide 4") == answer
+    http, seen = recording_http(201, answer)
+    client = CellsignClient("http://server:9", "secret", http_client=http)
+    files = [image_file, second_file]
+    assert client.gallery_add(files, "parasitized", note="from slide 4") == answer
     (request,) = seen
     assert (request.method, str(request.url)) == ("POST", "http://server:9/gallery")
     assert request.headers["X-API-Key"] == "secret"
@@ -370,20 +373,15 @@ def test_gallery_add_sends_a_form_with_the_label_note_files_and_key(
     assert form_fields(request) == {
         "label": ["parasitized"],
         "note": ["from slide 4"],
-        "file": ["a.png", "b.png"],
+        "file": ["a.png", "b.jpg"],
     }
 
 
 def test_raw_gallery_add_sends_one_image_as_the_body_and_the_label_in_the_query(
     image_file: Path,
 ) -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(201, json={"items": [gallery_item(5, created_now=True)]})
-
-    client = CellsignClient("http://server:9", "secret", http_client=mock_http(handler), raw=True)
+    http, seen = recording_http(201, {"items": [gallery_item(5, created_now=True)]})
+    client = CellsignClient("http://server:9", "secret", http_client=http, raw=True)
     client.gallery_add([image_file], "my label", note="n")
     (request,) = seen
     assert request.url.path == "/gallery"
@@ -397,13 +395,8 @@ def test_raw_gallery_add_sends_one_image_as_the_body_and_the_label_in_the_query(
 
 
 def test_gallery_add_without_a_note_sends_no_note_field(image_file: Path) -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(201, json={"items": [gallery_item(1)]})
-
-    CellsignClient(http_client=mock_http(handler)).gallery_add([image_file], "uninfected")
+    http, seen = recording_http(201, {"items": [gallery_item(1)]})
+    CellsignClient(http_client=http).gallery_add([image_file], "uninfected")
     assert form_fields(seen[0]) == {"label": ["uninfected"], "file": ["a.png"]}
 
 
@@ -462,13 +455,8 @@ def test_removing_an_unknown_id_raises_with_the_servers_detail() -> None:
 
 
 def test_gallery_list_passes_only_the_given_parameters() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"items": [], "next": None})
-
-    client = CellsignClient(http_client=mock_http(handler))
+    http, seen = recording_http(200, {"items": [], "next": None})
+    client = CellsignClient(http_client=http)
     client.gallery_list()
     client.gallery_list(label="uninfected", limit=10, after=0)
     assert [dict(request.url.params) for request in seen] == [
@@ -521,13 +509,8 @@ def test_gallery_items_stops_on_a_cursor_that_does_not_move_forwards() -> None:
 
 @pytest.mark.parametrize("raw", [False, True])
 def test_similar_passes_the_label_filter(image_file: Path, raw: bool) -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"results": []})
-
-    client = CellsignClient(http_client=mock_http(handler), raw=raw)
+    http, seen = recording_http(200, {"results": []})
+    client = CellsignClient(http_client=http, raw=raw)
     client.similar(image_file, k=3, label="uninfected")
     client.similar(image_file, k=3)
     assert [dict(request.url.params) for request in seen] == [
@@ -554,12 +537,10 @@ def test_cli_similar_label_is_sent_and_printed_per_neighbour(
 
 def test_cli_gallery_add_says_which_files_were_new_and_which_were_there(
     image_file: Path,
-    tmp_path: Path,
+    second_file: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    second = tmp_path / "b.png"
-    second.write_bytes(b"other bytes")
     answer = {
         "items": [
             gallery_item(11, "mine", created_now=True),
@@ -582,12 +563,12 @@ def test_cli_gallery_add_says_which_files_were_new_and_which_were_there(
         "--note",
         "two cells",
         str(image_file),
-        str(second),
+        str(second_file),
     ]
     assert main(argv, http_client=mock_http(handler)) == 0
     assert capsys.readouterr().out == (
         f"{image_file}: added as id 11 (label mine)\n"
-        f"{second}: already in the gallery as id 12 (label theirs)\n"
+        f"{second_file}: already in the gallery as id 12 (label theirs)\n"
     )
     assert main(["--api-key", "given", *argv], http_client=mock_http(handler)) == 0
     assert keys == ["from-env", "given"]

@@ -88,16 +88,20 @@ class Workers:
 
 def serving_process(sock: socket.socket, processes: list[int]) -> int:
     """The process holding the server end of the open IPv4 connection ``sock``: its socket
-    inode from /proc/net/tcp, then the process whose descriptors include it."""
+    inode from /proc/net/tcp, then the process whose descriptors include it.
+
+    The kernel may print a line twice when the table changes during the read, and a closed
+    connection of the same ports lingers in TIME_WAIT with inode 0: hence a set without 0."""
     client_port, server_port = sock.getsockname()[1], sock.getpeername()[1]
-    inodes = [
+    inodes = {
         fields[9]
         for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
         if int(fields[1].rsplit(":", 1)[1], 16) == server_port
         and int(fields[2].rsplit(":", 1)[1], 16) == client_port
-    ]
+        and fields[9] != "0"
+    }
     assert len(inodes) == 1, inodes
-    target = f"socket:[{inodes[0]}]"
+    target = f"socket:[{inodes.pop()}]"
     for pid in processes:
         with contextlib.suppress(FileNotFoundError, PermissionError):
             for descriptor in Path(f"/proc/{pid}/fd").iterdir():

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,33 @@ class LoopConfig:
     patience: int = 10
     augment: bool = True
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class FitSetup:
+    """What a fit trains on and what it runs under: the same for ``fit_classifier`` and for
+    each phase of ``transfer.fit_transfer``, which differ only in the model they build and
+    their ``LoopConfig``.
+
+    ``train`` and ``validation`` are (uint8 images, labels). ``checkpoint_dir`` holds the
+    latest epoch's checkpoint and the best weights. ``strategy``: by default the one in
+    scope when the setup is made. ``progress`` shows and records the steps (by default
+    shown only). ``class_weights`` (one per class) scale each example's loss, in training
+    and in the validation loss that picks the best epoch, so rare classes count as much as
+    common ones.
+    """
+
+    train: tuple[np.ndarray, np.ndarray]
+    validation: tuple[np.ndarray, np.ndarray]
+    checkpoint_dir: Path
+    strategy: tf.distribute.Strategy = field(default_factory=tf.distribute.get_strategy)
+    progress: JobProgress = field(default_factory=lambda: JobProgress("classifier"))
+    class_weights: np.ndarray | None = None
+
+    def phase(self, name: str) -> FitSetup:
+        """This setup with its checkpoints in the subfolder ``name``: one phase of a run
+        that fits several times, each resuming on its own."""
+        return replace(self, checkpoint_dir=self.checkpoint_dir / name)
 
 
 @dataclass
@@ -98,32 +125,20 @@ def make_dataset(
 
 
 def fit_classifier(
-    build_model: Callable[[], tf.keras.Model],
-    train: tuple[np.ndarray, np.ndarray],
-    validation: tuple[np.ndarray, np.ndarray],
-    config: LoopConfig,
-    checkpoint_dir: Path,
-    strategy: tf.distribute.Strategy | None = None,
-    progress: JobProgress | None = None,
-    class_weights: np.ndarray | None = None,
+    build_model: Callable[[], tf.keras.Model], setup: FitSetup, config: LoopConfig
 ) -> tuple[tf.keras.Model, LoopResult]:
     """Train a logits classifier and return it with its best (lowest validation loss) weights.
 
-    ``class_weights`` (one per class) scale each example's loss, in training and in the
-    validation loss that picks the best epoch, so rare classes count as much as common ones.
-
-    ``checkpoint_dir`` holds the latest epoch's checkpoint and the best weights; calling
-    again with the same folder resumes after the last completed epoch. ``progress`` shows
-    and records the steps (default: shown only).
+    ``setup`` says what it trains on, where its checkpoints go and what it runs under;
+    fitting again with the same setup resumes after the last completed epoch.
     """
-    progress = progress or JobProgress("classifier")
     if config.epochs < 1 or config.batch_size < 1 or config.patience < 1:
         raise ValueError("epochs, batch_size and patience must be positive")
-    strategy = strategy or tf.distribute.get_strategy()
+    strategy, progress = setup.strategy, setup.progress
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     with strategy.scope():
         model = build_model()
-        steps_per_epoch = -(-len(train[1]) // global_batch)
+        steps_per_epoch = -(-len(setup.train[1]) // global_batch)
         schedule = tf.keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=config.epochs * steps_per_epoch
         )
@@ -132,18 +147,22 @@ def fit_classifier(
         # and a resumed run needs them to exist before the checkpoint is restored.
         optimizer.build(model.trainable_variables)
         state = TrainingState()
-    checkpoints = _Checkpoints(worker_folder(strategy, checkpoint_dir), model, optimizer, state)
+    checkpoints = _Checkpoints(
+        worker_folder(strategy, setup.checkpoint_dir), model, optimizer, state
+    )
     resumed_from = checkpoints.restore_latest()
     history = checkpoints.load_history(resumed_from)
 
     augmenter = build_augmenter(config.seed) if config.augment else None
     shuffle_seed = config.seed + resumed_from  # a resumed run must not replay epoch 1's order
-    train_data = make_dataset(*train, global_batch, shuffle_seed=shuffle_seed, augmenter=augmenter)
-    validation_data = make_dataset(*validation, global_batch)
+    train_data = make_dataset(
+        *setup.train, global_batch, shuffle_seed=shuffle_seed, augmenter=augmenter
+    )
+    validation_data = make_dataset(*setup.validation, global_batch)
     distributed_train = strategy.experimental_distribute_dataset(train_data)
     distributed_validation = strategy.experimental_distribute_dataset(validation_data)
     train_step, evaluation_step = make_steps(
-        model, optimizer, strategy, distributed_train.element_spec, class_weights
+        model, optimizer, strategy, distributed_train.element_spec, setup.class_weights
     )
 
     started = time.perf_counter()

@@ -32,6 +32,7 @@ from training.signs import transfer
 from training.signs import trust as signs_trust
 from training.signs.classifier import ClassifierConfig, build_classifier
 from training.signs.custom_loop import (
+    FitSetup,
     LoopConfig,
     LoopResult,
     fit_classifier,
@@ -124,25 +125,19 @@ def train_signs(
             return build_classifier(image_size, len(class_names), run.model)
 
     checkpoint_dir = Path(out_dir) / ".checkpoints" / f"{MODEL_NAME}-{run.fingerprint()}"
-    strategy = strategy_from_environment()
-    train_pairs = (splits.train.images, splits.train.labels)
-    validation_pairs = (splits.validation.images, splits.validation.labels)
+    setup = FitSetup(
+        train=(splits.train.images, splits.train.labels),
+        validation=(splits.validation.images, splits.validation.labels),
+        checkpoint_dir=checkpoint_dir,
+        strategy=strategy_from_environment(),
+        progress=progress,
+        class_weights=weights,
+    )
     if source is None:
-        model, result = fit_classifier(
-            build, train_pairs, validation_pairs, loop, checkpoint_dir, strategy, progress, weights
-        )
+        model, result = fit_classifier(build, setup, loop)
     else:
         model, result, phases = transfer.fit_transfer(
-            build,
-            train_pairs,
-            validation_pairs,
-            loop,
-            checkpoint_dir,
-            strategy=strategy,
-            progress=progress,
-            class_weights=weights,
-            config=transfer_config,
-            scale_epochs=epochs is None and not quick,
+            build, setup, loop, config=transfer_config, scale_epochs=epochs is None and not quick
         )
         if init_record is not None:  # always, when there is a source
             init_record.phases = [asdict(phase) for phase in phases]
@@ -174,7 +169,9 @@ def train_signs(
         signs_trust.write_plots(folder / REPORT_DIR, calibration, ood_spec, ood_scores)
 
     # In a multi-worker run only the chief exports into out_dir; the others into scratch.
-    version_dir = write_version(worker_folder(strategy, out_dir), MODEL_NAME, write_payload, fields)
+    version_dir = write_version(
+        worker_folder(setup.strategy, out_dir), MODEL_NAME, write_payload, fields
+    )
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: the next run starts afresh
     with contextlib.suppress(OSError):  # drop the parent too, unless other runs use it
         checkpoint_dir.parent.rmdir()

@@ -46,9 +46,8 @@ import tensorflow as tf
 from contract.layout import METADATA_FILE, versions
 from contract.metadata import ClassifierMetadata, InitFromSpec, MetadataError, read_metadata
 from training.errors import DataError
-from training.progress import JobProgress
 from training.signs.classifier import ClassifierConfig, build_classifier
-from training.signs.custom_loop import LoopConfig, LoopResult, fit_classifier
+from training.signs.custom_loop import FitSetup, LoopConfig, LoopResult, fit_classifier
 
 log = logging.getLogger(__name__)
 
@@ -223,37 +222,21 @@ def unfreeze_convolutions(model: tf.keras.Model) -> list[str]:
 
 def fit_transfer(
     build_model: Callable[[], tf.keras.Model],
-    train: tuple[np.ndarray, np.ndarray],
-    validation: tuple[np.ndarray, np.ndarray],
+    setup: FitSetup,
     loop: LoopConfig,
-    checkpoint_dir: Path,
     *,
-    strategy: tf.distribute.Strategy | None = None,
-    progress: JobProgress | None = None,
-    class_weights: np.ndarray | None = None,
     config: TransferConfig = TransferConfig(),
     scale_epochs: bool = True,
 ) -> tuple[tf.keras.Model, LoopResult, list[PhaseSummary]]:
     """Phase 1 (the head on frozen stages), then phase 2 (every layer at a lower rate), each
-    through ``fit_classifier`` with its own checkpoints under ``checkpoint_dir`` (an
+    through ``fit_classifier`` with its own checkpoints under ``setup.checkpoint_dir`` (an
     interrupted run resumes in the phase it stopped in). Returns the model with the better
     phase's best weights, the two phases' joined history, and each phase's summary."""
-    strategy = strategy or tf.distribute.get_strategy()
-    progress = progress or JobProgress("classifier")
-    batch = loop.batch_size * strategy.num_replicas_in_sync
-    steps_per_epoch = -(-len(train[1]) // batch)
+    batch = loop.batch_size * setup.strategy.num_replicas_in_sync
+    steps_per_epoch = -(-len(setup.train[1]) // batch)
     head_loop = phase_loop(loop, steps_per_epoch, scale_epochs, config.min_steps)
-    progress.note("training the new head on the frozen stages")
-    model, head = fit_classifier(
-        build_model,
-        train,
-        validation,
-        head_loop,
-        checkpoint_dir / "head",
-        strategy,
-        progress,
-        class_weights,
-    )
+    setup.progress.note("training the new head on the frozen stages")
+    model, head = fit_classifier(build_model, setup.phase("head"), head_loop)
     summaries = [_summary("head", head_loop, head)]
     if not config.fine_tune:
         return model, head, summaries
@@ -263,17 +246,8 @@ def fit_transfer(
     tune_loop = dataclasses.replace(
         head_loop, learning_rate=loop.learning_rate * config.fine_tune_rate
     )
-    progress.note("fine-tuning every layer but the batch norms at a lower learning rate")
-    model, tuned = fit_classifier(
-        lambda: model,
-        train,
-        validation,
-        tune_loop,
-        checkpoint_dir / "all",
-        strategy,
-        progress,
-        class_weights,
-    )
+    setup.progress.note("fine-tuning every layer but the batch norms at a lower learning rate")
+    model, tuned = fit_classifier(lambda: model, setup.phase("all"), tune_loop)
     summaries.append(_summary("all but batch norms", tune_loop, tuned))
     history = {key: head.history[key] + tuned.history[key] for key in head.history}
     improved = summaries[1].best_validation_loss < summaries[0].best_validation_loss

@@ -165,14 +165,11 @@ def check_version(gallery: GalleryService, version: int | None) -> None:
 
 
 def item_info(item: GalleryItem) -> GalleryItemInfo:
-    return GalleryItemInfo(
-        id=item.id,
-        label=item.label,
-        note=item.note,
-        created=item.created,
-        source=item.source,
-        image_url=f"/gallery/{item.id}.png",
-    )
+    """The stored item's fields, as they are, and the URL its image is served at.
+
+    ``vars`` rather than ``dataclasses.asdict``: a page of up to 1,000 items is built on the
+    event loop, and asdict's per-field deep copies made that about five times slower."""
+    return GalleryItemInfo(**vars(item), image_url=f"/gallery/{item.id}.png")
 
 
 @router.get(

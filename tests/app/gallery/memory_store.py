@@ -22,6 +22,7 @@ from app.gallery.store import (
     Neighbour,
     NewItem,
     StaleSpaceError,
+    checked_codes,
     id_of,
     normalised,
 )
@@ -44,9 +45,7 @@ class MemoryGalleryStore:
 
     def add(self, items: Sequence[NewItem], codes: np.ndarray, space: CodeSpace) -> list[Added]:
         self.calls["add"] += 1
-        rows = normalised(codes, space.metric)
-        if len(rows) != len(items) or rows.shape[1] != space.dimension:
-            raise ValueError(f"{rows.shape} codes for {len(items)} items of {space}")
+        rows = checked_codes(codes, len(items), space)
         with self._lock:
             if space not in self._codes:
                 raise StaleSpaceError(f"{space} is neither active nor being filled")
@@ -139,7 +138,7 @@ class MemoryGalleryStore:
 
     def put_codes(self, space: CodeSpace, ids: Sequence[int], codes: np.ndarray) -> None:
         self.calls["put_codes"] += 1
-        rows = normalised(codes, space.metric)
+        rows = checked_codes(codes, len(ids), space)
         with self._lock:
             if space not in self._codes:
                 raise StaleSpaceError(f"{space} is not open")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -21,6 +22,8 @@ import pytest
 from PIL import Image
 
 from app.gallery.store import (
+    MAX_LABEL_CHARS,
+    MAX_NOTE_CHARS,
     Added,
     CodeSpace,
     GalleryStore,
@@ -169,8 +172,30 @@ def check_a_bad_add_stores_nothing(make_store: StoreFactory) -> None:
         store.add([cell(10), cell(11)], codes_for([10]), V1)  # one code for two cells
     with pytest.raises(ValueError):
         store.add([cell(10)], np.ones((1, DIMENSION + 1), np.float32), V1)  # wrong dimension
+    bad_items = [
+        cell(10, label=""),
+        cell(10, label="x" * (MAX_LABEL_CHARS + 1)),
+        cell(10, label="two\nlines"),
+        cell(10, note="x" * (MAX_NOTE_CHARS + 1)),
+        replace(cell(10), png=b"GIF89a"),
+        replace(cell(10), digest=b"short"),
+    ]
+    for bad in bad_items:
+        with pytest.raises(ValueError):
+            store.add([cell(11), bad], codes_for([11, 10]), V1)  # a good item beside it
     assert store.count() == 2
     assert store.get(id_of(cell(10).digest)) is None
+    assert store.get(id_of(cell(11).digest)) is None
+
+
+def check_a_label_no_item_can_have_matches_nothing(make_store: StoreFactory) -> None:
+    """Filters are compared, never interpreted: a label outside the rules (too long, a
+    control character, quotes of the store's query language) finds nothing."""
+    store, _ = filled(make_store, ["a", "b"])
+    for label in ["", "a" * (MAX_LABEL_CHARS + 1), "a\n", 'a" or label != "', "a' OR 1=1 --"]:
+        assert store.items(label, 10, None) == []
+        assert store.count(label) == 0
+        assert store.search(codes_for([0])[0], 2, label) == []
 
 
 def check_the_writer_reads_its_writes_at_once(make_store: StoreFactory) -> None:

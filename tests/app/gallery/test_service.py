@@ -30,7 +30,7 @@ from app.gallery.sqlite_store import SqliteGalleryStore
 from app.gallery.store import CodeSpace, id_of
 from contract.layout import AUTOENCODER, INDEX
 from contract.metadata import AutoencoderMetadata
-from contract.signatures import AUTOENCODER_SERVED, CODES, ENCODE, ENCODE_CODES
+from contract.signatures import AUTOENCODER_SERVED, ENCODE, ENCODE_CODES
 from tests.app.gallery.memory_store import MemoryGalleryStore
 from tests.app.gallery.small_index import write_index_subset
 from tests.app.samples import gradient_image
@@ -96,6 +96,12 @@ class Served:
 
 
 @pytest.fixture
+def served(encoder: LoadedModel[Any], indexes: list[GalleryIndex]) -> Served:
+    """The registry stand-in most tests start from: offline version 1 and its encoder."""
+    return Served(models_with(encoder, indexes[0]))
+
+
+@pytest.fixture
 def running() -> Iterator[Callable[..., GalleryService]]:
     """``running(store, served)`` -> a started service, closed after the test."""
     started: list[GalleryService] = []
@@ -129,12 +135,12 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
 
 def test_an_empty_store_is_seeded_from_the_offline_index(
     running: Callable[..., GalleryService],
-    encoder: LoadedModel[Any],
     indexes: list[GalleryIndex],
     stores: Callable[[], Any],
+    served: Served,
 ) -> None:
     store = stores()
-    service = running(store, Served(models_with(encoder, indexes[0])))
+    service = running(store, served)
     assert store.active_space() == CodeSpace(1, 64, "cosine")
     items = store.items(None, 1000, None)
     assert {item.id for item in items} == offline_ids(indexes[0])
@@ -156,8 +162,8 @@ def test_seeding_again_is_a_no_op_and_a_new_offline_version_keeps_added_cells(
     encoder: LoadedModel[Any],
     indexes: list[GalleryIndex],
     stores: Callable[[], Any],
+    served: Served,
 ) -> None:
-    served = Served(models_with(encoder, indexes[0]))
     first = running(stores(), served)
     added = add_cells(first, encoder, [gradient_image((30, 30))], "mine")
     first.close()
@@ -178,11 +184,10 @@ def test_seeding_again_is_a_no_op_and_a_new_offline_version_keeps_added_cells(
 
 def test_workers_starting_together_seed_each_cell_once(
     running: Callable[..., GalleryService],
-    encoder: LoadedModel[Any],
     indexes: list[GalleryIndex],
     stores: Callable[[], Any],
+    served: Served,
 ) -> None:
-    served = Served(models_with(encoder, indexes[0]))
     services: list[GalleryService] = []
     threads = [
         threading.Thread(target=lambda: services.append(running(stores(), served)))
@@ -214,10 +219,12 @@ class GatedStore(MemoryGalleryStore):
 
 
 def test_a_new_autoencoder_version_is_encoded_in_the_background_then_searched(
-    running: Callable[..., GalleryService], encoder: LoadedModel[Any], indexes: list[GalleryIndex]
+    running: Callable[..., GalleryService],
+    encoder: LoadedModel[Any],
+    indexes: list[GalleryIndex],
+    served: Served,
 ) -> None:
     store = GatedStore(hold_at=1)
-    served = Served(models_with(encoder, indexes[0]))
     service = running(store, served)
     newer = replace(encoder, version=2)
     served.models = models_with(encoder, indexes[0], default=newer)
@@ -276,12 +283,12 @@ def switch_space(store: MemoryGalleryStore, space: CodeSpace) -> None:
 def test_a_label_or_note_out_of_bounds_adds_nothing(
     running: Callable[..., GalleryService],
     encoder: LoadedModel[Any],
-    indexes: list[GalleryIndex],
     label: str,
     note: str,
+    served: Served,
 ) -> None:
     store = MemoryGalleryStore()
-    service = running(store, Served(models_with(encoder, indexes[0])))
+    service = running(store, served)
     with pytest.raises(GalleryInputError) as refused:
         add_cells(service, encoder, [gradient_image((30, 30))], label, note)
     assert refused.value.status_code == 422
@@ -289,10 +296,11 @@ def test_a_label_or_note_out_of_bounds_adds_nothing(
 
 
 def test_a_search_in_a_space_that_stopped_being_active_answers_none(
-    running: Callable[..., GalleryService], encoder: LoadedModel[Any], indexes: list[GalleryIndex]
+    running: Callable[..., GalleryService],
+    served: Served,
 ) -> None:
     store = MemoryGalleryStore()
-    service = running(store, Served(models_with(encoder, indexes[0])))
+    service = running(store, served)
     space, _ = service.searchable()
     switch_space(store, CodeSpace(2, 64, "cosine"))
     assert service.search(space, np.ones(64, np.float32), 3, None) is None
@@ -307,9 +315,10 @@ class BrokenStore(MemoryGalleryStore):
 
 
 def test_a_store_that_fails_is_a_503_and_an_unready_gallery(
-    running: Callable[..., GalleryService], encoder: LoadedModel[Any], indexes: list[GalleryIndex]
+    running: Callable[..., GalleryService],
+    served: Served,
 ) -> None:
-    service = running(BrokenStore(), Served(models_with(encoder, indexes[0])))
+    service = running(BrokenStore(), served)
     with pytest.raises(GalleryUnavailableError) as unavailable:
         service.get(1)
     assert unavailable.value.status_code == 503
@@ -326,10 +335,11 @@ def test_an_empty_gallery_without_an_index_waits_and_says_why(
 
 
 def test_the_active_encoder_is_loaded_when_the_registry_no_longer_keeps_it(
-    running: Callable[..., GalleryService], encoder: LoadedModel[Any], indexes: list[GalleryIndex]
+    running: Callable[..., GalleryService],
+    encoder: LoadedModel[Any],
+    served: Served,
 ) -> None:
     store = GatedStore(hold_at=0)  # the re-encoding to version 3 waits
-    served = Served(models_with(encoder, indexes[0]))
     running(store, served).close()
     newer = replace(encoder, version=3)
     served.models = ModelSet(autoencoder=newer, versions={AUTOENCODER: ModelVersions({3: newer})})
@@ -381,20 +391,21 @@ def test_additions_and_re_encoding_use_the_codes_alone_where_the_version_offers_
     encoder: LoadedModel[Any],
     indexes: list[GalleryIndex],
     monkeypatch: pytest.MonkeyPatch,
+    served: Served,
 ) -> None:
-    """``encode_codes`` gives ``encode``'s codes without the OOD score (a third of the work);
-    a version loaded without it is encoded through ``encode``."""
+    """``encode_codes`` gives ``encode``'s codes without the OOD score (a third of the work):
+    the server loads it where the version has it; a version without it is encoded through
+    ``encode``."""
     folder = quick_models / AUTOENCODER / "1"
-    served_signatures = {**AUTOENCODER_SERVED, ENCODE_CODES: CODES}
-    with_codes = load_model(folder, "/CPU:0", served_signatures, AutoencoderMetadata)
-    assert codes_signature(encoder) == ENCODE
-    assert codes_signature(with_codes) == ENCODE_CODES
+    without_codes = load_model(folder, "/CPU:0", AUTOENCODER_SERVED, AutoencoderMetadata)
+    assert codes_signature(without_codes) == ENCODE
+    assert codes_signature(encoder) == ENCODE_CODES
     batch = model_batch([gradient_image((30, 30))], encoder.height, encoder.width)
     np.testing.assert_allclose(
-        with_codes.run(ENCODE_CODES, batch), encoder.run(ENCODE, batch), atol=1e-5
+        encoder.run(ENCODE_CODES, batch), without_codes.run(ENCODE, batch), atol=1e-5
     )
     # The background re-encoding to a version that offers it calls it.
-    newer = replace(with_codes, version=2)
+    newer = replace(encoder, version=2)
     called: list[str] = []
     run = newer.run
 
@@ -404,7 +415,6 @@ def test_additions_and_re_encoding_use_the_codes_alone_where_the_version_offers_
 
     monkeypatch.setattr(newer, "run", recording)
     store = MemoryGalleryStore()
-    served = Served(models_with(encoder, indexes[0]))
     service = running(store, served)
     served.models = models_with(encoder, indexes[0], default=newer)
     wait_for(lambda: service.active_space == CodeSpace(2, 64, "cosine"), "the switch")

@@ -20,6 +20,7 @@ from training.signs import custom_loop
 from training.signs.classifier import ClassifierConfig, build_classifier
 from training.signs.custom_loop import (
     HISTORY_FILE,
+    FitSetup,
     LoopConfig,
     TrainingState,
     build_augmenter,
@@ -58,7 +59,7 @@ def test_fit_learns_and_keeps_the_best_weights(tmp_path: Path) -> None:
     tf.keras.utils.set_random_seed(0)
     train, validation = _toy_data(48, 1), _toy_data(24, 2)
     config = LoopConfig(epochs=6, batch_size=16, learning_rate=3e-3, augment=False)
-    model, result = fit_classifier(_build, train, validation, config, tmp_path)
+    model, result = fit_classifier(_build, FitSetup(train, validation, tmp_path), config)
     assert result.epochs_run == 6
     assert set(result.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     probabilities = predict_probabilities(model, validation[0])
@@ -70,7 +71,7 @@ def test_fit_learns_and_keeps_the_best_weights(tmp_path: Path) -> None:
 
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch) -> None:
-    train, validation = _toy_data(32, 3), _toy_data(12, 4)
+    setup = FitSetup(_toy_data(32, 3), _toy_data(12, 4), tmp_path)
     config = LoopConfig(epochs=4, batch_size=16, patience=10, augment=False)
     real_run_epoch = custom_loop._run_epoch
     calls = {"count": 0}
@@ -83,12 +84,12 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch)
 
     monkeypatch.setattr(custom_loop, "_run_epoch", interrupt_in_third_epoch)
     with pytest.raises(KeyboardInterrupt):
-        fit_classifier(_build, train, validation, config, tmp_path)
+        fit_classifier(_build, setup, config)
     first_history = json.loads((tmp_path / HISTORY_FILE).read_text())
     assert len(first_history["loss"]) == 2
 
     monkeypatch.setattr(custom_loop, "_run_epoch", real_run_epoch)
-    _, result = fit_classifier(_build, train, validation, config, tmp_path)
+    _, result = fit_classifier(_build, setup, config)
     assert result.resumed_from_epoch == 2
     assert result.epochs_run == 4
     assert result.history["loss"][:2] == first_history["loss"]
@@ -118,7 +119,9 @@ def test_augmenter_keeps_shape_and_range_but_changes_pixels() -> None:
 
 def test_bad_loop_config_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="positive"):
-        fit_classifier(_build, _toy_data(6, 0), _toy_data(6, 1), LoopConfig(epochs=0), tmp_path)
+        fit_classifier(
+            _build, FitSetup(_toy_data(6, 0), _toy_data(6, 1), tmp_path), LoopConfig(epochs=0)
+        )
 
 
 @pytest.mark.slow
@@ -127,18 +130,18 @@ def test_loop_runs_on_two_replicas_with_mirrored_strategy(tmp_path: Path) -> Non
     so this runs in a fresh interpreter."""
     script = textwrap.dedent(
         f"""
+        from pathlib import Path
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2
         )
         from tests.training.signs.test_custom_loop import _build, _toy_data
-        from training.signs.custom_loop import LoopConfig, fit_classifier
+        from training.signs.custom_loop import FitSetup, LoopConfig, fit_classifier
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         config = LoopConfig(epochs=2, batch_size=8, augment=True)
-        _, result = fit_classifier(
-            _build, _toy_data(40, 0), _toy_data(12, 1), config, {str(tmp_path)!r}, strategy
-        )
+        setup = FitSetup(_toy_data(40, 0), _toy_data(12, 1), Path({str(tmp_path)!r}), strategy)
+        _, result = fit_classifier(_build, setup, config)
         print("replicas", strategy.num_replicas_in_sync, "epochs", result.epochs_run)
         """
     )

@@ -14,7 +14,7 @@ from tests.training import image_folders
 from training import cli
 from training.signs import transfer
 from training.signs.classifier import ClassifierConfig, build_classifier
-from training.signs.custom_loop import LoopConfig, LoopResult
+from training.signs.custom_loop import FitSetup, LoopConfig, LoopResult
 from training.signs.transfer import TransferConfig, copy_weights, fit_transfer, phase_loop
 
 SMALL = ClassifierConfig(filters=(8, 16), dense_units=16, dropout=0.1)
@@ -82,9 +82,8 @@ def test_phase_one_trains_only_the_head_and_phase_two_the_convolutions_too(
 
     monkeypatch.setattr(transfer, "fit_classifier", watched_fit)
     loop = LoopConfig(epochs=2, batch_size=8, augment=False, seed=1)
-    _, result, phases = fit_transfer(
-        lambda: model, toy_data(24, 0), toy_data(12, 1), loop, tmp_path, scale_epochs=False
-    )
+    setup = FitSetup(toy_data(24, 0), toy_data(12, 1), tmp_path)
+    _, result, phases = fit_transfer(lambda: model, setup, loop, scale_epochs=False)
     assert seen == [
         {"convolutions": False, "batch_norms": False, "dense": True},
         {"convolutions": True, "batch_norms": False, "dense": True},
@@ -104,10 +103,8 @@ def test_without_fine_tuning_the_stages_keep_the_source_weights(tmp_path: Path) 
     loop = LoopConfig(epochs=2, batch_size=8, augment=False)
     trained, result, phases = fit_transfer(
         lambda: model,
-        toy_data(24, 0),
-        toy_data(12, 1),
+        FitSetup(toy_data(24, 0), toy_data(12, 1), tmp_path),
         loop,
-        tmp_path,
         config=TransferConfig(fine_tune=False),
         scale_epochs=False,
     )
@@ -134,9 +131,8 @@ def test_phase_two_is_kept_only_when_its_validation_loss_is_lower(
 
     monkeypatch.setattr(transfer, "fit_classifier", fake_fit)
     loop = LoopConfig(epochs=2)
-    trained, result, _ = fit_transfer(
-        lambda: model, toy_data(4, 0), toy_data(4, 1), loop, tmp_path, scale_epochs=False
-    )
+    setup = FitSetup(toy_data(4, 0), toy_data(4, 1), tmp_path)
+    trained, result, _ = fit_transfer(lambda: model, setup, loop, scale_epochs=False)
     assert np.all(trained.layers[-1].kernel.numpy() == marks[kept])
     assert result.best_epoch == (4 if kept == "tuned" else 2)  # in the joined history
 

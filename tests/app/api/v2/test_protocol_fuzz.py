@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -163,25 +164,19 @@ def test_valid_bodies_are_read_whatever_the_chunks(
     assert_fits(reader.finish())
 
 
+@pytest.mark.parametrize(
+    "bodies",
+    [mutated(), random_structures(), st.tuples(st.binary(max_size=400), header_lengths)],
+    ids=["mutated", "any-json-in-any-field", "random-bytes"],
+)
 @EXAMPLES
-@given(mutated(), cuts, st.booleans())
-def test_mutated_bodies_are_read_or_refused_with_400_or_413(
-    case: tuple[bytes, str | None], pieces: list[int], declared: bool
+@given(data=st.data(), pieces=cuts, declared=st.booleans())
+def test_hostile_bodies_are_read_or_refused_with_400_or_413(
+    bodies: st.SearchStrategy[tuple[bytes, str | None]],
+    data: st.DataObject,
+    pieces: list[int],
+    declared: bool,
 ) -> None:
-    read(*case, pieces, declared)
-
-
-@EXAMPLES
-@given(random_structures(), cuts, st.booleans())
-def test_any_json_in_any_field_is_read_or_refused_with_400_or_413(
-    case: tuple[bytes, str | None], pieces: list[int], declared: bool
-) -> None:
-    read(*case, pieces, declared)
-
-
-@EXAMPLES
-@given(st.binary(max_size=400), header_lengths, cuts, st.booleans())
-def test_random_bytes_are_refused_with_400_or_413(
-    body: bytes, length: str | None, pieces: list[int], declared: bool
-) -> None:
-    read(body, length, pieces, declared)
+    """Three kinds of hostile body, each with its own ``EXAMPLES``; the body is drawn in
+    the test because ``given`` cannot take a parametrized strategy."""
+    read(*data.draw(bodies, label="body and header length"), pieces, declared)

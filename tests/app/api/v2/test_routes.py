@@ -306,13 +306,18 @@ class CountedBody:
             yield self.chunk
 
 
+def _endless_image_body(chunk: bytes) -> tuple[CountedBody, str]:
+    """A body whose JSON header announces one FP32 image, then ``chunk`` for ever; with its
+    ``Inference-Header-Content-Length``."""
+    head, length = binary_body(tensor("images", "FP32", [1, 64, 64, 3], size=PIXEL_BYTES))
+    return CountedBody(head, chunk), length
+
+
 @pytest.mark.anyio
 async def test_a_declared_body_past_its_announced_size_is_refused_after_its_json_header(
     make_client: AppClientFactory, model_dir: Path
 ) -> None:
-    pixels = tensor("images", "FP32", [1, 64, 64, 3], size=PIXEL_BYTES)
-    head, length = binary_body(pixels)
-    body = CountedBody(head, bytes(MIB))
+    body, length = _endless_image_body(bytes(MIB))
     # 10 MB: within the route's body cap (MAX_REQUEST_BYTES), far past what the header announces
     headers = {"Inference-Header-Content-Length": length, "Content-Length": str(10 * 10**6)}
     async with make_client(model_dir) as app_client:
@@ -320,7 +325,8 @@ async def test_a_declared_body_past_its_announced_size_is_refused_after_its_json
             f"/v2/models/{CLASSIFIER}/infer", content=body, headers=headers
         )
     assert response.status_code == 413
-    assert f"past the {len(head) + PIXEL_BYTES} that its JSON header" in response.json()["error"]
+    announced = len(body.head) + PIXEL_BYTES
+    assert f"past the {announced} that its JSON header" in response.json()["error"]
     assert response.headers["connection"] == "close"  # its unread rest is no next request
     assert body.sent <= MIB  # nothing, or the chunk in flight
 
@@ -329,9 +335,7 @@ async def test_a_declared_body_past_its_announced_size_is_refused_after_its_json
 async def test_a_streamed_binary_part_longer_than_announced_is_cut_off(
     make_client: AppClientFactory, model_dir: Path
 ) -> None:
-    pixels = tensor("images", "FP32", [1, 64, 64, 3], size=PIXEL_BYTES)
-    head, length = binary_body(pixels)
-    body = CountedBody(head, bytes(16 * 1024))  # chunked: no Content-Length
+    body, length = _endless_image_body(bytes(16 * 1024))  # chunked: no Content-Length
     async with make_client(model_dir) as app_client:
         response = await app_client.post(
             f"/v2/models/{CLASSIFIER}/infer",
