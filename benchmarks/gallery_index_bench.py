@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,14 @@ from PIL import Image
 from app.gallery import code_index
 from app.gallery.code_index import CodeIndex
 from app.gallery.sqlite_store import SqliteGalleryStore
-from app.gallery.store import CodeSpace, NewItem, content_digest, id_of, normalised
+from app.gallery.store import (
+    CodeSpace,
+    GalleryStore,
+    NewItem,
+    content_digest,
+    id_of,
+    normalised,
+)
 from benchmarks import REPO_ROOT
 from benchmarks.environment import OtherLoad, machine_description
 from benchmarks.report import markdown_rows, publish
@@ -114,10 +122,11 @@ def synthetic_digest(number: int) -> bytes:
     return hashlib.sha256(b"gallery-bench:%d" % number).digest()
 
 
-def seed_store(directory: Path, codes: np.ndarray, numbers: np.ndarray) -> dict[str, Any]:
+def seed_store(store: GalleryStore, codes: np.ndarray, numbers: np.ndarray) -> dict[str, Any]:
+    """Write the cells through ``store.add`` into an open space, then activate it, as the
+    gallery service seeds from the offline index."""
     names = list(LABELS)
     png = tiny_png()
-    store = SqliteGalleryStore(directory)
     store.open_space(SPACE)
     started = time.perf_counter()
     for start in range(0, len(codes), SEED_BATCH):
@@ -130,7 +139,6 @@ def seed_store(directory: Path, codes: np.ndarray, numbers: np.ndarray) -> dict[
     seeded = time.perf_counter()
     store.activate(SPACE)
     activated = time.perf_counter()
-    store.close()
     return {
         "seed_s": seeded - started,
         "seed_items_per_s": len(codes) / (seeded - started),
@@ -167,13 +175,25 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def embedded_path(label: str | None, count: int, total: int) -> str:
+    """How the embedded store searches ``count`` of ``total`` cells (``label`` None: all)."""
+    if label is None:
+        return "IVF" if total > code_index.EXACT_LIMIT else "exact (one list)"
+    small = count <= max(code_index.LABEL_EXACT_LIMIT, code_index.LABEL_EXACT_SHARE * total)
+    return "exact over the label's copy" if small else "IVF + label bitmap"
+
+
 def search_rows(
-    store: SqliteGalleryStore,
+    store: GalleryStore,
     codes: np.ndarray,
     ids: np.ndarray,
     numbers: np.ndarray,
     queries: np.ndarray,
+    path: Callable[[str | None, int, int], str] = embedded_path,
 ) -> list[dict[str, Any]]:
+    """Per filter (none, then each label): p50/p99 of ``store.search`` one query at a time,
+    and recall@10 against exact search over the same cells; ``path`` names how the store
+    searched them."""
     names = list(LABELS)
     rows = []
     for label in [None, *names]:
@@ -188,17 +208,12 @@ def search_rows(
             latencies.append((time.perf_counter() - started) * 1000)
             hits += len({n.id for n in found} & set(expected.tolist()))
         count = int(chosen.sum())
-        small = count <= max(code_index.LABEL_EXACT_LIMIT, code_index.LABEL_EXACT_SHARE * len(ids))
-        if label is None:
-            path = "IVF" if len(ids) > code_index.EXACT_LIMIT else "exact (one list)"
-        else:
-            path = "exact over the label's copy" if small else "IVF + label bitmap"
         rows.append(
             {
                 "filter": label or "none",
                 "share": share,
                 "cells": count,
-                "path": path,
+                "path": path(label, count, len(ids)),
                 "p50_ms": percentile(latencies, 50),
                 "p99_ms": percentile(latencies, 99),
                 "recall_at_10": hits / (K * len(queries)),
@@ -232,7 +247,7 @@ def encoded(image: Image.Image) -> tuple[bytes, bytes]:
 
 
 def addition_rows(
-    store: SqliteGalleryStore, cells: list[tuple[bytes, bytes]], singles: int, batches: int
+    store: GalleryStore, cells: list[tuple[bytes, bytes]], singles: int, batches: int
 ) -> tuple[list[dict[str, Any]], list[int]]:
     codes = mixture(len(cells), seed=99)
     items = [NewItem(png, digest, "added label") for png, digest in cells]
@@ -293,7 +308,9 @@ def run(size: int, queries: int, singles: int, batches: int, data: Path, workdir
     results["generate_s"] = time.perf_counter() - started
     directory = workdir / "gallery"
     with OtherLoad() as load:
-        results["seeding"] = seed_store(directory, codes, numbers)
+        seeding = SqliteGalleryStore(directory)
+        results["seeding"] = seed_store(seeding, codes, numbers)
+        seeding.close()
     results["seeding_load"] = load.summary()
     results["database_mib"] = (
         sum(path.stat().st_size for path in directory.iterdir() if path.is_file()) / 2**20

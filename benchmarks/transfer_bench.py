@@ -174,7 +174,11 @@ def record(
     return row
 
 
-def run(work: Path, signs: Path, seeds: Sequence[int], full_seeds: Sequence[int]) -> None:
+def run(
+    work: Path, signs: Path, seeds: Sequence[int], full_seeds: Sequence[int], init_only: bool
+) -> None:
+    """Every case's runs; with ``init_only`` the sources and the runs that start from them
+    only (what a change to ``--init-from`` moves)."""
     folders = build_data(work, signs, seeds)
     runs = work / "runs"
     sources: dict[str, Path] = {}
@@ -182,16 +186,18 @@ def run(work: Path, signs: Path, seeds: Sequence[int], full_seeds: Sequence[int]
         a_all = train(folders["a/all"], runs / f"a-all-{seed}", seed)
         record(work, "a: all, from scratch", seed, a_all, folders["a/test-digits"], None)
         b_source = train(folders["b/source"], runs / f"b-source-{seed}", seed)
-        b_all = train(folders["b/all"], runs / f"b-all-{seed}", seed)
-        record(work, "b: all, from scratch", seed, b_all, folders["b/test"], None)
+        if not init_only:
+            b_all = train(folders["b/all"], runs / f"b-all-{seed}", seed)
+            record(work, "b: all, from scratch", seed, b_all, folders["b/test"], None)
         sources.setdefault("a", a_all)
         sources.setdefault("b", b_source)
     for seed in seeds:
         for case in ("a", "b"):
             tenth, rest = (folders[f"{case}/{k}/{seed}"] for k in ("tenth", "rest"))
             test = folders[f"{case}/test"]
-            scratch = train(tenth, runs / f"{case}-tenth-scratch-{seed}", seed)
-            record(work, f"{case}: tenth, from scratch", seed, scratch, test, rest)
+            if not init_only:
+                scratch = train(tenth, runs / f"{case}-tenth-scratch-{seed}", seed)
+                record(work, f"{case}: tenth, from scratch", seed, scratch, test, rest)
             started = train(tenth, runs / f"{case}-tenth-init-{seed}", seed, sources[case])
             record(work, f"{case}: tenth, --init-from", seed, started, test, rest)
             frozen = runs / f"{case}-tenth-frozen-{seed}"
@@ -234,9 +240,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1], help="tenth draws")
     parser.add_argument("--full-seeds", type=int, nargs="+", default=[0], help="all-image runs")
     parser.add_argument("--summary", action="store_true", help="only print the table")
+    parser.add_argument(
+        "--init-only", action="store_true", help="only the sources and the --init-from runs"
+    )
     arguments = parser.parse_args(argv)
     if not arguments.summary:
-        run(arguments.work, arguments.signs, arguments.seeds, arguments.full_seeds)
+        run(
+            arguments.work,
+            arguments.signs,
+            arguments.seeds,
+            arguments.full_seeds,
+            arguments.init_only,
+        )
     print(summary(arguments.work))
     return 0
 

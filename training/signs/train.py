@@ -117,7 +117,9 @@ def train_signs(
 
     transfer_config = dataclasses.replace(TRANSFER, fine_tune=fine_tune)
     if source is not None:
-        build, init_record = transfer.initialised_builder(source, image_size, class_names)
+        build, init_record = transfer.initialised_builder(
+            source, image_size, class_names, (splits.train.images, splits.train.labels)
+        )
     else:
         init_record = None
 

@@ -304,7 +304,7 @@ def test_hnsw_search_keeps_recall_and_is_exact_within_a_small_label(
     codes = rng.standard_normal((count, 64)).astype(np.float32)
     labels = np.array(["rare" if i % 50 == 0 else "common" for i in range(count)])
     items = [
-        NewItem(png=i.to_bytes(4, "big"), digest=content_digest("L", (i, 1), b""), label=label)
+        NewItem(PNG_SIGNATURE + i.to_bytes(4, "big"), content_digest("L", (i, 1), b""), label)
         for i, label in enumerate(labels)
     ]
     batches = range(0, count, 500)

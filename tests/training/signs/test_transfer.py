@@ -56,6 +56,23 @@ def same(before: list[np.ndarray], after: list[np.ndarray]) -> bool:
     return all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
 
+def test_an_imprinted_head_classifies_by_the_nearest_class_mean_of_the_features() -> None:
+    """Before any training step, the new head ranks the classes as the distance from the
+    copied layers' features to each class's mean feature does, with a moderate margin."""
+    _, model = started_model()
+    images, labels = toy_data(40, seed=5)
+    transfer.imprint_head(model, images, labels)
+    features = tf.keras.Model(model.inputs, model.layers[-2].output)(
+        images.astype(np.float32) / 255, training=False
+    ).numpy()
+    means = np.stack([features[labels == label].mean(axis=0) for label in (0, 1)])
+    nearest = np.argmin(((features[:, np.newaxis] - means) ** 2).sum(axis=2), axis=1)
+    logits = model(images.astype(np.float32) / 255, training=False).numpy()
+    np.testing.assert_array_equal(logits.argmax(axis=1), nearest)
+    margins = logits.max(axis=1) - logits.mean(axis=1)
+    assert np.mean(margins) == pytest.approx(transfer.IMPRINT_MARGIN, rel=1e-3)
+
+
 def test_small_data_gets_more_epochs_and_patience_when_epochs_are_not_given() -> None:
     loop = LoopConfig(epochs=40, patience=10)
     stretched = phase_loop(loop, steps_per_epoch=3, scale=True, min_steps=300)
