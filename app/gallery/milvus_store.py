@@ -93,7 +93,11 @@ WRITE_BATCH_BYTES = 4 * 1024 * 1024  # payload of one insert; the proxy takes 64
 ORPHAN_MARGIN = 4  # extra hits fetched so that uncommitted codes cannot shorten an answer
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
-HNSW_EF_MIN = 128  # recall@10 >= 0.95 at a million 64-d codes
+# The HNSW search list. Measured at 200,000 clustered 64-d codes (two cores): ef 128 gave
+# recall@10 0.958 without a filter and 0.85 within a 15% label (HNSW walks past the
+# filtered-out cells); ef 512 gave 0.990, 0.982 within 50% and 0.959 within 15%, at about
+# 5 ms a search. Milvus searches a label small enough exhaustively.
+HNSW_EF_MIN = 512
 # How long activate() waits for Milvus to index a filled space's sealed segments before
 # switching searches to it anyway (searches stay correct meanwhile, only slower).
 INDEX_WAIT_S = 600.0
