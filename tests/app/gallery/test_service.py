@@ -32,6 +32,7 @@ from contract.layout import AUTOENCODER, INDEX
 from contract.metadata import AutoencoderMetadata
 from contract.signatures import AUTOENCODER_SERVED, ENCODE, ENCODE_CODES
 from tests.app.gallery.memory_store import MemoryGalleryStore
+from tests.app.gallery.milvus_server import milvus_store_factory, replica_of
 from tests.app.gallery.small_index import write_index_subset
 from tests.app.samples import gradient_image
 
@@ -123,14 +124,19 @@ def offline_ids(index: GalleryIndex) -> set[int]:
     }
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "milvus"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
-    """Opens the store a test's services share: one in-memory store, or the SQLite file
-    in a fresh GALLERY_DIR, opened anew by each call as each worker process opens it."""
+    """Opens the store a test's services share: one in-memory store; the SQLite file in a
+    fresh GALLERY_DIR, opened anew by each call as each worker process opens it; or a fresh
+    collection prefix on the session's real Milvus server, opened anew as each replica
+    opens it (its collections are dropped when the session's server stops)."""
     if request.param == "memory":
         shared = MemoryGalleryStore()
         return lambda: shared
-    return lambda: SqliteGalleryStore(tmp_path / "gallery")
+    if request.param == "sqlite":
+        return lambda: SqliteGalleryStore(tmp_path / "gallery")
+    first = milvus_store_factory()  # skips, saying why, where no server can start
+    return lambda: replica_of(first)
 
 
 def test_an_empty_store_is_seeded_from_the_offline_index(
