@@ -340,6 +340,30 @@ def run(size: int, queries: int, singles: int, batches: int, data: Path, workdir
     return results
 
 
+def search_table(rows: list[dict[str, Any]]) -> list[str]:
+    """``search_rows``' rows as a markdown table (this benchmark's and the Milvus one's)."""
+    return [
+        "| filter | share | cells | path | p50 ms | p99 ms | recall@10 |",
+        "|---|---:|---:|---|---:|---:|---:|",
+        *markdown_rows(
+            "| {filter} | {share:.0%} | {cells:,} | {path} | {p50_ms:.2f} | {p99_ms:.2f} | "
+            "{recall_at_10:.3f} |",
+            rows,
+        ),
+    ]
+
+
+def addition_table(rows: list[dict[str, Any]]) -> list[str]:
+    """``addition_rows``' rows as a markdown table."""
+    return [
+        "| add | adds | items/s | p50 ms per add | p99 ms per add |",
+        "|---|---:|---:|---:|---:|",
+        *markdown_rows(
+            "| {add} | {adds} | {items_per_s:,.0f} | {p50_ms:.1f} | {p99_ms:.1f} |", rows
+        ),
+    ]
+
+
 def markdown(results: dict[str, Any], command: str) -> str:
     machine = results["machine"]
     versions = machine["versions"]
@@ -392,13 +416,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "",
         "## Search (`store.search`, one query at a time, k = 10)",
         "",
-        "| filter | share | cells | path | p50 ms | p99 ms | recall@10 |",
-        "|---|---:|---:|---|---:|---:|---:|",
-        *markdown_rows(
-            "| {filter} | {share:.0%} | {cells:,} | {path} | {p50_ms:.2f} | {p99_ms:.2f} | "
-            "{recall_at_10:.3f} |",
-            results["search"],
-        ),
+        *search_table(results["search"]),
         "",
         f"{results['queries']} queries per row; other processes used "
         f"{results['search_load']['other_processes_cores']} cores meanwhile.",
@@ -409,12 +427,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "`BEGIN IMMEDIATE` transaction committed with `synchronous=FULL` (an fsync of the WAL), "
         "then this process's index brought up to date.",
         "",
-        "| add | adds | items/s | p50 ms per add | p99 ms per add |",
-        "|---|---:|---:|---:|---:|",
-        *markdown_rows(
-            "| {add} | {adds} | {items_per_s:,.0f} | {p50_ms:.1f} | {p99_ms:.1f} |",
-            results["additions"],
-        ),
+        *addition_table(results["additions"]),
         "",
         f"Deletes: p50 {deletes['delete_p50_ms']:.1f} ms, p99 {deletes['delete_p99_ms']:.1f} ms "
         f"({deletes['deletes']} deletes; FAISS `remove_ids` scans every list). An idle "

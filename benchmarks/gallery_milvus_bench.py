@@ -41,14 +41,16 @@ from benchmarks.gallery_index_bench import (
     SEED_BATCH,
     K,
     addition_rows,
+    addition_table,
     label_numbers,
     mixture,
     real_cells,
     search_rows,
+    search_table,
     seed_store,
     synthetic_digest,
 )
-from benchmarks.report import markdown_rows, publish
+from benchmarks.report import publish
 from benchmarks.servers import tree_cpu_seconds
 from contract.arguments import positive_int
 
@@ -161,13 +163,7 @@ def markdown(results: dict[str, Any], arguments: argparse.Namespace, command: st
         "",
         "## Search (`store.search`, one query at a time, k = 10)",
         "",
-        "| filter | share | cells | path | p50 ms | p99 ms | recall@10 |",
-        "|---|---:|---:|---|---:|---:|---:|",
-        *markdown_rows(
-            "| {filter} | {share:.0%} | {cells:,} | {path} | {p50_ms:.2f} | {p99_ms:.2f} | "
-            "{recall_at_10:.3f} |",
-            results["search"],
-        ),
+        *search_table(results["search"]),
         "",
         f"{results['queries']} queries per row; {load_note(results['search_load'])}.",
         "",
@@ -176,12 +172,7 @@ def markdown(results: dict[str, Any], arguments: argparse.Namespace, command: st
         f"Cells: {results['cells']} PNGs. An add writes the images, the codes, the label "
         "registry and last the item rows (the commit point).",
         "",
-        "| add | adds | items/s | p50 ms per add | p99 ms per add |",
-        "|---|---:|---:|---:|---:|",
-        *markdown_rows(
-            "| {add} | {adds} | {items_per_s:,.0f} | {p50_ms:.1f} | {p99_ms:.1f} |",
-            results["additions"],
-        ),
+        *addition_table(results["additions"]),
         "",
         f"Meanwhile {load_note(results['additions_load'])}.",
         "",
