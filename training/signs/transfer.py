@@ -13,8 +13,9 @@ Training then runs in two phases, each with its own early stopping on validation
 1. the head: the copied convolution stages (their batch-norm statistics too) are frozen and
    only the dense layers train, at the loop's learning rate. A new output layer starts as
    the nearest-class-mean classifier of the copied layers' features on the training images
-   (``imprint_head``), not from random weights, which give large random logits on the
-   copied features (a first-epoch loss of 7.7 instead of ln 6).
+   (``imprint_head``): random weights give large random logits on the copied features (a
+   first-epoch loss of 7.7 where a zero layer gives ln 6), and a zero layer knows nothing
+   of the classes yet.
 2. every layer: the convolutions train too, at 0.3 times that learning rate, starting from
    phase 1's best weights; the batch norms stay frozen (inference mode: a few dozen images
    give poor batch statistics). Without phase 1, fine-tuning every layer at the full rate
