@@ -47,7 +47,6 @@ from app.gallery.store import (
     GalleryStore,
     NewItem,
     id_of,
-    normalised,
 )
 
 FORMAT = "cellsign-gallery-export"
@@ -396,9 +395,7 @@ def import_into(store: GalleryStore, path: Path) -> tuple[int, int, int]:
             if not with_codes:
                 continue
             codes = np.stack([archive.codes[item_id] for _, item_id in with_codes])
-            results = store.add(
-                [item for item, _ in with_codes], normalised(codes, space.metric), space
-            )
+            results = store.add([item for item, _ in with_codes], codes, space)
             for (_, exported_id), result in zip(with_codes, results, strict=True):
                 if result.item.id != exported_id:
                     raise ExportError(

@@ -92,6 +92,12 @@ def codes_signature(encoder: LoadedModel[Any]) -> str:
     return ENCODE_CODES if ENCODE_CODES in encoder.outputs else ENCODE
 
 
+def codes_of(encoder: LoadedModel[Any], images: Sequence[Any]) -> np.ndarray:
+    """``images``' codes by ``encoder`` (see ``codes_signature``); the store normalises
+    them for its space."""
+    return encoder.run(codes_signature(encoder), model_batch(images, encoder.height, encoder.width))
+
+
 class GalleryUnavailableError(ServiceError):
     """The gallery cannot answer now: its store is unreachable, it holds no codes yet, or
     the encoder of its codes is not loaded."""
@@ -401,7 +407,7 @@ class GalleryService:
             batch = await to_thread.run_sync(
                 model_batch, [cell.image for cell in cells], encoder.height, encoder.width
             )
-            codes = normalised(await encode(encoder, batch), space.metric)
+            codes = await encode(encoder, batch)
             try:
                 with self._reachable():
                     added = await to_thread.run_sync(self.store.add, items, codes, space)
@@ -475,7 +481,7 @@ class GalleryService:
                 rows = codes[positions.start : positions.stop]
             else:
                 rows = self._encode_images(space, [cell.image for cell in cells])
-            results = self.store.add(items, normalised(rows, space.metric), space)
+            results = self.store.add(items, rows, space)
             keep.update(result.item.id for result in results)
             added += sum(result.created for result in results)
             self._seeding = Progress(space.encoder_version, positions.stop, index.size)
@@ -501,16 +507,12 @@ class GalleryService:
         encoder = self.encoder(space.encoder_version)
         if encoder is None:
             raise RuntimeError(f"malaria_autoencoder version {space.encoder_version} unloaded")
-        batch = model_batch(images, encoder.height, encoder.width)
-        return encoder.run(codes_signature(encoder), batch)
+        return codes_of(encoder, images)
 
     def _put_encoded(self, space: CodeSpace, encoder: LoadedModel[Any], pairs: list[Any]) -> None:
         """Encode stored cells (``(id, png)`` pairs) and store their codes in ``space``."""
-        images = [stored_pixels(png) for _, png in pairs]
-        batch = model_batch(images, encoder.height, encoder.width)
-        codes = encoder.run(codes_signature(encoder), batch)
-        ids = [item_id for item_id, _ in pairs]
-        self.store.put_codes(space, ids, normalised(codes, space.metric))
+        codes = codes_of(encoder, [stored_pixels(png) for _, png in pairs])
+        self.store.put_codes(space, [item_id for item_id, _ in pairs], codes)
 
     # Re-encoding -----------------------------------------------------------------------
 

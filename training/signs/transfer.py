@@ -162,11 +162,12 @@ def imprint_head(model: tf.keras.Sequential, images: np.ndarray, labels: np.ndar
     kernel, bias = (np.zeros_like(weight) for weight in head.get_weights())
     present = np.unique(labels)
     means = np.stack([features[labels == label].mean(axis=0) for label in present])
-    raw = features @ means.T - 0.5 * np.sum(means**2, axis=1)
+    offsets = -0.5 * np.sum(means**2, axis=1)
+    raw = features @ means.T + offsets
     margin = float(np.mean(raw.max(axis=1) - raw.mean(axis=1)))
     scale = IMPRINT_MARGIN / margin if margin > 0 else 0.0
     kernel[:, present] = scale * means.T
-    bias[present] = -scale * 0.5 * np.sum(means**2, axis=1)
+    bias[present] = scale * offsets
     head.set_weights([kernel, bias])
 
 
